@@ -1,0 +1,94 @@
+"""Compute profiles: where a pipeline's Ray jobs run.
+
+A profile is named in `dag_configs/defaults.yaml` (or beside a pipeline) and picked by
+`compute: <name>`. The same pipeline YAML runs on every profile; only this changes.
+This module imports neither Airflow nor Ray: it is read by the DAG factory, the
+operators and the jobs alike.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalProfile(_Strict):
+    """An embedded Ray head on 127.0.0.1, started on first use and reused after."""
+
+    backend: Literal["local"] = Field(description="Run on an embedded Ray head that rayops starts on this machine.")
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs the embedded head offers to Ray; default: every core of this machine."
+    )
+    num_gpus: int | None = Field(default=None, ge=0, description="GPUs the embedded head offers; default: what Ray detects.")
+    state_dir: str | None = Field(
+        default=None,
+        description="Folder holding the head's state, logs and auth token; default: $RAYOPS_HOME/ray (RAYOPS_HOME defaults to ~/.rayops).",
+    )
+
+
+class RayClusterProfile(_Strict):
+    """An existing Ray cluster, reached through its dashboard's Jobs API."""
+
+    backend: Literal["ray"] = Field(description="Submit to an existing Ray cluster through the Jobs API.")
+    conn_id: str = Field(
+        default="rayops_ray_default",
+        description="Airflow connection of type rayops_ray: host is the dashboard address, password the Ray auth token.",
+    )
+
+
+class Toleration(_Strict):
+    """A Kubernetes toleration for the pods of one Ray group."""
+
+    key: str | None = Field(default=None, description="Taint key the toleration matches; empty matches every key.")
+    operator: Literal["Equal", "Exists"] = Field(default="Equal", description="Equal matches key and value; Exists matches the key alone.")
+    value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches every effect."
+    )
+
+
+class ReplicaRange(_Strict):
+    """How many pods of a worker group the Ray autoscaler may run."""
+
+    min: int = Field(default=0, ge=0, description="Fewest pods of this group kept running.")
+    max: int = Field(default=1, ge=1, description="Most pods of this group the autoscaler may start.")
+
+
+class PodResources(_Strict):
+    """Resources of one Ray pod (head or worker)."""
+
+    cpu: str | int = Field(default=1, description="CPU request and limit, in Kubernetes quantity form (2, '500m').")
+    memory: str = Field(default="4Gi", description="Memory request and limit, in Kubernetes quantity form ('8Gi').")
+    gpu: int = Field(default=0, ge=0, description="NVIDIA GPUs per pod (nvidia.com/gpu).")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must land on.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates (GPU nodes are often tainted).")
+
+
+class WorkerGroup(PodResources):
+    """One group of identical Ray worker pods."""
+
+    name: str = Field(description="Group name, unique within the profile (used in pod names).")
+    replicas: ReplicaRange = Field(default_factory=ReplicaRange, description="Autoscaling bounds for this group.")
+
+
+class KubeRayProfile(_Strict):
+    """A Ray cluster on Kubernetes, created per job through KubeRay custom resources."""
+
+    backend: Literal["kuberay"] = Field(description="Run as KubeRay RayJob / RayService resources on Kubernetes.")
+    conn_id: str = Field(
+        default="kubernetes_default", description="Airflow connection of the cncf-kubernetes provider for the target cluster."
+    )
+    namespace: str = Field(default="default", description="Kubernetes namespace of the Ray resources.")
+    image: str = Field(description="Container image with rayops and the pipeline's code (see docker/).")
+    service_account: str | None = Field(default=None, description="Service account for the Ray pods (for S3 or registry access).")
+    head: PodResources = Field(default_factory=PodResources, description="The Ray head pod.")
+    worker_groups: list[WorkerGroup] = Field(default_factory=list, description="Ray worker groups; GPUs go here.")
+
+
+ComputeProfile = Annotated[Union[LocalProfile, RayClusterProfile, KubeRayProfile], Field(discriminator="backend")]
+"""One of the profile kinds above, chosen by its `backend` key."""
