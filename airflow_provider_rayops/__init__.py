@@ -1,2 +1,35 @@
 """rayops: an Airflow provider whose YAML-driven DAG factory runs the ML lifecycle on Ray."""
+
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+
+def get_provider_info() -> dict:
+    """Provider metadata, read by Airflow through the `apache_airflow_provider` entry point.
+
+    `package-name` must equal the installed distribution's name, or `airflow providers list`
+    breaks for every provider (see DESIGN.md).
+    """
+    return {
+        "package-name": "airflow-provider-rayops",
+        "name": "rayops",
+        "description": "YAML-driven DAG factory that runs the ML lifecycle on Ray: ingest, train, tune, "
+        "register, serve with canary, monitor drift and retrain.",
+        "versions": [__version__],
+        "connection-types": [
+            {"connection-type": "rayops_ray", "hook-class-name": "airflow_provider_rayops.hooks.ray.RayHook"},
+            {"connection-type": "rayops_s3", "hook-class-name": "airflow_provider_rayops.hooks.s3.S3StorageHook"},
+        ],
+        "extra-links": ["airflow_provider_rayops.links.ray.RayJobLink"],
+        "triggers": [
+            {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.triggers.ray_job"]},
+        ],
+        "hooks": [
+            {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.hooks.ray"]},
+            {"integration-name": "S3 storage", "python-modules": ["airflow_provider_rayops.hooks.s3"]},
+        ],
+        "operators": [
+            {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},
+        ],
+    }
