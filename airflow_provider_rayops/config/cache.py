@@ -1,0 +1,123 @@
+"""Skip re-validating unchanged pipeline files across DAG-file parses.
+
+Airflow's dag-processor re-imports the dags file every 30 s in a fresh process, so an
+in-memory cache would not survive; this one is a JSON file per config folder. An entry
+is keyed by everything that can change the result: the file's text, defaults.yaml's
+text, the values of the ${VARS} they reference, the project folder and rayops' version.
+JSON, not pickle: a cache file must never be able to run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import ValidationError
+
+from airflow_provider_rayops import __version__
+from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
+from airflow_provider_rayops.config.loader import (
+    DEFAULTS_FILE,
+    ConfigDirResult,
+    LoadedPipeline,
+    check_unique_names,
+    load_defaults,
+    load_pipeline,
+    pipeline_files,
+    project_dir_of,
+)
+from airflow_provider_rayops.config.schema import PipelineSpec
+
+_VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("RAYOPS_CACHE_DIR"):
+        return Path(os.environ["RAYOPS_CACHE_DIR"])
+    return Path(os.environ.get("RAYOPS_HOME", Path.home() / ".rayops")) / "cache"
+
+
+def _entry_key(text: str, defaults_text: str, project_dir: Path, env: Mapping[str, str]) -> str:
+    names = sorted(set(_VAR_NAME.findall(text)) | set(_VAR_NAME.findall(defaults_text)))
+    h = hashlib.sha256()
+    unset = "\0unset"
+    for part in (__version__, str(project_dir), defaults_text, text, *(f"{n}={env.get(n, unset)}" for n in names)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def load_config_dir_cached(
+    config_dir: Path, *, cache_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> ConfigDirResult:
+    """Like `load_config_dir`, validating only files that changed since the last call."""
+    env = os.environ if env is None else env
+    config_dir = Path(config_dir)
+    project_dir = project_dir_of(config_dir)
+    cache_dir = cache_dir or default_cache_dir()
+    cache_file = cache_dir / (hashlib.sha1(str(config_dir.resolve()).encode()).hexdigest()[:16] + ".json")
+    try:
+        cache: dict = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    defaults_path = config_dir / DEFAULTS_FILE
+    defaults_text = defaults_path.read_text(encoding="utf-8") if defaults_path.exists() else ""
+    defaults = None  # parsed only if some file missed the cache
+    new_cache: dict = {}
+    loaded: list[LoadedPipeline] = []
+    errors: dict[str, ConfigError] = {}
+    for path in pipeline_files(config_dir):
+        text = path.read_text(encoding="utf-8")
+        key = _entry_key(text, defaults_text, project_dir, env)
+        entry = cache.get(key)
+        result = _from_entry(entry, path, text) if entry else None
+        if result is None:
+            if defaults is None:
+                defaults = load_defaults(config_dir, env=env)
+            try:
+                result = load_pipeline(path, defaults=defaults, text=text, env=env, project_dir=project_dir)
+                if defaults and defaults.issues:
+                    result = ConfigError(defaults.issues)
+            except ConfigError as exc:
+                result = ConfigError(exc.issues + (defaults.issues if defaults else []))
+            entry = _to_entry(result)
+        new_cache[key] = entry
+        if isinstance(result, ConfigError):
+            errors[str(path)] = result
+        else:
+            loaded.append(result)
+    if set(new_cache) != set(cache):
+        _write_atomically(cache_file, json.dumps(new_cache))
+    return check_unique_names(loaded, errors, env=env)
+
+
+def _to_entry(result: LoadedPipeline | ConfigError) -> dict:
+    if isinstance(result, ConfigError):
+        return {"errors": [vars(i) for i in result.issues]}
+    return {"spec": result.spec.model_dump(mode="json"), "config_hash": result.config_hash}
+
+
+def _from_entry(entry: dict, path: Path, text: str) -> LoadedPipeline | ConfigError | None:
+    try:
+        if "errors" in entry:
+            return ConfigError([ConfigIssue(**i) for i in entry["errors"]])
+        spec = PipelineSpec.model_validate(entry["spec"])
+        return LoadedPipeline(spec=spec, file=str(path), source_text=text, config_hash=entry["config_hash"])
+    except (ValidationError, KeyError, TypeError):
+        return None  # written by another version of the schema: validate afresh
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder costs speed, never correctness

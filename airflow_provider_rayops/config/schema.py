@@ -1,0 +1,302 @@
+"""The pipeline YAML contract: one `PipelineSpec` per file in dag_configs/.
+
+Every model rejects unknown keys and describes every field; the same models validate
+the YAML, document it (`rayops schema`) and drive the DAG factory. Sections whose stage
+is not built yet still validate here, so a typo is caught today, and are refused by
+`config.stages` with a "not available yet" message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airflow_provider_rayops.config.compute import ComputeProfile
+
+_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_URI = r"^(file|s3)://.+"
+_CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous"}
+
+
+def parse_duration(text: str) -> float:
+    """'250ms', '60s', '5m', '1h' -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"expected a duration such as 250ms, 60s, 5m or 1h, found {text!r}")
+    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class Spec(BaseModel):
+    """Base of every config model: unknown keys are errors, values are frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(Spec):
+    """How the ingest stage splits rows into train and validation."""
+
+    validation: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of rows held out for validation.")
+    seed: int = Field(default=7, description="Seed of the split, so the same data always splits the same way.")
+
+
+class DataSpec(Spec):
+    """The training data source and how it becomes a snapshot."""
+
+    source: str = Field(
+        pattern=_URI,
+        description="URI of the data: file://path (relative paths resolve against the project folder) or "
+        "s3://bucket/key; a parquet or CSV file, or a folder/prefix of parquet files.",
+    )
+    format: Literal["parquet", "csv"] | None = Field(default=None, description="File format; default: from the extension.")
+    target: str = Field(min_length=1, description="Name of the label column.")
+    features: list[str] | None = Field(default=None, description="Feature columns; default: every column but the target.")
+    split: SplitSpec = Field(default_factory=SplitSpec, description="Train/validation split.")
+    min_rows: int = Field(default=100, ge=1, description="Fewest rows the source must have, or ingest fails.")
+
+
+class StorageSpec(Spec):
+    """Where snapshots, checkpoints and reports are written."""
+
+    root: str = Field(
+        pattern=_URI,
+        description="Root URI for everything the pipeline writes: file://path or s3://bucket/prefix (MinIO in production).",
+    )
+    conn_id: str | None = Field(
+        default=None,
+        description="Airflow connection of type rayops_s3 with the endpoint and credentials for s3:// URIs "
+        "(credentials never go in YAML).",
+    )
+
+
+class ScalingSpec(Spec):
+    """How many Ray Train workers a training run uses and what each gets."""
+
+    num_workers: int = Field(default=1, ge=1, description="Data-parallel Ray Train workers.")
+    use_gpu: bool = Field(default=False, description="Give each worker a GPU (the compute profile must have GPUs).")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="Ray resources per worker, e.g. {CPU: 2, GPU: 1}."
+    )
+
+
+class CheckpointSpec(Spec):
+    """How often training saves checkpoints to storage and how many it keeps."""
+
+    every_epochs: int = Field(default=1, ge=1, description="Save a checkpoint every N epochs.")
+    keep: int = Field(default=2, ge=1, description="Checkpoints kept; older ones are deleted.")
+
+
+class TrainSpec(Spec):
+    """Distributed training on Ray Train."""
+
+    entrypoint: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="Per-worker training loop as module:function, or rayops.builtin:tabular_mlp for the built-in model.",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters passed to the loop (epochs, lr, batch_size...).")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and resources.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint policy.")
+    max_failures: int = Field(default=2, ge=0, description="Worker failures Ray Train recovers from by resuming from a checkpoint.")
+    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = Field(
+        default="auto", description="Mixed precision on GPU; auto picks bf16 where the GPU supports it. Ignored on CPU."
+    )
+
+
+class Distribution(Spec):
+    """One dimension of a Tune search space: exactly one of the keys below."""
+
+    uniform: tuple[float, float] | None = Field(default=None, description="Uniform float in [low, high].")
+    loguniform: tuple[float, float] | None = Field(default=None, description="Log-uniform float in [low, high], low > 0.")
+    randint: tuple[int, int] | None = Field(default=None, description="Integer in [low, high).")
+    choice: list[Any] | None = Field(default=None, min_length=1, description="One of these values, sampled.")
+    grid: list[Any] | None = Field(default=None, min_length=1, description="Every one of these values (grid search).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Distribution":
+        given = [k for k in ("uniform", "loguniform", "randint", "choice", "grid") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"expected exactly one of uniform, loguniform, randint, choice, grid; found {', '.join(given) or 'none'}"
+            )
+        low_high = self.uniform or self.loguniform or self.randint
+        if low_high is not None and not low_high[0] < low_high[1]:
+            raise ValueError(f"expected low < high, found [{low_high[0]}, {low_high[1]}]")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be > 0")
+        return self
+
+
+class TuneSpec(Spec):
+    """Hyperparameter search on Ray Tune around the train stage's loop."""
+
+    search_space: dict[str, Distribution] = Field(min_length=1, description="Train params to search, by name.")
+    num_samples: int = Field(default=8, ge=1, description="Trials to run (grid dimensions multiply this).")
+    max_concurrent: int = Field(default=2, ge=1, description="Trials running at once.")
+    metric: str = Field(description="Metric the search optimises, as reported by the training loop (e.g. val_auc).")
+    mode: Literal["min", "max"] = Field(description="Whether a lower or higher metric is better.")
+    scheduler: Literal["asha", "fifo"] = Field(default="asha", description="asha stops weak trials early; fifo runs all to the end.")
+    grace_period: int = Field(default=1, ge=1, description="Epochs every trial runs before ASHA may stop it.")
+
+
+class Gate(Spec):
+    """One promotion gate. Write exactly one kind:
+    {metric, min/max}, {metric, min_gain_over_champion}, {per_class, min}, {latency_p95_ms}, {max_model_size_mb}."""
+
+    metric: str | None = Field(default=None, description="Metric name from the evaluation (e.g. val_auc).")
+    min: float | None = Field(default=None, description="Lower bound of the metric (or of each class with per_class).")
+    max: float | None = Field(default=None, description="Upper bound of the metric.")
+    min_gain_over_champion: float | None = Field(
+        default=None, description="Least improvement of the metric over the serving champion on the same data."
+    )
+    per_class: str | None = Field(default=None, description="Per-class metric (recall, precision, f1) every class must meet with min.")
+    latency_p95_ms: float | None = Field(default=None, gt=0, description="Ceiling on the p95 inference latency per batch, in ms.")
+    max_model_size_mb: float | None = Field(default=None, gt=0, description="Ceiling on the serialized model size, in MB.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Gate":
+        if self.latency_p95_ms is not None or self.max_model_size_mb is not None:
+            extra = [k for k in ("metric", "min", "max", "min_gain_over_champion", "per_class") if getattr(self, k) is not None]
+            both = self.latency_p95_ms is not None and self.max_model_size_mb is not None
+            if extra or both:
+                raise ValueError("a latency or model size gate stands alone; write other bounds as separate gates")
+        elif self.per_class is not None:
+            if self.min is None or self.metric or self.max is not None or self.min_gain_over_champion is not None:
+                raise ValueError("a per_class gate takes exactly {per_class: <metric>, min: <bound>}")
+        elif self.metric is not None:
+            bounds = [k for k in ("min", "max", "min_gain_over_champion") if getattr(self, k) is not None]
+            if not bounds:
+                raise ValueError("a metric gate needs min, max or min_gain_over_champion")
+            if "min_gain_over_champion" in bounds and len(bounds) > 1:
+                raise ValueError("min_gain_over_champion stands alone; write min/max as a separate gate")
+        else:
+            raise ValueError("expected one of: metric, per_class, latency_p95_ms, max_model_size_mb")
+        return self
+
+
+class EvaluateSpec(Spec):
+    """Evaluation of the trained model on the validation snapshot, and the gates it must pass."""
+
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auc"], description="Metrics computed overall and per class.")
+    gates: list[Gate] = Field(default_factory=list, description="Promotion gates; all must pass.")
+
+
+class PromoteSpec(Spec):
+    """Registration in the MLflow model registry, with aliases instead of stages."""
+
+    registered_model: str = Field(min_length=1, description="Registered model name in MLflow (created if missing).")
+    alias: str = Field(default="champion", description="Alias of the version that serves.")
+    challenger_alias: str = Field(default="challenger", description="Alias given to a version that passed every gate.")
+    previous_alias: str = Field(default="previous", description="Alias kept on the last champion, for rollback.")
+    require_approval: bool = Field(default=False, description="Wait for a person to approve in the Airflow UI.")
+    on_gate_failure: Literal["skip", "fail"] = Field(
+        default="skip", description="skip: the run ends with deploy skipped; fail: the run fails (for teams that alert on failures)."
+    )
+    mlflow_conn_id: str | None = Field(default=None, description="Airflow connection of the MLflow tracking server.")
+
+
+class ReplicaBounds(Spec):
+    """Ray Serve autoscaling bounds."""
+
+    min: int = Field(default=1, ge=0, description="Fewest replicas.")
+    max: int = Field(default=1, ge=1, description="Most replicas.")
+
+
+class CanarySpec(Spec):
+    """Stepwise traffic shift to a new model version, with automatic rollback."""
+
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="Traffic percentages, increasing, ending at 100.")
+    hold: str = Field(default="60s", description="How long each step holds before the next (250ms, 60s, 5m, 1h).")
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="Error share of the new version that triggers rollback.")
+    max_p99_ms: float | None = Field(default=None, gt=0, description="p99 latency of the new version that triggers rollback.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"expected increasing percentages in (0, 100] ending at 100, found {steps}")
+        return steps
+
+    @field_validator("hold")
+    @classmethod
+    def _hold(cls, hold: str) -> str:
+        parse_duration(hold)
+        return hold
+
+
+class DeploySpec(Spec):
+    """Ray Serve deployment of the promoted model."""
+
+    app: str = Field(pattern=_NAME, description="Ray Serve application name.")
+    route_prefix: str = Field(pattern=r"^/", description="HTTP route of the application.")
+    replicas: ReplicaBounds = Field(default_factory=ReplicaBounds, description="Autoscaling bounds.")
+    max_batch_size: int = Field(default=32, ge=1, description="Requests batched into one model call.")
+    canary: CanarySpec | None = Field(default=None, description="Canary rollout; without it a new version takes all traffic at once.")
+
+
+class MonitorSpec(Spec):
+    """Drift monitoring of live data against the training snapshot."""
+
+    current: str = Field(pattern=_URI, description="URI of the live data to compare (file or folder/prefix of parquet).")
+    schedule: str = Field(default="@hourly", description="How often the drift check runs (cron or preset).")
+    method: Literal["wasserstein", "ks", "psi"] = Field(
+        default="wasserstein", description="Per-column test: normed Wasserstein distance, KS test, or PSI."
+    )
+    threshold: float = Field(default=0.1, gt=0, description="Per-column drift threshold (distance, or p-value for ks).")
+    correction: Literal["bonferroni", "benjamini-hochberg", "none"] = Field(
+        default="bonferroni", description="Multiple-testing correction for ks across columns."
+    )
+    drift_share: float = Field(default=0.3, gt=0, le=1, description="Share of drifted columns that counts as drift.")
+    min_rows: int = Field(default=1000, ge=1, description="Fewest live rows needed before drift is judged.")
+
+
+class PipelineSpec(Spec):
+    """One ML pipeline: one YAML file in dag_configs/, one lifecycle DAG."""
+
+    pipeline: str = Field(pattern=_NAME, description="Pipeline name; DAG ids derive from it.")
+    description: str | None = Field(default=None, description="What the pipeline is for, shown in the Airflow UI.")
+    owner: str = Field(default="rayops", description="Airflow owner of the DAG's tasks.")
+    tags: list[str] = Field(default_factory=list, description="Extra Airflow tags.")
+    schedule: str | None = Field(default=None, description="Retraining schedule: cron or preset (@daily, @weekly...); null: manual only.")
+    start_date: str = Field(default="2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date the schedule counts from (UTC).")
+    retries: int = Field(default=1, ge=0, description="Airflow retries of each task (a retried Ray job re-attaches, never duplicates).")
+    retry_delay: str = Field(default="30s", description="Wait between retries (250ms, 60s, 5m, 1h).")
+    compute: str = Field(default="local", description="Name of a compute profile from defaults.yaml.")
+    compute_profiles: dict[str, ComputeProfile] = Field(
+        default_factory=dict, description="Compute profiles by name; normally given once in defaults.yaml."
+    )
+    storage: StorageSpec = Field(
+        default_factory=lambda: StorageSpec(root="file://.rayops/artifacts"), description="Where the pipeline writes."
+    )
+    data: DataSpec = Field(description="Training data source: the ingest stage.")
+    train: TrainSpec | None = Field(default=None, description="Distributed training stage.")
+    tune: TuneSpec | None = Field(default=None, description="Hyperparameter search stage (wraps train).")
+    evaluate: EvaluateSpec | None = Field(default=None, description="Evaluation and promotion gates.")
+    promote: PromoteSpec | None = Field(default=None, description="MLflow registry promotion.")
+    deploy: DeploySpec | None = Field(default=None, description="Ray Serve deployment with canary.")
+    monitor: MonitorSpec | None = Field(default=None, description="Drift monitoring that triggers retraining.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, schedule: str | None) -> str | None:
+        if schedule is None or schedule in _CRON_PRESETS:
+            return schedule
+        from croniter import croniter  # an Airflow dependency; imported lazily to keep the config plane light
+
+        if not croniter.is_valid(schedule):
+            raise ValueError(
+                f"expected a cron expression (5 fields) or one of {', '.join(sorted(_CRON_PRESETS))}, found {schedule!r}"
+            )
+        return schedule
+
+    @field_validator("retry_delay")
+    @classmethod
+    def _retry_delay(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def profile(self) -> ComputeProfile:
+        return self.compute_profiles[self.compute]

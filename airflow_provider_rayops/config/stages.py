@@ -1,0 +1,30 @@
+"""Which pipeline stages and compute backends this release can run.
+
+A section the schema knows but rayops cannot run yet is refused with a clear message
+instead of being wired to a placeholder task. Each issue that builds a stage moves it
+from NOT_YET to available here.
+"""
+
+from __future__ import annotations
+
+# Section -> the work that brings it.
+NOT_YET: dict[str, str] = {
+    "train": "distributed training arrives with the Training issue",
+    "tune": "Ray Tune search arrives with the Training issue",
+    "evaluate": "evaluation arrives with the Training issue",
+    "promote": "the MLflow registry and promotion gates arrive with the Registry issue",
+    "deploy": "Ray Serve deployment with canary arrives with the Serving issue",
+    "monitor": "drift monitoring arrives with the Drift issue",
+}
+
+BACKENDS_NOT_YET: dict[str, str] = {
+    "kuberay": "the KubeRay backend arrives with the KubeRay issue; use a local or ray profile",
+}
+
+# A stage that only makes sense after another one.
+REQUIRES: dict[str, str] = {
+    "tune": "train",
+    "evaluate": "train",
+    "promote": "evaluate",
+    "deploy": "promote",
+}
