@@ -1,0 +1,179 @@
+"""Each class of config error: the exact message, file, line and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_rayops.config.errors import ConfigError
+from airflow_provider_rayops.config.loader import load_config_dir, load_defaults, load_pipeline
+
+from .conftest import MINIMAL
+
+
+def errors_of(path, env=None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path, defaults=load_defaults(path.parent), env=env or {})
+    return [str(i) for i in info.value.issues]
+
+
+def test_valid_minimal_pipeline_loads_with_defaults(write, config_dir):
+    loaded = load_pipeline(write("churn.yaml", MINIMAL), defaults=load_defaults(config_dir), env={})
+    assert loaded.spec.compute == "local"
+    assert loaded.spec.profile.backend == "local"
+    assert loaded.spec.owner == "ml-platform"  # from defaults.yaml
+    # relative file:// URIs resolve against the project folder (parent of dag_configs/)
+    assert loaded.spec.data.source == f"file://{config_dir.parent.resolve()}/data/churn.parquet"
+    assert len(loaded.config_hash) == 64
+
+
+def test_yaml_syntax_error_names_line_and_column(write):
+    path = write("p.yaml", "pipeline: churn\ndata: {source: file://x.csv\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:3:1: not valid YAML: ")
+
+
+def test_python_object_tags_are_refused(write):
+    path = write("p.yaml", MINIMAL + "description: !!python/object/apply:os.system ['echo hi']\n")
+    assert errors_of(path) == [
+        f"{path}:5:1: description: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed: "
+        "pipeline configs hold plain values only"
+    ]
+
+
+def test_duplicate_key_is_an_error_not_silently_overwritten(write):
+    path = write("p.yaml", MINIMAL + "schedule: '@daily'\nschedule: '@weekly'\n")
+    assert errors_of(path) == [f"{path}:6:1: schedule: duplicate key (first defined at line 5)"]
+
+
+def test_unknown_key_suggests_the_nearest_valid_key(write):
+    path = write("p.yaml", MINIMAL + "  min_row: 10\n")
+    assert errors_of(path) == [f"{path}:5:3: data.min_row: unknown key 'min_row'; did you mean 'min_rows'?"]
+
+
+def test_unknown_key_without_near_match_lists_the_valid_keys(write):
+    path = write("p.yaml", MINIMAL + "  split: {zzz: 1}\n")
+    assert errors_of(path) == [f"{path}:5:11: data.split.zzz: unknown key 'zzz'; expected one of: validation, seed"]
+
+
+def test_missing_required_key_says_what_it_is(write):
+    path = write("p.yaml", "pipeline: churn\ndata:\n  source: file://x.csv\n")
+    assert errors_of(path) == [f"{path}:2:1: data.target: required key missing (Name of the label column.)"]
+
+
+def test_wrong_type_says_expected_and_found(write):
+    path = write("p.yaml", MINIMAL + "  min_rows: many\n")
+    assert errors_of(path) == [
+        f"{path}:5:3: data.min_rows: expected a valid integer, unable to parse string as an integer, found 'many'"
+    ]
+
+
+def test_source_must_be_a_file_or_s3_uri(write):
+    path = write("p.yaml", "pipeline: churn\ndata:\n  source: data/churn.parquet\n  target: y\n")
+    assert errors_of(path) == [
+        f"{path}:3:3: data.source: expected a URI starting with file:// or s3://, found 'data/churn.parquet'"
+    ]
+
+
+def test_bad_cron_schedule(write):
+    path = write("p.yaml", MINIMAL + "schedule: every monday\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:5:1: schedule: expected a cron expression (5 fields) or one of @continuous")
+    assert error.endswith("found 'every monday'")
+
+
+def test_missing_environment_variable_is_an_error(write):
+    path = write("p.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://${DATA_BUCKET}/churn.parquet"))
+    assert errors_of(path, env={}) == [
+        f"{path}:3:3: data.source: environment variable DATA_BUCKET is not set (write ${{DATA_BUCKET:-default}} to give a default)"
+    ]
+
+
+def test_environment_variables_expand_explicitly_with_defaults_and_escape(write, config_dir):
+    text = MINIMAL.replace("file://data/churn.parquet", "s3://${DATA_BUCKET}/${PREFIX:-raw}/churn.parquet")
+    path = write("p.yaml", text + "description: costs $${HOME} and $HOME\n")
+    loaded = load_pipeline(path, defaults=load_defaults(config_dir), env={"DATA_BUCKET": "lake"})
+    assert loaded.spec.data.source == "s3://lake/raw/churn.parquet"
+    assert loaded.spec.description == "costs ${HOME} and $HOME"  # only ${...} expands
+
+
+def test_unknown_compute_profile_suggests_a_known_one(write):
+    path = write("p.yaml", MINIMAL + "compute: dev-clustr\n")
+    assert errors_of(path) == [f"{path}:5:1: compute: unknown compute profile 'dev-clustr'; did you mean 'dev-cluster'?"]
+
+
+def test_kuberay_profile_is_refused_until_its_backend_exists(write):
+    path = write("p.yaml", MINIMAL + "compute: kuberay-gpu\n")
+    assert errors_of(path) == [
+        f"{path}:5:1: compute: compute profile 'kuberay-gpu' uses backend 'kuberay', which is not available yet: "
+        "the KubeRay backend arrives with the KubeRay issue; use a local or ray profile"
+    ]
+
+
+def test_stage_not_built_yet_is_refused_with_a_clear_message(write):
+    path = write("p.yaml", MINIMAL + "train:\n  entrypoint: rayops.builtin:tabular_mlp\n")
+    assert errors_of(path) == [
+        f"{path}:5:1: train: the train stage is not available yet in rayops 0.1.0: distributed training arrives "
+        "with the Training issue; remove the section to load this pipeline"
+    ]
+
+
+def test_bad_compute_profile_in_defaults_points_at_defaults_yaml(write, config_dir):
+    defaults = config_dir / "defaults.yaml"
+    defaults.write_text(defaults.read_text().replace("    conn_id: rayops_ray_dev", "    conn: rayops_ray_dev"))
+    path = write("p.yaml", MINIMAL)
+    line = next(i for i, text in enumerate(defaults.read_text().splitlines(), 1) if "conn: rayops_ray_dev" in text)
+    assert errors_of(path) == [
+        f"{defaults}:{line}:5: compute_profiles.dev-cluster.conn: unknown key 'conn'; did you mean 'conn_id'?"
+    ]
+
+
+def test_unknown_backend_names_the_valid_ones(write):
+    path = write("p.yaml", MINIMAL + "compute_profiles:\n  mine: {backend: slurm}\ncompute: mine\n")
+    assert errors_of(path) == [
+        f"{path}:6:10: compute_profiles.mine.backend: expected backend one of 'local', 'ray', 'kuberay', found 'slurm'"
+    ]
+
+
+def test_gate_of_no_known_shape(write):
+    # evaluate is refused as not available yet, but its schema is checked already
+    path = write("p.yaml", MINIMAL + "evaluate:\n  gates:\n    - {metric: val_auc}\n")
+    errors = errors_of(path)
+    assert f"{path}:7:7: evaluate.gates[0]: a metric gate needs min, max or min_gain_over_champion" in errors
+
+
+def test_canary_steps_must_increase_to_100(write):
+    text = MINIMAL + "deploy:\n  app: churn\n  route_prefix: /churn\n  canary: {steps: [50, 10]}\n"
+    errors = errors_of(write("p.yaml", text))
+    assert any(":8:12: deploy.canary.steps: expected increasing percentages in (0, 100] ending at 100, found [50, 10]" in e for e in errors)
+
+
+def test_all_errors_of_a_file_are_reported_at_once(write):
+    path = write(
+        "p.yaml",
+        """
+        pipeline: Churn
+        schedul: "@daily"
+        data:
+          source: churn.csv
+          target: churned
+          min_rows: 0
+        """,
+    )
+    errors = errors_of(path)
+    assert [e.split(": ")[0] for e in errors] == [f"{path}:1:1", f"{path}:2:1", f"{path}:4:3", f"{path}:6:3"]
+
+
+def test_one_broken_file_never_hides_the_others(write, config_dir):
+    write("good.yaml", MINIMAL)
+    write("bad.yaml", "pipeline: other\n")
+    result = load_config_dir(config_dir, env={})
+    assert [p.spec.pipeline for p in result.pipelines] == ["churn"]
+    assert list(result.errors) == [str(config_dir / "bad.yaml")]
+
+
+def test_two_files_may_not_define_the_same_pipeline(write, config_dir):
+    write("a.yaml", MINIMAL)
+    second = write("b.yaml", MINIMAL)
+    result = load_config_dir(config_dir, env={})
+    assert [p.file for p in result.pipelines] == [str(config_dir / "a.yaml")]
+    assert str(result.errors[str(second)]) == f"{second}:1:1: pipeline: pipeline name 'churn' is already used by {config_dir / 'a.yaml'}"
