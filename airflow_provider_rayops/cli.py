@@ -1,0 +1,170 @@
+"""`rayops`: validate, list and render pipeline configs without starting Airflow.
+
+    rayops validate [PATH...]   every error as file:line:col: message; exit 1 if any (pre-commit, CI)
+    rayops list                 pipelines of the config folder, their schedule, stages and compute
+    rayops render PIPELINE      the task graph and the exact Ray job submissions it would make
+    rayops schema               the JSON schema of a pipeline file (for editors)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from airflow_provider_rayops.config.errors import ConfigError
+from airflow_provider_rayops.config.loader import (
+    DEFAULTS_FILE,
+    ConfigDirResult,
+    load_config_dir,
+    load_defaults,
+)
+from airflow_provider_rayops.config.schema import PipelineSpec
+from airflow_provider_rayops.factory.loader import config_dir_from_env
+from airflow_provider_rayops.factory.plan import plan_pipeline, render_job_args
+
+
+def _load(paths: Sequence[str], config_dir: Path) -> ConfigDirResult:
+    if not paths:
+        return load_config_dir(config_dir)
+    pipelines, errors = [], {}
+    by_folder: dict[Path, list[Path]] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            result = load_config_dir(path)
+            pipelines += result.pipelines
+            errors.update(result.errors)
+        elif path.name == DEFAULTS_FILE:
+            defaults = load_defaults(path.parent)
+            if defaults and defaults.issues:
+                errors[str(path)] = ConfigError(defaults.issues)
+        elif path.exists():
+            by_folder.setdefault(path.parent, []).append(path)
+        else:
+            errors[str(path)] = ConfigError([_missing_issue(str(path))])
+    for folder, files in by_folder.items():
+        result = load_config_dir(folder, files=files)
+        pipelines += result.pipelines
+        errors.update(result.errors)
+    return ConfigDirResult(pipelines=pipelines, errors=errors)
+
+
+def _missing_issue(path: str):
+    from airflow_provider_rayops.config.errors import ConfigIssue
+
+    return ConfigIssue(path, 1, 1, "", "no such file or folder")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = _load(args.paths, args.config_dir)
+    for error in result.errors.values():
+        print(error, file=sys.stderr)
+    total = sum(len(e.issues) for e in result.errors.values())
+    print(f"{len(result.pipelines)} pipeline(s) valid, {len(result.errors)} file(s) with {total} error(s)")
+    return 1 if result.errors else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    result = load_config_dir(args.config_dir)
+    rows = [("PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE")]
+    for p in result.pipelines:
+        stages = ",".join(dict.fromkeys(t.stage for t in plan_pipeline(p).tasks))
+        rows.append((p.spec.pipeline, p.spec.schedule or "-", f"{p.spec.compute} ({p.spec.profile.backend})", stages, Path(p.file).name))
+    for file in result.errors:
+        rows.append(("(invalid)", "-", "-", "-", Path(file).name))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if result.errors:
+        print(f"\n{len(result.errors)} invalid file(s): run `rayops validate` for the errors", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    result = load_config_dir(args.config_dir)
+    match = [p for p in result.pipelines if p.spec.pipeline == args.pipeline]
+    if not match:
+        broken = [e for f, e in result.errors.items() if Path(f).stem == args.pipeline]
+        if broken:
+            print(broken[0], file=sys.stderr)
+        else:
+            known = ", ".join(sorted(p.spec.pipeline for p in result.pipelines)) or "(none)"
+            print(f"rayops: no pipeline {args.pipeline!r} in {args.config_dir}; known: {known}", file=sys.stderr)
+        return 1
+    plan = plan_pipeline(match[0])
+    params = {p.name: p.default for p in plan.params}
+    out = {
+        "dag_id": plan.dag_id,
+        "schedule": plan.spec.schedule,
+        "compute": {"profile": plan.spec.compute, **plan.spec.profile.model_dump(mode="json")},
+        "params": params,
+        "tasks": [
+            {
+                "task_id": t.full_id,
+                "upstream": list(t.upstream),
+                "submission": {
+                    "entrypoint": t.submission.entrypoint,
+                    "job_args": render_job_args(t.submission.job_args, params),
+                    "entrypoint_num_cpus": t.submission.entrypoint_num_cpus,
+                    "entrypoint_num_gpus": t.submission.entrypoint_num_gpus,
+                    "entrypoint_memory": t.submission.entrypoint_memory,
+                    "entrypoint_resources": t.submission.entrypoint_resources,
+                },
+            }
+            for t in plan.tasks
+        ],
+    }
+    if args.format == "json":
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"DAG {plan.dag_id}  schedule={plan.spec.schedule or 'manual'}  compute={plan.spec.compute} ({plan.spec.profile.backend})")
+    print("params (override when triggering): " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    for task in out["tasks"]:
+        arrow = f"  <- {', '.join(task['upstream'])}" if task["upstream"] else ""
+        print(f"\n[{task['task_id']}]{arrow}")
+        for key, value in task["submission"].items():
+            if value is not None:
+                print(f"  {key}: {json.dumps(value)}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(PipelineSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayops", description="Validate, list and render rayops pipeline configs.")
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="folder of pipeline YAML files (default: $RAYOPS_CONFIG_DIR or ./dag_configs)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check pipeline files; prints file:line:col: message per error, exit 1 if any")
+    p.add_argument("paths", nargs="*", help="files or folders (default: the config folder)")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("list", help="list pipelines")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("render", help="show a pipeline's task graph and Ray job submissions")
+    p.add_argument("pipeline")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("schema", help="print the JSON schema of a pipeline file")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config_dir is None:
+        args.config_dir = config_dir_from_env()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
