@@ -1,0 +1,1 @@
+"""Airflow hooks: one per connection type rayops declares (`rayops_ray`, `rayops_s3`)."""

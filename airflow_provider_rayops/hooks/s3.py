@@ -1,0 +1,118 @@
+"""The `rayops_s3` connection: where `s3://` URIs live (MinIO in production, any S3 service).
+
+Fields: host = endpoint URL (`http://minio.data:9000`; empty for AWS S3), login = access
+key, password = secret key, extra = `{"region": "us-east-1", "secure": false}`. `secure`
+only matters when the host carries no scheme (`minio.data` with port 9000).
+
+The hook turns the connection into `S3Settings` for code running in Airflow, and into the
+environment variables (`job_env()`) through which a Ray job's `S3Settings.from_env()` gets
+the same settings. Credentials never appear in pipeline YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_rayops.storage import S3Settings, StorageConfigError, StorageError
+from airflow_provider_rayops.storage.settings import DEFAULT_REGION
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class S3StorageHook(BaseHook):
+    """Reads a `rayops_s3` connection; gives `S3Settings` and the env vars a Ray job needs."""
+
+    conn_name_attr = "s3_conn_id"
+    default_conn_name = "rayops_s3_default"
+    conn_type = "rayops_s3"
+    hook_name = "S3 / MinIO storage (rayops)"
+
+    def __init__(self, s3_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.s3_conn_id = s3_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema"],
+            "relabeling": {"host": "Endpoint URL", "login": "Access key", "password": "Secret key"},
+            "placeholders": {
+                "host": "http://minio.data:9000 (empty for AWS S3)",
+                "port": "only when the endpoint URL has none",
+                "login": "access key id",
+                "password": "secret access key",
+                "extra": json.dumps({"region": DEFAULT_REGION, "secure": True}),
+            },
+        }
+
+    def get_settings(self) -> S3Settings:
+        """The connection as `S3Settings`; StorageConfigError if its endpoint cannot work."""
+        conn = self.get_connection(self.s3_conn_id)
+        extra = conn.extra_dejson or {}
+        return S3Settings(
+            endpoint_url=_endpoint(conn.host, conn.port),
+            access_key=conn.login or None,
+            secret_key=conn.password or None,
+            region=str(extra.get("region") or DEFAULT_REGION),
+            secure=_as_bool(extra.get("secure"), conn_id=self.s3_conn_id),
+        )
+
+    def job_env(self) -> dict[str, str]:
+        """Environment variables that give a Ray job these settings through `S3Settings.from_env()`.
+
+        They hold the secret key: pass them as the job's runtime_env env_vars, never log them.
+        """
+        return self.get_settings().to_env()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """List the buckets the credentials can see (the UI's Test button)."""
+        from minio import Minio
+
+        try:
+            settings = self.get_settings()
+            client = Minio(
+                settings.endpoint,
+                access_key=settings.access_key,
+                secret_key=settings.secret_key,
+                region=settings.region,
+                secure=bool(settings.secure),
+            )
+            buckets = client.list_buckets()
+        except StorageError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI shows the message; keep it free of secrets
+            return False, f"cannot list buckets at {self._endpoint_for_message()}: {type(exc).__name__}"
+        return True, f"{len(buckets)} bucket(s) visible"
+
+    def _endpoint_for_message(self) -> str:
+        try:
+            return self.get_settings().endpoint_url or "AWS S3"
+        except Exception:
+            return "the configured endpoint"
+
+
+def _endpoint(host: str | None, port: int | None) -> str | None:
+    host = (host or "").strip().rstrip("/")
+    if not host:
+        return None
+    if port and urlsplit(host if "://" in host else f"//{host}").port is None:
+        return f"{host}:{port}"
+    return host
+
+
+def _as_bool(value: Any, *, conn_id: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise StorageConfigError(f"connection {conn_id}", f"extra 'secure' must be true or false, got {value!r}")

@@ -1,0 +1,107 @@
+"""S3StorageHook: a `rayops_s3` connection becomes S3Settings and a Ray job's environment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_rayops import get_provider_info, storage
+from airflow_provider_rayops.hooks.s3 import S3StorageHook
+from airflow_provider_rayops.storage import S3Settings, StorageConfigError
+from tests.fixtures.s3 import S3_BUCKET
+
+
+def _set_connection(monkeypatch, conn_id: str, **fields) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "rayops_s3", **fields}))
+
+
+def test_hook_declares_the_rayops_s3_connection_type() -> None:
+    assert S3StorageHook.conn_type == "rayops_s3"
+    assert S3StorageHook.conn_name_attr == "s3_conn_id"
+    assert S3StorageHook.default_conn_name == "rayops_s3_default"
+    assert S3StorageHook.hook_name == "S3 / MinIO storage (rayops)"
+    declared = {c["connection-type"]: c["hook-class-name"] for c in get_provider_info()["connection-types"]}
+    assert declared["rayops_s3"] == f"{S3StorageHook.__module__}.{S3StorageHook.__qualname__}"
+
+
+def test_connection_fields_become_settings(monkeypatch) -> None:
+    _set_connection(
+        monkeypatch,
+        "minio_prod",
+        host="http://minio.data:9000",
+        login="access",
+        password="secret",
+        extra={"region": "eu-central-1"},
+    )
+    assert S3StorageHook(s3_conn_id="minio_prod").get_settings() == S3Settings(
+        endpoint_url="http://minio.data:9000", access_key="access", secret_key="secret", region="eu-central-1"
+    )
+
+
+def test_bare_host_takes_port_and_secure_from_the_connection(monkeypatch) -> None:
+    _set_connection(monkeypatch, "minio_bare", host="minio.data", port=9000, extra={"secure": "false"})
+    assert S3StorageHook(s3_conn_id="minio_bare").get_settings().endpoint_url == "http://minio.data:9000"
+
+
+def test_default_connection_id_is_used(monkeypatch) -> None:
+    _set_connection(monkeypatch, "rayops_s3_default", host="https://s3.example.com")
+    assert S3StorageHook().get_settings().endpoint_url == "https://s3.example.com"
+
+
+def test_secure_extra_that_is_not_a_boolean_is_refused(monkeypatch) -> None:
+    _set_connection(monkeypatch, "minio_odd", host="minio.data:9000", extra={"secure": "maybe"})
+    with pytest.raises(StorageConfigError, match="extra 'secure' must be true or false"):
+        S3StorageHook(s3_conn_id="minio_odd").get_settings()
+
+
+def test_job_env_gives_a_ray_job_the_same_settings(monkeypatch) -> None:
+    _set_connection(
+        monkeypatch, "minio_job", host="http://minio.data:9000", login="ak", password="sk", extra={"region": "eu-west-3"}
+    )
+    hook = S3StorageHook(s3_conn_id="minio_job")
+    env = hook.job_env()
+    assert env == {
+        "RAYOPS_S3_ENDPOINT_URL": "http://minio.data:9000",
+        "MLFLOW_S3_ENDPOINT_URL": "http://minio.data:9000",
+        "AWS_ACCESS_KEY_ID": "ak",
+        "AWS_SECRET_ACCESS_KEY": "sk",
+        "AWS_REGION": "eu-west-3",
+    }
+    assert S3Settings.from_env(env) == hook.get_settings()
+
+
+def test_settings_from_the_hook_reach_the_bucket(s3_endpoint, monkeypatch) -> None:
+    _set_connection(
+        monkeypatch,
+        "moto",
+        host=s3_endpoint.endpoint_url,
+        login=s3_endpoint.access_key,
+        password=s3_endpoint.secret_key,
+    )
+    hook = S3StorageHook(s3_conn_id="moto")
+    uri = f"s3://{S3_BUCKET}/hook/obj.txt"
+    storage.write_bytes(uri, b"through the hook", settings=hook.get_settings())
+    assert storage.read_bytes(uri, settings=S3Settings.from_env(hook.job_env())) == b"through the hook"
+    ok, message = hook.test_connection()
+    assert ok is True
+    assert message.endswith("bucket(s) visible")
+
+
+def test_test_connection_failure_keeps_the_secret_out(monkeypatch) -> None:
+    _set_connection(monkeypatch, "dead", host="http://127.0.0.1:9", login="ak", password="very-secret-key")
+    monkeypatch.setattr("minio.Minio.list_buckets", _refuse)
+    ok, message = S3StorageHook(s3_conn_id="dead").test_connection()
+    assert ok is False
+    assert "http://127.0.0.1:9" in message
+    assert "very-secret-key" not in message
+
+
+def _refuse(*_args, **_kwargs):
+    raise ConnectionRefusedError("very-secret-key would never be here, but check anyway")
+
+
+def test_ui_relabels_fields_in_storage_terms() -> None:
+    behaviour = S3StorageHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"] == {"host": "Endpoint URL", "login": "Access key", "password": "Secret key"}
+    assert "schema" in behaviour["hidden_fields"]
