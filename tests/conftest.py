@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.airflow_db",
     "tests.fixtures.ray_head",
     "tests.fixtures.s3",
+    "tests.fixtures.airflow_stack",
 ]
