@@ -1,0 +1,98 @@
+"""Helpers for code that runs inside a Ray job: its arguments in, its result out.
+
+A rayops job is a plain Python module run by Ray (`python -m airflow_provider_rayops.jobs.x`).
+SubmitRayJobOperator hands it a JSON dict in the `RAYOPS_JOB_ARGS` environment variable and
+reads its result back from the job's log: one line `::rayops-result::{json}` (the last one
+wins). Results are small dicts (URIs, metrics, run ids); data stays in storage.
+
+    from airflow_provider_rayops.jobs import JobInputError, run_job
+
+    def main(args: dict) -> dict:
+        if "source" not in args:
+            raise JobInputError("job argument 'source' is required")
+        return {"rows": 42}
+
+    if __name__ == "__main__":
+        run_job(main)
+
+This module imports no Airflow: Ray workers may not have it installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+JOB_ARGS_ENV = "RAYOPS_JOB_ARGS"
+RESULT_MARKER = "::rayops-result::"
+USER_ERROR_EXIT_CODE = 1
+
+
+class JobInputError(Exception):
+    """A problem with what the user asked for (bad argument, missing input), not a bug.
+
+    `run_job` reports it as one clear line on stderr and exit code 1, without a traceback.
+    """
+
+
+def job_args() -> dict[str, Any]:
+    """The job's arguments: the JSON object in $RAYOPS_JOB_ARGS, or {} when it is unset."""
+    raw = os.environ.get(JOB_ARGS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise JobInputError(f"{JOB_ARGS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise JobInputError(f"{JOB_ARGS_ENV} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def report_result(result: Mapping[str, Any]) -> None:
+    """Print the job's result as the marker line the operator reads (the last one printed wins)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a job result must be a dict, got {type(result).__name__}")
+    line = RESULT_MARKER + json.dumps(dict(result), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    # One write, flushed, so the line never interleaves with other output in the driver log.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def parse_result(logs: str) -> dict[str, Any] | None:
+    """The result a job reported in its logs (last marker wins), or None when it reported none.
+
+    The marker may follow a prefix (Ray prefixes lines printed by tasks and actors).
+    """
+    for line in reversed(logs.splitlines()):
+        pos = line.find(RESULT_MARKER)
+        if pos < 0:
+            continue
+        try:
+            value = json.loads(line[pos + len(RESULT_MARKER) :])
+        except json.JSONDecodeError:
+            continue  # a truncated or foreign line; an earlier complete one may still be valid
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+    """Run `main(job_args())` and report what it returns as the job's result.
+
+    A `JobInputError` ends the process with one line on stderr and exit code 1; any other
+    exception propagates with its traceback (a bug should show where it is).
+    """
+    try:
+        result = main(job_args())
+    except JobInputError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"rayops job input error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None
+    if result is not None:
+        report_result(result)
+    return result
