@@ -1,0 +1,307 @@
+"""The ingest job, run unchanged over `file://` and `s3://` (moto) sources and snapshot roots."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_rayops import storage
+from airflow_provider_rayops.jobs.datasets import make_churn
+from airflow_provider_rayops.jobs.ingest import SchemaViolation, SourceUnusable, ingest, split
+from airflow_provider_rayops.jobs.runtime import JobInputError
+from airflow_provider_rayops.storage import join_uri
+
+ROWS = 200
+
+
+def _churn(rows: int = ROWS) -> pa.Table:
+    table = make_churn(rows, seed=11)
+    return table.add_column(0, "row_id", pa.array(range(rows), pa.int64()))
+
+
+def _put(uri: str, table: pa.Table, fmt: str = "parquet") -> str:
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        pq.write_table(table, buf)
+    else:
+        pacsv.write_csv(table, buf)
+    storage.write_bytes(uri, buf.getvalue())
+    return uri
+
+
+def _read(uri: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+
+
+def _ingest(root: str, source: str, **kwargs):
+    kwargs.setdefault("target", "churned")
+    kwargs.setdefault("min_rows", 100)
+    return ingest(source=source, snapshot_root=join_uri(root, "snapshots"), **kwargs)
+
+
+def test_snapshot_holds_both_splits_and_a_complete_manifest(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    result = _ingest(storage_root, source, split_validation=0.25, seed=3)
+
+    snapshot = join_uri(storage_root, "snapshots", result["content_hash"])
+    assert result == {
+        "snapshot_uri": snapshot,
+        "content_hash": result["content_hash"],
+        "rows": {"train": 150, "validation": 50},
+        "reused": False,
+    }
+    assert storage.list_uris(snapshot) == [join_uri(snapshot, n) for n in ("manifest.json", "train.parquet", "validation.parquet")]
+
+    manifest = storage.read_manifest(snapshot)
+    assert manifest["content_hash"] == result["content_hash"]
+    assert manifest["source"] == source
+    assert manifest["target"] == "churned"
+    assert manifest["rows"] == {"train": 150, "validation": 50, "total": 200}
+    assert manifest["split"] == {"validation": 0.25, "seed": 3, "algorithm": "permutation-v1"}
+    assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
+    columns = {c["name"]: (c["type"], c["kind"], c["role"]) for c in manifest["columns"]}
+    assert columns["monthly_charges"] == ("double", "numeric", "feature")
+    assert columns["plan"] == ("string", "categorical", "feature")
+    assert columns["paperless_billing"] == ("bool", "bool", "feature")
+    assert columns["churned"] == ("bool", "bool", "target")
+    assert manifest["categories"]["plan"] == ["basic", "premium", "standard"]
+    assert set(manifest["files"]) == {"train.parquet", "validation.parquet"}
+
+
+def test_splits_partition_the_source_rows(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    result = _ingest(storage_root, source)
+    train = _read(join_uri(result["snapshot_uri"], "train.parquet"))
+    validation = _read(join_uri(result["snapshot_uri"], "validation.parquet"))
+    train_ids, validation_ids = train.column("row_id").to_pylist(), validation.column("row_id").to_pylist()
+    assert sorted(train_ids + validation_ids) == list(range(ROWS))
+    assert train_ids == sorted(train_ids)  # source order kept inside each split
+    assert train.column_names[-1] == "churned"
+
+
+def test_second_run_reuses_the_snapshot_and_writes_nothing(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    first = _ingest(storage_root, source)
+    listing = storage.list_uris(storage_root)
+    manifest_bytes = storage.read_bytes(join_uri(first["snapshot_uri"], "manifest.json"))
+
+    second = _ingest(storage_root, source)
+
+    assert second == {**first, "reused": True}
+    assert storage.list_uris(storage_root) == listing
+    assert storage.read_bytes(join_uri(first["snapshot_uri"], "manifest.json")) == manifest_bytes
+
+
+def test_half_written_snapshot_is_written_again(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    first = _ingest(storage_root, source)
+    storage.delete(join_uri(first["snapshot_uri"], "manifest.json"))  # as if the writer died before it
+    again = _ingest(storage_root, source)
+    assert again["reused"] is False
+    assert again["snapshot_uri"] == first["snapshot_uri"]
+    assert storage.read_manifest(again["snapshot_uri"]) is not None
+
+
+def test_same_rows_from_csv_parquet_or_a_folder_give_the_same_snapshot(storage_root: str) -> None:
+    table = _churn()
+    from_parquet = _ingest(storage_root, _put(join_uri(storage_root, "raw", "churn.parquet"), table))
+    from_csv = _ingest(storage_root, _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv"))
+    folder = join_uri(storage_root, "raw", "parts")
+    _put(join_uri(folder, "part-0001.parquet"), table.slice(0, 120))
+    _put(join_uri(folder, "part-0002.parquet"), table.slice(120))
+    storage.write_bytes(join_uri(folder, "_SUCCESS"), b"")
+    from_folder = _ingest(storage_root, folder)
+    assert from_csv["snapshot_uri"] == from_folder["snapshot_uri"] == from_parquet["snapshot_uri"]
+    assert from_csv["reused"] and from_folder["reused"]
+
+
+def test_other_split_settings_or_features_make_another_snapshot(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    hashes = {
+        _ingest(storage_root, source)["content_hash"],
+        _ingest(storage_root, source, seed=8)["content_hash"],
+        _ingest(storage_root, source, split_validation=0.3)["content_hash"],
+        _ingest(storage_root, source, features=["tenure_months", "plan"])["content_hash"],
+    }
+    assert len(hashes) == 4
+
+
+def test_configured_features_are_kept_in_order_then_the_target(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    result = _ingest(storage_root, source, features=["plan", "tenure_months"])
+    assert _read(join_uri(result["snapshot_uri"], "train.parquet")).column_names == ["plan", "tenure_months", "churned"]
+
+
+def test_split_is_deterministic_for_a_seed() -> None:
+    table = _churn()
+    a_train, a_val = split(table, validation=0.2, seed=5)
+    b_train, b_val = split(table, validation=0.2, seed=5)
+    _, c_val = split(table, validation=0.2, seed=6)
+    assert a_train.equals(b_train) and a_val.equals(b_val)
+    assert not a_val.equals(c_val)
+    assert (a_train.num_rows, a_val.num_rows) == (160, 40)
+
+
+# Bad input: the exact message names the column (or source) and the rule; nothing is written.
+
+
+def _assert_nothing_written(root: str) -> None:
+    assert storage.list_uris(join_uri(root, "snapshots")) == []
+
+
+def test_missing_target_column(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn().drop_columns(["churned"]))
+    with pytest.raises(SchemaViolation) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == (
+        "column 'churned': target column missing (columns: row_id, tenure_months, monthly_charges, "
+        "support_calls, total_charges, plan, contract, paperless_billing)"
+    )
+    assert (err.value.column, isinstance(err.value, JobInputError)) == ("churned", True)
+    _assert_nothing_written(storage_root)
+
+
+def test_missing_feature_column(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn().select(["tenure_months", "churned"]))
+    with pytest.raises(SchemaViolation) as err:
+        _ingest(storage_root, source, features=["tenure_months", "monthly_charges"])
+    assert str(err.value) == "column 'monthly_charges': feature column missing (columns: tenure_months, churned)"
+    _assert_nothing_written(storage_root)
+
+
+def test_column_of_the_wrong_kind(storage_root: str) -> None:
+    table = _churn().set_column(2, "monthly_charges", pa.array(["unknown"] + ["12.5"] * (ROWS - 1)))
+    source = _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv")
+    with pytest.raises(SchemaViolation) as err:
+        _ingest(storage_root, source, column_types={"monthly_charges": "numeric"})
+    assert str(err.value) == "column 'monthly_charges': expected numeric, found string"
+    _assert_nothing_written(storage_root)
+
+
+def test_column_of_an_unsupported_type(storage_root: str) -> None:
+    signup = pa.array([0] * ROWS, pa.timestamp("ms"))
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn().append_column("signup", signup))
+    with pytest.raises(SchemaViolation) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == "column 'signup': type timestamp[ms] is not supported; expected numeric, bool or categorical string"
+    _assert_nothing_written(storage_root)
+
+
+@pytest.mark.parametrize(
+    "bad_target",
+    [
+        pa.array([float("nan")] + [1.0] * (ROWS - 1)),
+        pa.array([None] + [True] * (ROWS - 1), pa.bool_()),
+    ],
+    ids=["nan", "null"],
+)
+def test_nan_or_null_in_the_target(storage_root: str, bad_target: pa.Array) -> None:
+    table = _churn().drop_columns(["churned"]).append_column("churned", bad_target)
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), table)
+    with pytest.raises(SchemaViolation) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == "column 'churned': target has 1 null or NaN value(s); it must have none"
+    _assert_nothing_written(storage_root)
+
+
+def test_fewer_rows_than_min_rows(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn(50))
+    with pytest.raises(SourceUnusable) as err:
+        _ingest(storage_root, source, min_rows=100)
+    assert str(err.value) == f"source {source}: has 50 rows, fewer than min_rows=100"
+    _assert_nothing_written(storage_root)
+
+
+def test_zero_byte_file(storage_root: str) -> None:
+    source = join_uri(storage_root, "raw", "churn.csv")
+    storage.write_bytes(source, b"")
+    with pytest.raises(SourceUnusable) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == f"source {source}: is empty (0 bytes)"
+    _assert_nothing_written(storage_root)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_file_without_rows(storage_root: str, fmt: str) -> None:
+    source = _put(join_uri(storage_root, "raw", f"churn.{fmt}"), _churn().slice(0, 0), fmt)
+    with pytest.raises(SourceUnusable) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == f"source {source}: is empty (0 rows)"
+    _assert_nothing_written(storage_root)
+
+
+def test_missing_source(storage_root: str) -> None:
+    source = join_uri(storage_root, "raw", "nothing.parquet")
+    with pytest.raises(SourceUnusable) as err:
+        _ingest(storage_root, source)
+    assert str(err.value) == f"source {source}: does not exist"
+
+
+def test_folder_without_data_files(storage_root: str) -> None:
+    folder = join_uri(storage_root, "raw", "parts")
+    storage.write_bytes(join_uri(folder, "_SUCCESS"), b"")
+    with pytest.raises(SourceUnusable) as err:
+        _ingest(storage_root, folder)
+    assert str(err.value) == f"source {folder}: folder holds no parquet files"
+
+
+def test_folder_files_with_different_schemas(storage_root: str) -> None:
+    folder = join_uri(storage_root, "raw", "parts")
+    table = _churn()
+    _put(join_uri(folder, "a.parquet"), table.slice(0, 100))
+    _put(join_uri(folder, "b.parquet"), table.slice(100).drop_columns(["plan"]))
+    with pytest.raises(SourceUnusable, match=r"files disagree on the schema: .*b\.parquet differs from .*a\.parquet"):
+        _ingest(storage_root, folder)
+
+
+def test_bad_split_fraction_is_refused_before_reading() -> None:
+    with pytest.raises(JobInputError, match=r"split_validation=1.0: must be between 0 and 1, exclusive"):
+        ingest(source="file:///nowhere.parquet", target="y", snapshot_root="file:///nowhere", split_validation=1.0)
+
+
+# As Ray runs it: `python -m airflow_provider_rayops.jobs.ingest` with RAYOPS_JOB_ARGS.
+
+
+def _run_module(args: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAYOPS_JOB_ARGS": json.dumps(args)}
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_provider_rayops.jobs.ingest"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_job_reports_its_result_line(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    proc = _run_module({"source": source, "target": "churned", "snapshot_root": join_uri(storage_root, "snapshots")})
+    assert proc.returncode == 0, proc.stderr
+    from airflow_provider_rayops.jobs.runtime import parse_result
+
+    result = parse_result(proc.stdout)
+    assert result["rows"] == {"train": 160, "validation": 40}
+    assert storage.read_manifest(result["snapshot_uri"])["content_hash"] == result["content_hash"]
+
+
+def test_job_input_error_is_one_line_and_exit_1(storage_root: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    proc = _run_module({"source": source, "target": "label", "snapshot_root": join_uri(storage_root, "snapshots")})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "rayops job input error: column 'label': target column missing (columns: row_id, tenure_months, "
+        "monthly_charges, support_calls, total_charges, plan, contract, paperless_billing, churned)"
+    ]
+    _assert_nothing_written(storage_root)
+
+
+def test_unknown_job_argument_is_an_input_error() -> None:
+    from airflow_provider_rayops.jobs.ingest import main
+
+    with pytest.raises(JobInputError, match="unknown job argument"):
+        main({"source": "file:///x.parquet", "target": "y", "snapshot_root": "file:///s", "split": 0.2})
