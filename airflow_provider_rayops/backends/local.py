@@ -1,0 +1,480 @@
+"""The `local` backend: an embedded Ray head on 127.0.0.1, started on first use and reused after.
+
+Everything lives in one state folder (the profile's `state_dir`, default `$RAYOPS_HOME/ray`,
+RAYOPS_HOME defaulting to `~/.rayops`):
+
+    auth_token   the dashboard's token, generated once, mode 0600
+    head.json    the running head: pid, dashboard URL, GCS address, Ray temp dir
+    head.lock    serialises starts and stops (concurrent tasks start one head, not several)
+    head.log     what `ray start` printed
+    tmp/         Ray's temp dir (sessions, logs); under /tmp/rayops-<hash> when the state
+                 folder's path is too long for Unix socket paths (about 107 bytes)
+
+"Reuse" means: if head.json names a head whose dashboard accepts our token, use it. The head
+is `ray start --head --block` in a session of its own, so it outlives the task that started
+it; `stop()` (or `python -m airflow_provider_rayops.backends.local stop`) ends it.
+
+Ray's processes all bind 127.0.0.1: Ray turns `--node-ip-address=127.0.0.1` into the
+machine's address unless multi-node clusters are off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+the flag Ray uses for single-node laptops), which a local head is by definition.
+
+The token reaches Ray's processes as a file path (RAY_AUTH_TOKEN_PATH), not as the token
+itself, so a job that prints its environment does not print the token. Airflow's own
+secrets (AIRFLOW_CONN_*, AIRFLOW_VAR_*, keys) are kept out of the head's environment, which
+every job driver inherits. No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_rayops.backends.base import BackendNotAvailable, ComputeBackend, RayEndpoint
+from airflow_provider_rayops.config.compute import LocalProfile
+
+STATE_FILE = "head.json"
+TOKEN_FILE = "auth_token"
+LOCK_FILE = "head.lock"
+LOG_FILE = "head.log"
+# Ray puts sockets at <temp>/session_<date>_<time>_<usec>_<pid>/sockets/<name>: about 68
+# bytes after the temp dir, and a Unix socket path must stay under ~107.
+MAX_TEMP_DIR_CHARS = 36
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 45.0
+PROBE_TIMEOUT_S = 3.0
+LOCK_TIMEOUT_S = START_TIMEOUT_S + STOP_TIMEOUT_S + 30.0
+# `ray start` writes the GCS address here once the node is fully up (after the dashboard
+# already answers); a head stopped before that point hangs 30 s draining.
+CLUSTER_ADDRESS_FILE = "ray_current_cluster"
+
+_SECRET_ENV_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_")
+_SECRET_ENV_NAMES = frozenset(
+    {
+        "RAY_AUTH_TOKEN",
+        "RAY_ADDRESS",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__WEBSERVER__SECRET_KEY",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    }
+)
+
+# Heads started by this process, kept so they are reaped (no zombie) when stopped from here.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def rayops_home() -> Path:
+    """$RAYOPS_HOME, default ~/.rayops."""
+    return Path(os.environ.get("RAYOPS_HOME") or "~/.rayops").expanduser()
+
+
+def default_state_dir() -> Path:
+    return rayops_home() / "ray"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadState:
+    """What head.json records about the running embedded head."""
+
+    pid: int
+    dashboard_url: str
+    gcs_address: str | None
+    temp_dir: str
+    num_cpus: int
+    num_gpus: int | None
+    started_at: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeadState:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+class LocalBackend(ComputeBackend):
+    """An embedded Ray head on this machine (see the module docstring for where its state lives)."""
+
+    kind = "local"
+
+    def __init__(self, profile: LocalProfile) -> None:
+        state_dir = Path(profile.state_dir).expanduser() if profile.state_dir else default_state_dir()
+        state_dir = state_dir.absolute()
+        # Resolved once, so a trigger running elsewhere (the triggerer) finds the same head.
+        self._profile = profile.model_copy(update={"state_dir": str(state_dir)})
+        self.state_dir = state_dir
+
+    @property
+    def profile(self) -> LocalProfile:
+        return self._profile
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / TOKEN_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    # -- the interface -------------------------------------------------------------------
+
+    def endpoint(self) -> RayEndpoint:
+        state = self.ensure_head()
+        return RayEndpoint(dashboard_url=state.dashboard_url, token=self._read_token())
+
+    async def aendpoint(self) -> RayEndpoint:
+        return await asyncio.to_thread(self.recorded_endpoint)
+
+    def recorded_endpoint(self) -> RayEndpoint:
+        """The head head.json records, without probing or starting anything."""
+        state = self.read_state()
+        token = self._read_token()
+        if state is None or token is None:
+            raise BackendNotAvailable(
+                f"no embedded Ray head is recorded in {self.state_dir}; it starts when a task submits a job"
+            )
+        return RayEndpoint(dashboard_url=state.dashboard_url, token=token)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def ensure_head(self) -> HeadState:
+        """The running head, started if none answers. Safe to call from concurrent processes."""
+        state = self.running()
+        if state is not None:
+            return state
+        with self._locked():
+            state = self.read_state()
+            if state is not None and self._answers(state.dashboard_url):
+                return state
+            if state is not None:
+                self._terminate(state)  # recorded but not answering: a half-dead head
+                self.state_path.unlink(missing_ok=True)
+            return self._start()
+
+    def running(self) -> HeadState | None:
+        """The recorded head if it answers with our token, else None."""
+        state = self.read_state()
+        if state is not None and self._answers(state.dashboard_url):
+            return state
+        return None
+
+    def stop(self) -> bool:
+        """Stop the head this state folder records; False when none was recorded."""
+        with self._locked():
+            state = self.read_state()
+            if state is None:
+                return False
+            self._terminate(state)
+            self.state_path.unlink(missing_ok=True)
+            return True
+
+    def read_state(self) -> HeadState | None:
+        try:
+            return HeadState.from_json(json.loads(self.state_path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _read_token(self) -> str | None:
+        try:
+            return self.token_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _ensure_token(self) -> str:
+        token = self._read_token()
+        if token is None:
+            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            token = self._read_token()
+            assert token
+        if self.token_path.stat().st_mode & 0o077:
+            os.chmod(self.token_path, 0o600)
+        return token
+
+    def _answers(self, dashboard_url: str) -> bool:
+        token = self._read_token()
+        if token is None:
+            return False
+        return _probe(dashboard_url + "/api/jobs/", token) == 200
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.state_dir / LOCK_FILE, "a+") as lock:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BackendNotAvailable(
+                            f"another process holds {lock.name} for over {LOCK_TIMEOUT_S:.0f}s"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _temp_dir(self) -> Path:
+        inside = self.state_dir / "tmp"
+        if len(str(inside)) <= MAX_TEMP_DIR_CHARS:
+            return inside
+        digest = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"rayops-{digest}"
+
+    def _head_env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _SECRET_ENV_NAMES and not k.startswith(_SECRET_ENV_PREFIXES)
+        }
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Job entrypoints such as `python -m airflow_provider_rayops.jobs.x` must find this
+        # interpreter (the one with rayops installed), not whatever python comes first.
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        return env
+
+    def _start(self, *, attempts: int = 2) -> HeadState:
+        self._ensure_token()
+        temp_dir = self._temp_dir()
+        temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        num_cpus = self._profile.num_cpus or os.cpu_count() or 1
+        last_error: BackendNotAvailable | None = None
+        for _ in range(attempts):
+            # Free ports picked here can be taken before Ray binds them; a retry picks others.
+            dashboard_port, client_port, agent_port = _free_ports(3)
+            cmd = [
+                _ray_executable(),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                "--port=0",
+                f"--dashboard-port={dashboard_port}",
+                f"--ray-client-server-port={client_port}",
+                f"--dashboard-agent-listen-port={agent_port}",
+                f"--num-cpus={num_cpus}",
+                f"--temp-dir={temp_dir}",
+                "--disable-usage-stats",
+                "--include-dashboard=true",
+            ]
+            if self._profile.num_gpus is not None:
+                cmd.append(f"--num-gpus={self._profile.num_gpus}")
+            dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            (temp_dir / CLUSTER_ADDRESS_FILE).unlink(missing_ok=True)
+            with open(self.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    cmd,
+                    env=self._head_env(),
+                    cwd=self.state_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            _CHILDREN[proc.pid] = proc
+            try:
+                gcs_address = self._wait_ready(proc, dashboard_url, temp_dir, log_offset)
+            except BackendNotAvailable as exc:
+                last_error = exc
+                _kill_group(proc.pid)
+                _reap(proc.pid)
+                continue
+            state = HeadState(
+                pid=proc.pid,
+                dashboard_url=dashboard_url,
+                gcs_address=gcs_address,
+                temp_dir=str(temp_dir),
+                num_cpus=num_cpus,
+                num_gpus=self._profile.num_gpus,
+                started_at=time.time(),
+            )
+            tmp = self.state_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
+            tmp.replace(self.state_path)
+            return state
+        assert last_error is not None
+        raise last_error
+
+    def _wait_ready(self, proc: subprocess.Popen, dashboard_url: str, temp_dir: Path, log_offset: int) -> str:
+        """Wait until the node is fully started and the Jobs API takes our token; returns the GCS address."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise BackendNotAvailable(
+                    f"the embedded Ray head exited with code {code} while starting; "
+                    f"{self.log_path} says:\n{self._log_tail(log_offset)}"
+                )
+            gcs_address = _read_gcs_address(temp_dir)
+            # /api/jobs/ answers only once the job module is up: then the head takes jobs.
+            if gcs_address and self._answers(dashboard_url):
+                return gcs_address
+            time.sleep(0.5)
+        raise BackendNotAvailable(
+            f"the embedded Ray head did not answer at {dashboard_url} within {START_TIMEOUT_S:.0f}s; "
+            f"{self.log_path} says:\n{self._log_tail(log_offset)}"
+        )
+
+    def _log_tail(self, offset: int, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def _terminate(self, state: HeadState) -> None:
+        """End the recorded head's process group: SIGTERM (Ray drains and stops its children), then SIGKILL."""
+        pid = state.pid
+        if not _is_our_head(pid, state.temp_dir):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        _kill_group(pid)
+        _reap(pid)
+
+
+def _probe(url: str, token: str) -> int | None:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _ray_executable() -> str:
+    beside = Path(sys.executable).with_name("ray")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if found is None:
+        raise BackendNotAvailable("the `ray` command is not installed beside this Python; install ray[default]")
+    return found
+
+
+def _read_gcs_address(temp_dir: Path) -> str | None:
+    try:
+        return (temp_dir / CLUSTER_ADDRESS_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    _reap(pid)
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _reap(pid: int) -> None:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            _CHILDREN.pop(pid, None)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pgid):
+        time.sleep(0.1)
+
+
+def _is_our_head(pid: int, temp_dir: str) -> bool:
+    """Whether `pid` is still the `ray start` we launched (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _alive(pid)
+    return f"--temp-dir={temp_dir}".encode() in cmdline and b"start" in cmdline
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m airflow_provider_rayops.backends.local {start,stop,status} [--state-dir DIR]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_rayops.backends.local")
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--state-dir", default=None, help="default: $RAYOPS_HOME/ray")
+    parser.add_argument("--num-cpus", type=int, default=None)
+    args = parser.parse_args(argv)
+    backend = LocalBackend(LocalProfile(backend="local", state_dir=args.state_dir, num_cpus=args.num_cpus))
+    if args.action == "stop":
+        print("stopped the embedded Ray head" if backend.stop() else f"no embedded Ray head recorded in {backend.state_dir}")
+        return 0
+    state = backend.ensure_head() if args.action == "start" else backend.running()
+    if state is None:
+        print(f"no embedded Ray head answers for {backend.state_dir}")
+        return 1
+    print(f"dashboard: {state.dashboard_url}\ngcs: {state.gcs_address}\ntoken file: {backend.token_path}\npid: {state.pid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

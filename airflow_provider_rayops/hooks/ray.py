@@ -1,0 +1,78 @@
+"""The `rayops_ray` connection: an existing Ray cluster's dashboard (Jobs API) and its token.
+
+Fields: host = dashboard URL (`http://ray-head.ml:8265`; a bare host gets `http://`, and the
+port field is used only when the host has none), password = the Ray auth token (empty for a
+cluster without token auth). The type is prefixed `rayops_` because `ray` belongs to another
+provider.
+
+    AIRFLOW_CONN_RAYOPS_RAY_DEFAULT='{"conn_type": "rayops_ray", "host": "http://127.0.0.1:8265", "password": "<token>"}'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_rayops.backends.base import BackendNotAvailable, RayEndpoint
+
+
+class RayHook(BaseHook):
+    """Reads a `rayops_ray` connection; gives the `RayEndpoint` and a Jobs API client for it."""
+
+    conn_name_attr = "ray_conn_id"
+    default_conn_name = "rayops_ray_default"
+    conn_type = "rayops_ray"
+    hook_name = "Ray (rayops)"
+
+    def __init__(self, ray_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ray_conn_id = ray_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "login", "port", "extra"],
+            "relabeling": {"host": "Dashboard URL", "password": "Ray auth token"},
+            "placeholders": {
+                "host": "http://127.0.0.1:8265",
+                "password": "the cluster's RAY_AUTH_TOKEN (empty if token auth is off)",
+            },
+        }
+
+    def get_endpoint(self) -> RayEndpoint:
+        """The dashboard URL and token of the connection."""
+        return endpoint_from_connection(self.get_connection(self.ray_conn_id), conn_id=self.ray_conn_id)
+
+    async def aget_endpoint(self) -> RayEndpoint:
+        """The same, from async code (triggers): the connection is read without blocking the loop."""
+        conn = await self.aget_connection(self.ray_conn_id)
+        return endpoint_from_connection(conn, conn_id=self.ray_conn_id)
+
+    def get_conn(self):
+        """A blocking Jobs API client (`backends.jobs_api.RayJobsClient`) for the cluster."""
+        from airflow_provider_rayops.backends.jobs_api import RayJobsClient
+
+        return RayJobsClient(self.get_endpoint())
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Ask the dashboard for its version with the token (the UI's Test button)."""
+        try:
+            version = self.get_conn().version()
+        except BackendNotAvailable as exc:
+            return False, str(exc)
+        return True, f"Ray {version.get('ray_version', '?')} answers with this token"
+
+
+def endpoint_from_connection(conn: Any, *, conn_id: str) -> RayEndpoint:
+    host = (conn.host or "").strip().rstrip("/")
+    if not host:
+        raise BackendNotAvailable(f"connection {conn_id} has no host: set it to the Ray dashboard URL, e.g. http://127.0.0.1:8265")
+    url = host if "://" in host else f"http://{host}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise BackendNotAvailable(f"connection {conn_id}: the dashboard URL must be http:// or https://, got {parts.scheme}://")
+    if parts.port is None and conn.port:
+        url = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
+    return RayEndpoint(dashboard_url=url, token=(conn.password or None))

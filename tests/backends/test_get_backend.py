@@ -1,0 +1,38 @@
+"""One interface, a backend per compute profile; kuberay is refused, not faked."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from airflow_provider_rayops.backends import BackendNotAvailable, get_backend
+from airflow_provider_rayops.backends.local import LocalBackend, default_state_dir
+from airflow_provider_rayops.backends.ray_cluster import RayClusterBackend
+
+KUBERAY = {"backend": "kuberay", "image": "ghcr.io/acme/rayops:1", "namespace": "ml"}
+
+
+def test_no_profile_means_the_embedded_local_head_under_rayops_home():
+    backend = get_backend(None)
+    assert isinstance(backend, LocalBackend)
+    assert backend.state_dir == default_state_dir().absolute()
+    assert backend.profile_dict() == {"backend": "local", "state_dir": str(default_state_dir().absolute())}
+
+
+def test_a_ray_profile_names_its_connection():
+    backend = get_backend({"backend": "ray", "conn_id": "dev_cluster"})
+    assert isinstance(backend, RayClusterBackend)
+    assert backend.profile_dict() == {"backend": "ray", "conn_id": "dev_cluster"}
+
+
+def test_the_kuberay_profile_is_refused_with_a_clear_message():
+    with pytest.raises(BackendNotAvailable) as err:
+        get_backend(KUBERAY)
+    assert str(err.value) == (
+        "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
+    )
+
+
+def test_a_malformed_profile_is_a_validation_error():
+    with pytest.raises(pydantic.ValidationError):
+        get_backend({"backend": "local", "num_cpu": 2})

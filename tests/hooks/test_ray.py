@@ -1,0 +1,69 @@
+"""The rayops_ray connection: dashboard URL in host, Ray token in password."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from airflow_provider_rayops.backends.base import BackendNotAvailable, RayEndpoint
+from airflow_provider_rayops.hooks.ray import RayHook
+
+
+def _set_connection(monkeypatch, conn_id: str, **fields) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "rayops_ray", **fields}))
+
+
+def test_the_hook_owns_the_rayops_ray_connection_type():
+    assert (RayHook.conn_type, RayHook.conn_name_attr, RayHook.default_conn_name, RayHook.hook_name) == (
+        "rayops_ray", "ray_conn_id", "rayops_ray_default", "Ray (rayops)",
+    )
+    from airflow_provider_rayops import get_provider_info
+
+    types = {c["connection-type"]: c["hook-class-name"] for c in get_provider_info()["connection-types"]}
+    assert types["rayops_ray"] == "airflow_provider_rayops.hooks.ray.RayHook"
+
+
+def test_the_connection_form_shows_only_the_dashboard_url_and_token():
+    behaviour = RayHook.get_ui_field_behaviour()
+    assert set(behaviour["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    assert behaviour["relabeling"] == {"host": "Dashboard URL", "password": "Ray auth token"}
+    assert behaviour["placeholders"]["host"] == "http://127.0.0.1:8265"
+
+
+def test_host_and_password_become_the_endpoint(monkeypatch):
+    _set_connection(monkeypatch, "ray_dev", host="https://ray.dev.example:8443/", password="tok")
+    assert RayHook(ray_conn_id="ray_dev").get_endpoint() == RayEndpoint("https://ray.dev.example:8443", "tok")
+
+
+def test_a_bare_host_gets_http_and_the_port_field(monkeypatch):
+    _set_connection(monkeypatch, "ray_bare", host="ray-head.ml", port=8265)
+    assert RayHook(ray_conn_id="ray_bare").get_endpoint() == RayEndpoint("http://ray-head.ml:8265", None)
+
+
+def test_a_connection_without_host_is_refused(monkeypatch):
+    _set_connection(monkeypatch, "ray_nohost", password="tok")
+    with pytest.raises(BackendNotAvailable, match="has no host"):
+        RayHook(ray_conn_id="ray_nohost").get_endpoint()
+
+
+def test_the_endpoint_is_read_without_blocking_from_async_code(monkeypatch):
+    _set_connection(monkeypatch, "ray_async", host="http://127.0.0.1:8265", password="tok")
+    endpoint = asyncio.run(RayHook(ray_conn_id="ray_async").aget_endpoint())
+    assert endpoint == RayEndpoint("http://127.0.0.1:8265", "tok")
+
+
+def test_test_connection_succeeds_with_the_head_token(monkeypatch, ray_head):
+    _set_connection(monkeypatch, "ray_ok", host=ray_head.dashboard_url, password=ray_head.endpoint.token)
+    ok, message = RayHook(ray_conn_id="ray_ok").test_connection()
+    assert ok, message
+    assert message == "Ray 2.60.0 answers with this token"
+
+
+def test_test_connection_reports_a_refused_token_without_showing_it(monkeypatch, ray_head):
+    _set_connection(monkeypatch, "ray_bad", host=ray_head.dashboard_url, password="wrong-token-value")
+    ok, message = RayHook(ray_conn_id="ray_bad").test_connection()
+    assert not ok
+    assert "refused the token (HTTP 403" in message
+    assert "wrong-token-value" not in message
