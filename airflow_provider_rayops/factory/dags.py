@@ -1,0 +1,105 @@
+"""Build Airflow DAGs from loaded pipeline configs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
+
+from airflow_provider_rayops.config.errors import ConfigError
+from airflow_provider_rayops.config.loader import LoadedPipeline
+from airflow_provider_rayops.factory.plan import PipelinePlan, plan_pipeline
+from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
+from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
+
+BROKEN_PREFIX = "broken__"
+TAG = "rayops"
+
+
+def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
+    """The lifecycle DAG of one pipeline: one task group per stage, each task a Ray job."""
+    plan = plan_pipeline(loaded)
+    spec = plan.spec
+    with DAG(
+        dag_id=plan.dag_id,
+        description=spec.description,
+        schedule=_schedule(spec.schedule),
+        start_date=dt.datetime.fromisoformat(spec.start_date).replace(tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=[TAG, *spec.tags],
+        params={p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params},
+        doc_md=_doc(loaded, plan),
+        render_template_as_native_obj=True,
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": dt.timedelta(seconds=plan.retry_delay_s),
+        },
+    ) as dag:
+        compute = spec.profile.model_dump(mode="json")
+        tasks = {}
+        groups: dict[str, TaskGroup] = {}
+        for planned in plan.tasks:
+            group = groups.get(planned.stage)
+            if group is None:
+                group = groups[planned.stage] = TaskGroup(planned.stage)
+            sub = planned.submission
+            tasks[planned.full_id] = SubmitRayJobOperator(
+                task_id=planned.task_id,
+                task_group=group,
+                doc_md=planned.doc,
+                entrypoint=sub.entrypoint,
+                job_args=sub.job_args,
+                entrypoint_num_cpus=sub.entrypoint_num_cpus,
+                entrypoint_num_gpus=sub.entrypoint_num_gpus,
+                entrypoint_memory=sub.entrypoint_memory,
+                entrypoint_resources=sub.entrypoint_resources,
+                compute=compute,
+                storage_conn_id=spec.storage.conn_id,
+            )
+        for planned in plan.tasks:
+            for up in planned.upstream:
+                tasks[up] >> tasks[planned.full_id]
+    return dag
+
+
+def _schedule(schedule: str | None) -> str | CronTriggerTimetable | None:
+    # Retraining runs at the scheduled time, not at the end of a data interval: a trigger
+    # timetable. It is also what AssetOrTimeSchedule takes when drift joins the schedule.
+    if schedule is None or schedule in ("@once", "@continuous"):
+        return schedule
+    return CronTriggerTimetable(schedule, timezone="UTC")
+
+
+def broken_dag_id(config_file: str) -> str:
+    return BROKEN_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(config_file).stem)
+
+
+def build_broken_dag(config_file: str, error: ConfigError) -> DAG:
+    """A visible stand-in for a pipeline whose YAML is invalid, carrying its errors."""
+    text = str(error)
+    with DAG(
+        dag_id=broken_dag_id(config_file),
+        description=f"Invalid pipeline config {Path(config_file).name}: {len(error.issues)} problem(s)",
+        schedule=None,
+        start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        tags=[TAG, "config-error"],
+        doc_md=f"## `{Path(config_file).name}` is not a valid rayops pipeline\n\nFix these, then the pipeline's DAG replaces this one:\n\n```\n{text}\n```\n",
+    ) as dag:
+        ConfigErrorOperator(task_id="config_error", errors=text, config_file=config_file)
+    return dag
+
+
+def _doc(loaded: LoadedPipeline, plan: PipelinePlan) -> str:
+    spec = plan.spec
+    stages = " -> ".join(dict.fromkeys(t.stage for t in plan.tasks))
+    return (
+        f"## {spec.pipeline}\n\n{spec.description or ''}\n\n"
+        f"- stages: {stages}\n- compute profile: `{spec.compute}` ({spec.profile.backend})\n"
+        f"- config: `{loaded.file}` (sha256 `{plan.config_hash[:12]}`)\n\n"
+        f"```yaml\n{loaded.source_text}\n```\n"
+    )

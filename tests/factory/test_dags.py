@@ -1,0 +1,77 @@
+"""Airflow's own DagBag over dags/: the DAGs a user sees in the UI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dagbag(config_dir: Path | None = None, monkeypatch=None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    if config_dir is not None:
+        monkeypatch.setenv("RAYOPS_CONFIG_DIR", str(config_dir))
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture
+def configs(tmp_path: Path) -> Path:
+    folder = tmp_path / "dag_configs"
+    shutil.copytree(ROOT / "dag_configs", folder)
+    return folder
+
+
+def test_dags_folder_loads_with_zero_import_errors():
+    bag = dagbag()
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["churn"]
+
+
+def test_example_pipeline_yields_the_expected_task_graph():
+    dag = dagbag().get_dag("churn")
+    assert [t.task_id for t in dag.tasks] == ["ingest.snapshot"]
+    assert dag.task_group.get_child_by_label("ingest").group_id == "ingest"
+    task = dag.get_task("ingest.snapshot")
+    assert type(task).__name__ == "SubmitRayJobOperator"
+    assert task.entrypoint == "python -m airflow_provider_rayops.jobs.ingest"
+    assert task.job_args["source"] == "{{ params.source }}"
+    assert set(dag.tags) == {"rayops", "tabular", "demo"}
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 0 * * 0"  # @weekly
+    assert dag.params["validation_fraction"] == 0.2
+    assert dag.params["split_seed"] == 7
+    assert "```yaml\n# Customer churn" in dag.doc_md
+    assert task.retries == 1 and task.owner == "ml-platform"
+
+
+def test_a_broken_config_becomes_a_visible_dag_and_hides_no_other(configs, monkeypatch):
+    (configs / "fraud.yaml").write_text("pipeline: fraud\ndata:\n  source: file://x.csv\n  targt: y\n")
+    bag = dagbag(configs, monkeypatch)
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn"]
+    broken = bag.get_dag("broken__fraud")
+    assert "config-error" in broken.tags
+    assert f"{configs / 'fraud.yaml'}:4:3: data.targt: unknown key 'targt'; did you mean 'target'?" in broken.doc_md
+    assert f"{configs / 'fraud.yaml'}:2:1: data.target: required key missing" in broken.doc_md
+
+
+def test_running_the_broken_dag_fails_with_the_config_errors(configs, monkeypatch, airflow_db):
+    (configs / "fraud.yaml").write_text("pipeline: fraud\ndata: {source: file://x.csv, target: y}\nschedule: nightly\n")
+    broken = dagbag(configs, monkeypatch).get_dag("broken__fraud")
+    run = broken.test()
+    assert run.state == "failed"
+    [ti] = run.get_task_instances()
+    assert ti.state == "failed"
+
+
+def test_params_are_validated_when_triggering(airflow_db):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag = dagbag().get_dag("churn")
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf={"validation_fraction": 1.5})
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf={"source": "/not/a/uri"})
