@@ -7,6 +7,7 @@ RAYOPS_HOME defaulting to `~/.rayops`):
     head.json    the running head: pid, dashboard URL, GCS address, Ray temp dir
     head.lock    serialises starts and stops (concurrent tasks start one head, not several)
     head.log     what `ray start` printed
+    leases/      one file per process sharing the head through `lease()` (test sessions)
     tmp/         Ray's temp dir (sessions, logs); under /tmp/rayops-<hash> when the state
                  folder's path is too long for Unix socket paths (about 107 bytes)
 
@@ -54,12 +55,14 @@ STATE_FILE = "head.json"
 TOKEN_FILE = "auth_token"
 LOCK_FILE = "head.lock"
 LOG_FILE = "head.log"
+LEASES_DIR = "leases"
 # Ray puts sockets at <temp>/session_<date>_<time>_<usec>_<pid>/sockets/<name>: about 68
 # bytes after the temp dir, and a Unix socket path must stay under ~107.
 MAX_TEMP_DIR_CHARS = 36
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 45.0
-PROBE_TIMEOUT_S = 3.0
+# Generous: on a loaded 2-core machine the dashboard can take seconds to answer.
+PROBE_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_S = START_TIMEOUT_S + STOP_TIMEOUT_S + 30.0
 # `ray start` writes the GCS address here once the node is fully up (after the dashboard
 # already answers); a head stopped before that point hangs 30 s draining.
@@ -165,10 +168,14 @@ class LocalBackend(ComputeBackend):
             return state
         with self._locked():
             state = self.read_state()
-            if state is not None and self._answers(state.dashboard_url):
-                return state
             if state is not None:
-                self._terminate(state)  # recorded but not answering: a half-dead head
+                if self._answers(state.dashboard_url):
+                    return state
+                # Our process but silent: a loaded machine or a head still starting. Replacing
+                # it would kill the jobs of every task using it, so give it time first.
+                if _is_our_head(state.pid, state.temp_dir) and self._wait_answers(state.dashboard_url):
+                    return state
+                self._terminate(state)
                 self.state_path.unlink(missing_ok=True)
             return self._start()
 
@@ -182,12 +189,42 @@ class LocalBackend(ComputeBackend):
     def stop(self) -> bool:
         """Stop the head this state folder records; False when none was recorded."""
         with self._locked():
-            state = self.read_state()
-            if state is None:
-                return False
-            self._terminate(state)
-            self.state_path.unlink(missing_ok=True)
-            return True
+            return self._stop_locked()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[HeadState]:
+        """Use the head for the `with` block; afterwards stop it unless another live process holds a lease.
+
+        For processes that share one state folder and each want the head gone when the last
+        of them is done (concurrent test sessions, a demo script). Leases are files named
+        by pid under `leases/`; those of dead processes do not count.
+        """
+        leases = self.state_dir / LEASES_DIR
+        mine = leases / str(os.getpid())
+        with self._locked():
+            leases.mkdir(exist_ok=True)
+            mine.touch()
+        try:
+            yield self.ensure_head()
+        finally:
+            with self._locked():
+                mine.unlink(missing_ok=True)
+                holders = []
+                for lease in leases.iterdir():
+                    if lease.name.isdigit() and _alive(int(lease.name)):
+                        holders.append(lease)
+                    else:
+                        lease.unlink(missing_ok=True)
+                if not holders:
+                    self._stop_locked()
+
+    def _stop_locked(self) -> bool:
+        state = self.read_state()
+        if state is None:
+            return False
+        self._terminate(state)
+        self.state_path.unlink(missing_ok=True)
+        return True
 
     def read_state(self) -> HeadState | None:
         try:
@@ -215,11 +252,19 @@ class LocalBackend(ComputeBackend):
             os.chmod(self.token_path, 0o600)
         return token
 
-    def _answers(self, dashboard_url: str) -> bool:
+    def _answers(self, dashboard_url: str, path: str = "/api/version") -> bool:
         token = self._read_token()
         if token is None:
             return False
-        return _probe(dashboard_url + "/api/jobs/", token) == 200
+        return _probe(dashboard_url + path, token) == 200
+
+    def _wait_answers(self, dashboard_url: str) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._answers(dashboard_url):
+                return True
+            time.sleep(1.0)
+        return False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -339,7 +384,7 @@ class LocalBackend(ComputeBackend):
                 )
             gcs_address = _read_gcs_address(temp_dir)
             # /api/jobs/ answers only once the job module is up: then the head takes jobs.
-            if gcs_address and self._answers(dashboard_url):
+            if gcs_address and self._answers(dashboard_url, "/api/jobs/"):
                 return gcs_address
             time.sleep(0.5)
         raise BackendNotAvailable(

@@ -92,7 +92,8 @@ def test_a_job_can_use_ray_inside_the_token_protected_cluster(ray_head):
     assert "answer 42" in logs
 
 
-def test_a_long_state_path_gets_a_short_temp_dir_and_concurrent_starts_make_one_head(tmp_path):
+def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_path):
+    # A long state path also checks the short temp dir fallback (Unix socket paths).
     state_dir = tmp_path / ("deep-" * 12) / "ray"
     backends = [LocalBackend(LocalProfile(backend="local", num_cpus=1, state_dir=str(state_dir))) for _ in range(2)]
     states = [None, None]
@@ -100,22 +101,35 @@ def test_a_long_state_path_gets_a_short_temp_dir_and_concurrent_starts_make_one_
     def start(i: int) -> None:
         states[i] = backends[i].ensure_head()
 
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    other_holder = subprocess.Popen(["sleep", "120"])
     try:
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=180)
-        assert states[0] is not None and states[0] == states[1]
-        assert len(states[0].temp_dir) <= MAX_TEMP_DIR_CHARS and not states[0].temp_dir.startswith(str(state_dir))
-        assert json.loads((state_dir / "head.json").read_text())["temp_dir"] == states[0].temp_dir
-        assert backends[0].running() == states[0]
+        head = states[0]
+        assert head is not None and head == states[1]  # concurrent starts made one head
+        assert len(head.temp_dir) <= MAX_TEMP_DIR_CHARS and not head.temp_dir.startswith(str(state_dir))
+        assert json.loads((state_dir / "head.json").read_text())["temp_dir"] == head.temp_dir
+
+        (state_dir / "leases").mkdir(exist_ok=True)
+        (state_dir / "leases" / str(other_holder.pid)).touch()
+        with backends[0].lease() as leased:
+            assert leased == head
+        assert backends[0].running() == head  # the other holder still lives
+
+        other_holder.kill()
+        other_holder.wait()
+        with backends[1].lease():
+            pass
+        assert backends[1].running() is None  # the last holder stopped it
+        assert not (state_dir / "head.json").exists()
+        with pytest.raises(ProcessLookupError):
+            os.kill(head.pid, 0)
     finally:
-        assert backends[0].stop() is True
-    assert backends[1].running() is None
-    assert not (state_dir / "head.json").exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(states[0].pid, 0)
+        other_holder.kill()
+        backends[0].stop()
 
 
 def test_the_command_line_shows_where_the_head_is_but_not_its_token(ray_head):
