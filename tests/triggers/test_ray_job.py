@@ -1,0 +1,195 @@
+"""RayJobTrigger against the session's real Ray head, driven directly with asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import datetime
+import importlib
+import json
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+import requests
+
+from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
+
+SUCCEEDS = (
+    "python -c 'import time; print(\"step one\", flush=True); time.sleep(1.5); print(\"step two\");"
+    " from airflow_provider_rayops.jobs import report_result; report_result({\"uri\": \"file:///out\", \"auc\": 0.9})'"
+)
+FAILS = "python -c 'print(\"loading data\"); raise SystemExit(\"ValueError: column churned is missing\")'"
+SLEEPS = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(60)'"
+
+
+def _submit(ray_head, entrypoint: str) -> str:
+    sid = f"trigger-test-{uuid.uuid4().hex[:8]}"
+    ray_head.client().submit(submission_id=sid, entrypoint=entrypoint, entrypoint_num_cpus=0.1)
+    return sid
+
+
+def _wait_status(ray_head, sid: str, wanted: JobStatus, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while ray_head.client().get_job(sid).status is not wanted:
+        assert time.monotonic() < deadline, f"{sid} never reached {wanted}"
+        time.sleep(0.2)
+
+
+def _wait_log(ray_head, sid: str, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in ray_head.client().get_logs(sid):
+        assert time.monotonic() < deadline, f"{sid} never logged {text!r}"
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _no_blocking_calls_in(thread: threading.Thread):
+    """Make the usual blocking calls fail when made from `thread` (the event loop's)."""
+    patched = {
+        (time, "sleep"): time.sleep,
+        (requests.Session, "request"): requests.Session.request,
+        (urllib.request, "urlopen"): urllib.request.urlopen,
+        (socket, "create_connection"): socket.create_connection,
+        (builtins, "open"): builtins.open,
+    }
+
+    def guard(name, original):
+        def wrapper(*args, **kwargs):
+            if threading.current_thread() is thread:
+                raise AssertionError(f"blocking call {name} in the event loop")
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for (owner, name), original in patched.items():
+        setattr(owner, name, guard(name, original))
+    try:
+        yield
+    finally:
+        for (owner, name), original in patched.items():
+            setattr(owner, name, original)
+
+
+def _run_trigger(trigger: RayJobTrigger) -> tuple[list, float]:
+    """All events the trigger yields (run to exhaustion), and the longest stall of the event loop."""
+
+    async def main():
+        stop = asyncio.Event()
+        gaps = []
+
+        async def heartbeat():
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.create_task(heartbeat())
+        with _no_blocking_calls_in(threading.current_thread()):
+            events = [event async for event in trigger.run()]
+        stop.set()
+        await beat
+        return events, max(gaps, default=0.0)
+
+    return asyncio.run(main())
+
+
+def test_serialize_round_trips_through_an_importable_class_with_plain_kwargs(ray_head):
+    trigger = RayJobTrigger(submission_id="s-1", compute=ray_head.compute, poll_interval=0.5)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert ray_head.endpoint.token not in json.dumps(kwargs)
+
+
+def _logged_at(output: str, message: str) -> datetime.datetime:
+    """When the trigger logged `message` (Airflow's structlog lines start with an ISO timestamp)."""
+    for line in output.splitlines():
+        stamp, _, rest = line.partition(" [info     ] ")
+        if rest.split("  ")[0].strip() == message:
+            return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    raise AssertionError(f"{message!r} was not logged:\n{output}")
+
+
+def test_a_succeeding_job_gives_one_event_with_its_result_and_logs_lines_as_they_come(ray_head, capsys):
+    sid = _submit(ray_head, SUCCEEDS)
+    trigger = RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3)
+    events, longest_stall = _run_trigger(trigger)
+    assert len(events) == 1
+    payload = events[0].payload
+    assert payload == {
+        "submission_id": sid,
+        "status": "SUCCEEDED",
+        "dashboard_url": ray_head.dashboard_url,
+        "message": "Job finished successfully.",
+        "result": {"uri": "file:///out", "auc": 0.9},
+        "last_log_lines": [],
+    }
+    output = capsys.readouterr().out
+    # The job sleeps 1.5 s between its two lines: the first was logged while it still ran.
+    assert (_logged_at(output, "step two") - _logged_at(output, "step one")).total_seconds() > 1.0
+    assert longest_stall < 0.5
+
+
+def test_a_failing_job_gives_its_last_log_lines_in_the_event(ray_head):
+    sid = _submit(ray_head, FAILS)
+    events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3))
+    assert len(events) == 1
+    payload = events[0].payload
+    assert payload["status"] == "FAILED"
+    assert payload["result"] is None
+    assert "exit code 1" in payload["message"]
+    assert payload["last_log_lines"][-2:] == ["loading data", "ValueError: column churned is missing"]
+
+
+def test_a_job_stopped_while_followed_ends_the_trigger_as_stopped(ray_head):
+    sid = _submit(ray_head, SLEEPS)
+    _wait_log(ray_head, sid, "sleeping")
+    threading.Timer(1.0, ray_head.client().stop, args=(sid,)).start()
+    events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3))
+    assert [e.payload["status"] for e in events] == ["STOPPED"]
+    assert "sleeping" in events[0].payload["last_log_lines"]
+
+
+def test_on_kill_stops_the_job(ray_head):
+    sid = _submit(ray_head, SLEEPS)
+    _wait_status(ray_head, sid, JobStatus.RUNNING)
+    asyncio.run(RayJobTrigger(submission_id=sid, compute=ray_head.compute).on_kill())
+    _wait_status(ray_head, sid, JobStatus.STOPPED, timeout=30)
+
+
+def test_an_unknown_job_is_an_error_event(ray_head):
+    events, _ = _run_trigger(RayJobTrigger(submission_id="never-submitted", compute=ray_head.compute))
+    assert len(events) == 1
+    assert events[0].payload["status"] == "ERROR"
+    assert "has no job never-submitted" in events[0].payload["message"]
+
+
+def test_a_local_profile_without_a_recorded_head_is_an_error_event_and_starts_nothing(tmp_path):
+    compute = {"backend": "local", "state_dir": str(tmp_path / "nothing-here")}
+    events, _ = _run_trigger(RayJobTrigger(submission_id="s-1", compute=compute))
+    assert events[0].payload["status"] == "ERROR"
+    assert "no embedded Ray head is recorded" in events[0].payload["message"]
+    assert not (tmp_path / "nothing-here" / "head.json").exists()
+
+
+def test_the_ray_backend_resolves_its_connection_inside_the_trigger(ray_head, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RAYOPS_TRIGGER_TEST",
+        json.dumps({"conn_type": "rayops_ray", "host": ray_head.dashboard_url, "password": ray_head.endpoint.token}),
+    )
+    sid = _submit(ray_head, "python -c 'print(1)'")
+    trigger = RayJobTrigger(submission_id=sid, compute={"backend": "ray", "conn_id": "rayops_trigger_test"}, poll_interval=0.3)
+    events, _ = _run_trigger(trigger)
+    assert [e.payload["status"] for e in events] == ["SUCCEEDED"]
+    assert ray_head.endpoint.token not in json.dumps(trigger.serialize()[1])
