@@ -20,6 +20,7 @@ def get_provider_info() -> dict:
         "connection-types": [
             {"connection-type": "rayops_ray", "hook-class-name": "airflow_provider_rayops.hooks.ray.RayHook"},
             {"connection-type": "rayops_s3", "hook-class-name": "airflow_provider_rayops.hooks.s3.S3StorageHook"},
+            {"connection-type": "rayops_mlflow", "hook-class-name": "airflow_provider_rayops.hooks.mlflow.MlflowHook"},
         ],
         "extra-links": ["airflow_provider_rayops.links.ray.RayJobLink"],
         "triggers": [
@@ -28,6 +29,7 @@ def get_provider_info() -> dict:
         "hooks": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.hooks.ray"]},
             {"integration-name": "S3 storage", "python-modules": ["airflow_provider_rayops.hooks.s3"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.hooks.mlflow"]},
         ],
         "operators": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},

@@ -24,4 +24,5 @@ pytest_plugins = [
     "tests.fixtures.ray_head",
     "tests.fixtures.s3",
     "tests.fixtures.airflow_stack",
+    "tests.fixtures.mlflow",
 ]

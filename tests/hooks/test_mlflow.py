@@ -1,0 +1,46 @@
+"""MlflowHook against a real MLflow server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+from airflow_provider_rayops.hooks.mlflow import MlflowHook, embedded_tracking_uri
+
+
+def test_connection_reaches_a_real_tracking_server(mlflow_server, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", json.dumps({"conn_type": "rayops_mlflow", "host": mlflow_server}))
+    hook = MlflowHook(mlflow_conn_id="mlflow_test")
+    assert hook.tracking_uri() == mlflow_server
+    ok, message = hook.test_connection()
+    assert ok, message
+
+
+def test_job_env_carries_basic_auth_or_token(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_BASIC",
+        json.dumps({"conn_type": "rayops_mlflow", "host": "mlflow.ml", "port": 5000, "login": "ml", "password": "s3cret"}),
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps({"conn_type": "rayops_mlflow", "host": "https://mlflow.example", "password": "tok"}))
+    assert MlflowHook("mlflow_basic").job_env() == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.ml:5000",
+        "MLFLOW_TRACKING_USERNAME": "ml",
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+    }
+    assert MlflowHook("mlflow_token").job_env() == {"MLFLOW_TRACKING_URI": "https://mlflow.example", "MLFLOW_TRACKING_TOKEN": "tok"}
+
+
+def test_no_connection_means_the_embedded_sqlite_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAYOPS_HOME", str(tmp_path))
+    assert MlflowHook(None).job_env() == {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
+    assert embedded_tracking_uri() == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+
+
+def test_a_failing_server_is_reported_without_credentials(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DOWN",
+        json.dumps({"conn_type": "rayops_mlflow", "host": "http://127.0.0.1:9", "login": "u", "password": "hunter2"}),
+    )
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ok, message = MlflowHook("mlflow_down").test_connection()
+    assert not ok
+    assert "hunter2" not in message
