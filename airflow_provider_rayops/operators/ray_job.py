@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.log import mask_secret
 
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, JobStatus, RayEndpoint
@@ -116,6 +117,9 @@ class SubmitRayJobOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         backend = get_backend(self.compute)
         endpoint = backend.endpoint()
+        if endpoint.token:
+            # A connection's password is masked by Airflow already; the local head's token is not.
+            mask_secret(endpoint.token)
         self._endpoint = endpoint
         client = RayJobsClient(endpoint)
         ti = context["ti"]
