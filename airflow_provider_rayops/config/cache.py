@@ -31,7 +31,7 @@ from airflow_provider_rayops.config.loader import (
     pipeline_files,
     project_dir_of,
 )
-from airflow_provider_rayops.config.schema import PipelineSpec
+from airflow_provider_rayops.config.schema import TRUSTED_CACHE, PipelineSpec
 
 _VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -106,7 +106,7 @@ def _from_entry(entry: dict, path: Path, text: str) -> LoadedPipeline | ConfigEr
     try:
         if "errors" in entry:
             return ConfigError([ConfigIssue(**i) for i in entry["errors"]])
-        spec = PipelineSpec.model_validate(entry["spec"])
+        spec = PipelineSpec.model_validate(entry["spec"], context={TRUSTED_CACHE: True})
         return LoadedPipeline(spec=spec, file=str(path), source_text=text, config_hash=entry["config_hash"])
     except (ValidationError, KeyError, TypeError):
         return None  # written by another version of the schema: validate afresh

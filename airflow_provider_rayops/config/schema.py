@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from airflow_provider_rayops.config.compute import ComputeProfile
 
@@ -19,6 +19,8 @@ _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _URI = r"^(file|s3)://.+"
+TRUSTED_CACHE = "rayops_trusted_cache"
+"""Validation context key: the data was validated before (parse cache); skip costly checks."""
 _CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous"}
 
 
@@ -280,9 +282,11 @@ class PipelineSpec(Spec):
 
     @field_validator("schedule")
     @classmethod
-    def _schedule(cls, schedule: str | None) -> str | None:
+    def _schedule(cls, schedule: str | None, info: ValidationInfo) -> str | None:
         if schedule is None or schedule in _CRON_PRESETS:
             return schedule
+        if info.context and info.context.get(TRUSTED_CACHE):
+            return schedule  # checked when first loaded; croniter is half of re-validation time
         from croniter import croniter  # an Airflow dependency; imported lazily to keep the config plane light
 
         if not croniter.is_valid(schedule):

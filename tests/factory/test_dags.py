@@ -75,3 +75,11 @@ def test_params_are_validated_when_triggering(airflow_db):
         dag.test(run_conf={"validation_fraction": 1.5})
     with pytest.raises(ParamValidationError):
         dag.test(run_conf={"source": "/not/a/uri"})
+
+
+def test_every_param_default_passes_its_own_schema():
+    dag = dagbag().get_dag("churn")
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.resolve() == param.value
+        assert param.schema["type"] in {"string", "number", "integer"}
