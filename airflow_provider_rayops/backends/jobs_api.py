@@ -128,6 +128,8 @@ class RayJobsClient:
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Submit a job under `submission_id`; JobAlreadyExists if Ray has one by that id."""
+        import requests
+
         client = self._jobs_client()
         try:
             return client.submit_job(
@@ -145,7 +147,8 @@ class RayJobsClient:
             if "already exists" in str(exc):
                 raise JobAlreadyExists(submission_id) from None
             raise BackendNotAvailable(f"Ray refused the job submission {submission_id}: {exc}") from None
-        except ConnectionError as exc:
+        except (ConnectionError, requests.RequestException) as exc:
+            # Whether Ray took the job is unknown: a retry of the task finds it by id if it did.
             raise _unreachable(self.endpoint, exc) from None
 
     def _jobs_client(self):
