@@ -1,0 +1,107 @@
+"""SubmitRayJobOperator through the real scheduler, LocalExecutor and triggerer.
+
+`dag.test()` runs the trigger inline; here the task defers, its worker slot is released, and
+the real triggerer rebuilds `RayJobTrigger` from the kwargs stored in the database and follows
+the job on the session's Ray head (`ray_head`; the services share its RAYOPS_HOME).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from airflow_provider_rayops.operators.ray_job import submission_base, submission_id
+
+SUCCEEDS_DAG = "ray_job_on_triggerer_succeeds"
+FAILS_DAG = "ray_job_on_triggerer_fails"
+
+SUCCEEDS = (
+    "python -c 'import time; print(\"step one: loading\", flush=True); time.sleep(3);"
+    " print(\"step two: training\", flush=True);"
+    " from airflow_provider_rayops.jobs.runtime import report_result; report_result({\"answer\": 42})'"
+)
+FAILS = (
+    "python -c 'import time; print(\"loading data\", flush=True); time.sleep(2);"
+    " raise SystemExit(\"ValueError: column churned is missing\")'"
+)
+
+DAG_TEMPLATE = """
+import json
+
+from airflow.sdk import DAG
+
+from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
+
+with DAG({dag_id!r}, schedule=None, catchup=False):
+    SubmitRayJobOperator(
+        task_id="job",
+        entrypoint={entrypoint!r},
+        compute=json.loads({compute!r}),
+        deferrable=True,
+        poll_interval=0.5,
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(ray_head, airflow_stack):
+    """Both DAGs run side by side (deferred tasks hold no worker slot); their run records."""
+    assert airflow_stack.env["RAYOPS_HOME"] == os.environ["RAYOPS_HOME"]
+    compute = json.dumps(ray_head.compute)
+    for dag_id, entrypoint in ((SUCCEEDS_DAG, SUCCEEDS), (FAILS_DAG, FAILS)):
+        source = DAG_TEMPLATE.format(dag_id=dag_id, entrypoint=entrypoint, compute=compute)
+        airflow_stack.write_dag(f"{dag_id}.py", source)
+    run_ids = {}
+    for dag_id in (SUCCEEDS_DAG, FAILS_DAG):
+        airflow_stack.wait_for_dag(dag_id)
+        airflow_stack.unpause(dag_id)
+        run_ids[dag_id] = airflow_stack.trigger(dag_id)
+    return {dag_id: airflow_stack.wait_for_run(dag_id, run_id) for dag_id, run_id in run_ids.items()}
+
+
+def _log(airflow_stack, run) -> str:
+    return airflow_stack.task_log(run.dag_id, run.run_id, "job")
+
+
+def test_ray_job_run_succeeds_with_the_result_in_xcom(airflow_stack, runs):
+    run = runs[SUCCEEDS_DAG]
+    assert run.state == "success", _log(airflow_stack, run)
+    assert airflow_stack.xcom(run.dag_id, run.run_id, "job") == {"answer": 42}
+
+
+def test_ray_job_task_is_deferred_while_the_job_runs(airflow_stack, runs):
+    run = runs[SUCCEEDS_DAG]
+    ti = run.task_instances["job"]
+    # One try: submitted, deferred (slot released) while the job ran, resumed once to finish.
+    assert ti.events == ("running", "deferred", "running", "success")
+    assert "Pausing task as DEFERRED" in _log(airflow_stack, run)
+
+
+def test_ray_job_trigger_runs_in_the_triggerer_from_its_stored_kwargs(airflow_stack, ray_head, runs):
+    run = runs[SUCCEEDS_DAG]
+    sid = submission_id(submission_base(dag_id=run.dag_id, run_id=run.run_id, task_id="job"), 1)
+    trigger_log = airflow_stack.trigger_log(run.dag_id, run.run_id, "job")
+    # submission_id and compute came through serialize() -> database -> triggerer intact.
+    assert f"Following Ray job {sid} at {ray_head.endpoint.job_url(sid)}" in trigger_log
+    assert f"Ray job {sid} ended SUCCEEDED" in trigger_log
+
+
+def test_ray_job_log_lines_reach_the_task_log(airflow_stack, runs):
+    run = runs[SUCCEEDS_DAG]
+    log = _log(airflow_stack, run)
+    assert log.index("step one: loading") < log.index("step two: training")
+
+
+def test_failed_ray_job_fails_the_task_with_its_last_log_lines(airflow_stack, runs):
+    run = runs[FAILS_DAG]
+    assert run.state == "failed"
+    ti = run.task_instances["job"]
+    assert ti.events == ("running", "deferred", "running", "failed")
+    log = _log(airflow_stack, run)
+    assert "RayJobFailed" in log
+    assert "FAILED" in log
+    failure = log[log.index("RayJobFailed") :]
+    assert "loading data" in failure
+    assert "ValueError: column churned is missing" in failure
