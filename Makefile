@@ -28,6 +28,7 @@ validate: venv
 	$(BIN)/rayops validate
 
 bench: venv
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python benchmarks/parse.py
 
 stop-ray: venv
