@@ -17,6 +17,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ScalingSpec(_Strict):
+    """How many Ray Train workers a training run uses and what each gets."""
+
+    num_workers: int = Field(default=1, ge=1, description="Data-parallel Ray Train workers.")
+    use_gpu: bool = Field(default=False, description="Give each worker a GPU (the profile's machines must have GPUs).")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="Ray resources per worker, e.g. {CPU: 2, GPU: 1}."
+    )
+
+
+_SCALING_DESCRIPTION = (
+    "Training workers on this profile (num_workers, use_gpu, resources_per_worker); "
+    "a pipeline's train.scaling overrides single keys."
+)
+
+
 class LocalProfile(_Strict):
     """An embedded Ray head on 127.0.0.1, started on first use and reused after."""
 
@@ -29,6 +45,7 @@ class LocalProfile(_Strict):
         default=None,
         description="Folder holding the head's state, logs and auth token; default: $RAYOPS_HOME/ray (RAYOPS_HOME defaults to ~/.rayops).",
     )
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 
 class RayClusterProfile(_Strict):
@@ -39,6 +56,7 @@ class RayClusterProfile(_Strict):
         default="rayops_ray_default",
         description="Airflow connection of type rayops_ray: host is the dashboard address, password the Ray auth token.",
     )
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 
 class Toleration(_Strict):
@@ -88,6 +106,7 @@ class KubeRayProfile(_Strict):
     service_account: str | None = Field(default=None, description="Service account for the Ray pods (for S3 or registry access).")
     head: PodResources = Field(default_factory=PodResources, description="The Ray head pod.")
     worker_groups: list[WorkerGroup] = Field(default_factory=list, description="Ray worker groups; GPUs go here.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 
 ComputeProfile = Annotated[Union[LocalProfile, RayClusterProfile, KubeRayProfile], Field(discriminator="backend")]

@@ -166,6 +166,17 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
                     f"the {section} stage is not available yet in rayops {__version__}: {why}; remove the section to load this pipeline",
                 )
             )
+    tracked = [s for s in stages.TRACKED if data.get(s) is not None]
+    tracking = data.get("tracking") if isinstance(data.get("tracking"), dict) else {}
+    profile = profiles.get(compute) if isinstance(compute, str) else None
+    if tracked and not tracking.get("conn_id") and isinstance(profile, dict) and profile.get("backend", "local") != "local":
+        issues.append(
+            merged.issue(
+                ("tracking",),
+                f"the {tracked[0]} stage on compute profile {compute!r} needs tracking.conn_id (a rayops_mlflow "
+                "connection): the embedded MLflow store lives on this machine, out of the cluster's reach",
+            )
+        )
     for section, needs in stages.REQUIRES.items():
         if data.get(section) is not None and data.get(needs) is None:
             issues.append(merged.issue((section,), f"the {section} stage needs a {needs} section"))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from airflow_provider_rayops.config.compute import ComputeProfile
+from airflow_provider_rayops.config.compute import ComputeProfile, ScalingSpec
 
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -74,14 +74,12 @@ class StorageSpec(Spec):
     )
 
 
-class ScalingSpec(Spec):
-    """How many Ray Train workers a training run uses and what each gets."""
+class ScalingOverrides(Spec):
+    """Per-pipeline changes to the compute profile's training scaling; unset keys keep the profile's."""
 
-    num_workers: int = Field(default=1, ge=1, description="Data-parallel Ray Train workers.")
-    use_gpu: bool = Field(default=False, description="Give each worker a GPU (the compute profile must have GPUs).")
-    resources_per_worker: dict[str, float] = Field(
-        default_factory=dict, description="Ray resources per worker, e.g. {CPU: 2, GPU: 1}."
-    )
+    num_workers: int | None = Field(default=None, ge=1, description="Data-parallel Ray Train workers.")
+    use_gpu: bool | None = Field(default=None, description="Give each worker a GPU.")
+    resources_per_worker: dict[str, float] | None = Field(default=None, description="Ray resources per worker, e.g. {CPU: 2}.")
 
 
 class CheckpointSpec(Spec):
@@ -99,7 +97,9 @@ class TrainSpec(Spec):
         description="Per-worker training loop as module:function, or rayops.builtin:tabular_mlp for the built-in model.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters passed to the loop (epochs, lr, batch_size...).")
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and resources.")
+    scaling: ScalingOverrides = Field(
+        default_factory=ScalingOverrides, description="Overrides of the compute profile's workers and resources."
+    )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint policy.")
     max_failures: int = Field(default=2, ge=0, description="Worker failures Ray Train recovers from by resuming from a checkpoint.")
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = Field(
@@ -196,7 +196,6 @@ class PromoteSpec(Spec):
     on_gate_failure: Literal["skip", "fail"] = Field(
         default="skip", description="skip: the run ends with deploy skipped; fail: the run fails (for teams that alert on failures)."
     )
-    mlflow_conn_id: str | None = Field(default=None, description="Airflow connection of the MLflow tracking server.")
 
 
 class ReplicaBounds(Spec):
@@ -254,6 +253,17 @@ class MonitorSpec(Spec):
     min_rows: int = Field(default=1000, ge=1, description="Fewest live rows needed before drift is judged.")
 
 
+class TrackingSpec(Spec):
+    """Where runs, metrics and models are recorded (MLflow)."""
+
+    conn_id: str | None = Field(
+        default=None,
+        description="Airflow connection of type rayops_mlflow (tracking server URL, token or basic auth); "
+        "none: the embedded local store under $RAYOPS_HOME/mlflow (local profile only).",
+    )
+    experiment: str | None = Field(default=None, description="MLflow experiment name; default: the pipeline name.")
+
+
 class PipelineSpec(Spec):
     """One ML pipeline: one YAML file in dag_configs/, one lifecycle DAG."""
 
@@ -272,6 +282,7 @@ class PipelineSpec(Spec):
     storage: StorageSpec = Field(
         default_factory=lambda: StorageSpec(root="file://.rayops/artifacts"), description="Where the pipeline writes."
     )
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking and registry.")
     data: DataSpec = Field(description="Training data source: the ingest stage.")
     train: TrainSpec | None = Field(default=None, description="Distributed training stage.")
     tune: TuneSpec | None = Field(default=None, description="Hyperparameter search stage (wraps train).")
@@ -304,3 +315,11 @@ class PipelineSpec(Spec):
     @property
     def profile(self) -> ComputeProfile:
         return self.compute_profiles[self.compute]
+
+    @property
+    def train_scaling(self) -> ScalingSpec:
+        """The profile's scaling with this pipeline's train.scaling overrides applied."""
+        base = self.profile.scaling.model_dump()
+        if self.train is not None:
+            base.update(self.train.scaling.model_dump(exclude_none=True))
+        return ScalingSpec.model_validate(base)

@@ -28,3 +28,6 @@ REQUIRES: dict[str, str] = {
     "promote": "evaluate",
     "deploy": "promote",
 }
+
+# Stages whose jobs record runs in MLflow.
+TRACKED: tuple[str, ...] = ("train", "tune", "evaluate", "promote")
