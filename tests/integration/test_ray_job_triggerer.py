@@ -88,6 +88,11 @@ def test_ray_job_trigger_runs_in_the_triggerer_from_its_stored_kwargs(airflow_st
     assert f"Ray job {sid} ended SUCCEEDED" in trigger_log
 
 
+def test_ray_job_trigger_never_blocks_the_triggerer_event_loop(airflow_stack, runs):
+    # The triggerer's watchdog logs whenever its event loop stalls past the threshold (0.5 s).
+    assert airflow_stack.triggerer_blocked_warnings() == []
+
+
 def test_ray_job_log_lines_reach_the_task_log(airflow_stack, runs):
     run = runs[SUCCEEDS_DAG]
     log = _log(airflow_stack, run)
