@@ -63,6 +63,8 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 entrypoint_resources=sub.entrypoint_resources,
                 compute=compute,
                 storage_conn_id=spec.storage.conn_id,
+                with_mlflow=sub.with_mlflow,
+                mlflow_conn_id=spec.tracking.conn_id,
             )
         for planned in plan.tasks:
             for up in planned.upstream:

@@ -6,7 +6,9 @@ Keeping the plan free of Airflow makes it cheap to compute and easy to test.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_rayops.config.loader import LoadedPipeline
@@ -35,6 +37,7 @@ class JobSubmission:
     entrypoint_num_gpus: float | None = None
     entrypoint_memory: int | None = None
     entrypoint_resources: dict[str, float] | None = None
+    with_mlflow: bool = False  # the job gets the MLflow tracking settings in its environment
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,41 @@ def _param_ref(name: str) -> str:
     return "{{ params.%s }}" % name
 
 
+def _result_of(task: str, key: str) -> str:
+    """A value from an upstream task's job result (its XCom return value)."""
+    return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task, key)
+
+
+# Per Airflow task run, the same on every try, safe as a path segment: a retry resumes there.
+_RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
 def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
     spec = loaded.spec
+    params: list[RunParam] = []
+    tasks = [_plan_ingest(spec, params)]
+    lineage = _lineage(loaded)
+    if spec.tune is not None:
+        tasks.append(_plan_tune(spec, lineage, upstream=tasks[-1]))
+    elif spec.train is not None:
+        tasks.append(_plan_train(spec, params, lineage, upstream=tasks[-1]))
+    if spec.evaluate is not None:
+        tasks.append(_plan_evaluate(spec, snapshot_task=tasks[0], model_task=tasks[-1]))
+    return PipelinePlan(
+        dag_id=spec.pipeline,
+        spec=spec,
+        config_hash=loaded.config_hash,
+        params=params,
+        tasks=tasks,
+        retry_delay_s=parse_duration(spec.retry_delay),
+    )
+
+
+def _plan_ingest(spec: PipelineSpec, params: list[RunParam]) -> PlannedTask:
     data = spec.data
-    params = [
+    params += [
         RunParam(
             "source",
             data.source,
@@ -87,7 +121,7 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         ),
         RunParam("split_seed", data.split.seed, {"type": "integer"}, "Seed of the train/validation split."),
     ]
-    ingest = PlannedTask(
+    return PlannedTask(
         stage="ingest",
         task_id="snapshot",
         doc="Read the source, check its schema, split it and write an immutable content-hashed snapshot.",
@@ -101,27 +135,163 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
                 "split_validation": _param_ref("validation_fraction"),
                 "seed": _param_ref("split_seed"),
                 "min_rows": data.min_rows,
-                "snapshot_root": f"{spec.storage.root.rstrip('/')}/snapshots/{spec.pipeline}",
+                "snapshot_root": f"{_root(spec)}/snapshots/{spec.pipeline}",
             },
             entrypoint_num_cpus=1,
         ),
     )
-    return PipelinePlan(
-        dag_id=spec.pipeline,
-        spec=spec,
-        config_hash=loaded.config_hash,
-        params=params,
-        tasks=[ingest],
-        retry_delay_s=parse_duration(spec.retry_delay),
+
+
+def _train_args(spec: PipelineSpec, snapshot_task: PlannedTask, lineage: dict[str, Any], stage: str) -> dict[str, Any]:
+    train = spec.train
+    assert train is not None
+    return {
+        "snapshot_uri": _result_of(snapshot_task.full_id, "snapshot_uri"),
+        "entrypoint": train.entrypoint,
+        "scaling": spec.train_scaling.model_dump(mode="json"),
+        "checkpoint": train.checkpoint.model_dump(mode="json"),
+        "max_failures": train.max_failures,
+        "mixed_precision": train.mixed_precision,
+        "run_root": f"{_root(spec)}/runs/{spec.pipeline}/{_RUN_FOLDER}/{stage}",
+        "experiment": spec.tracking.experiment or spec.pipeline,
+        "lineage": lineage,
+    }
+
+
+def _plan_train(spec: PipelineSpec, params: list[RunParam], lineage: dict[str, Any], upstream: PlannedTask) -> PlannedTask:
+    train = spec.train
+    assert train is not None
+    taken = {p.name for p in params}
+    loop_params: dict[str, Any] = {}
+    for name, value in train.params.items():
+        kind = _JSON_TYPES.get(type(value))
+        if kind is None:  # lists and dicts stay as written; the UI form takes scalars
+            loop_params[name] = value
+            continue
+        param_name = name if name not in taken else f"train_{name}"
+        params.append(RunParam(param_name, value, {"type": kind}, f"Training parameter {name} (train.params.{name})."))
+        loop_params[name] = _param_ref(param_name)
+    args = _train_args(spec, upstream, lineage, "train")
+    args["params"] = loop_params
+    return PlannedTask(
+        stage="train",
+        task_id="fit",
+        doc="Train on Ray Train from the snapshot; checkpoints to storage, resumes after a failure; one MLflow run.",
+        upstream=(upstream.full_id,),
+        submission=JobSubmission(
+            entrypoint=f"python -m {JOBS_MODULE}.train",
+            job_args=args,
+            # The driver only coordinates: its CPU goes to the training workers.
+            entrypoint_num_cpus=0,
+            with_mlflow=True,
+        ),
     )
 
 
-def render_job_args(job_args: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The job args as a run with these params would send them (what `rayops render` shows)."""
-    rendered: dict[str, Any] = {}
-    for key, value in job_args.items():
-        if isinstance(value, str) and value.startswith("{{ params.") and value.endswith(" }}"):
-            rendered[key] = params[value[len("{{ params.") : -3]]
-        else:
-            rendered[key] = value
-    return rendered
+def _plan_tune(spec: PipelineSpec, lineage: dict[str, Any], upstream: PlannedTask) -> PlannedTask:
+    tune = spec.tune
+    train = spec.train
+    assert tune is not None and train is not None
+    args = _train_args(spec, upstream, lineage, "tune")
+    args["params"] = dict(train.params)
+    args["search"] = tune.model_dump(mode="json", exclude_none=True)
+    return PlannedTask(
+        stage="tune",
+        task_id="search",
+        doc="Search hyperparameters with Ray Tune (ASHA early stopping); every trial a nested MLflow run.",
+        upstream=(upstream.full_id,),
+        submission=JobSubmission(
+            entrypoint=f"python -m {JOBS_MODULE}.tune", job_args=args, entrypoint_num_cpus=0, with_mlflow=True
+        ),
+    )
+
+
+def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task: PlannedTask) -> PlannedTask:
+    evaluate = spec.evaluate
+    assert evaluate is not None
+    return PlannedTask(
+        stage="evaluate",
+        task_id="score",
+        doc="Score the model (and the serving champion) on the validation snapshot: metrics, per class, latency.",
+        upstream=(model_task.full_id,),
+        submission=JobSubmission(
+            entrypoint=f"python -m {JOBS_MODULE}.evaluate",
+            job_args={
+                "model_uri": _result_of(model_task.full_id, "model_uri"),
+                "mlflow_run_id": _result_of(model_task.full_id, "mlflow_run_id"),
+                "snapshot_uri": _result_of(snapshot_task.full_id, "snapshot_uri"),
+                "metrics": list(evaluate.metrics),
+                "registered_model": spec.promote.registered_model if spec.promote else None,
+                "champion_alias": spec.promote.alias if spec.promote else "champion",
+            },
+            entrypoint_num_cpus=1,
+            with_mlflow=True,
+        ),
+    )
+
+
+def _root(spec: PipelineSpec) -> str:
+    return spec.storage.root.rstrip("/")
+
+
+def _lineage(loaded: LoadedPipeline) -> dict[str, Any]:
+    """Who and what produced a run: recorded as tags on every MLflow run (DESIGN.md, Lineage)."""
+    return {
+        "pipeline": loaded.spec.pipeline,
+        "config_file": loaded.file,
+        "config_hash": loaded.config_hash,
+        "config_git_commit": git_commit_of(Path(loaded.file).parent),
+        "dag_id": "{{ ti.dag_id }}",
+        "run_id": "{{ run_id }}",
+        "task_id": "{{ ti.task_id }}",
+        "try_number": "{{ ti.try_number }}",
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def git_commit_of(folder: Path) -> str | None:
+    """The commit checked out in the git work tree holding `folder`, read from .git without
+    running git (this runs while Airflow parses DAG files). None outside a git checkout."""
+    for candidate in (folder.resolve(), *folder.resolve().parents):
+        dot_git = candidate / ".git"
+        if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            text = dot_git.read_text().strip()
+            dot_git = (candidate / text.split(":", 1)[1].strip()).resolve() if text.startswith("gitdir:") else dot_git
+        if dot_git.is_dir():
+            return _resolve_head(dot_git)
+    return None
+
+
+def _resolve_head(git_dir: Path) -> str | None:
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    if not head.startswith("ref:"):
+        return head or None
+    ref = head[4:].strip()
+    common = git_dir
+    if (git_dir / "commondir").is_file():  # worktrees keep refs in the main .git
+        common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+    for base in (git_dir, common):
+        ref_file = base / ref
+        if ref_file.is_file():
+            return ref_file.read_text().strip() or None
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split(" ", 1)[0]
+    return None  # a branch with no commit yet
+
+
+def render_job_args(job_args: Any, params: dict[str, Any]) -> Any:
+    """The job args as a run with these params would send them (what `rayops render` shows).
+    Upstream results are only known at run time and stay as their templates."""
+    if isinstance(job_args, dict):
+        return {key: render_job_args(value, params) for key, value in job_args.items()}
+    if isinstance(job_args, list):
+        return [render_job_args(value, params) for value in job_args]
+    if isinstance(job_args, str) and job_args.startswith("{{ params.") and job_args.endswith(" }}"):
+        return params[job_args[len("{{ params.") : -3]]
+    return job_args

@@ -68,6 +68,9 @@ class SubmitRayJobOperator(BaseOperator):
         RAYOPS_JOB_ARGS; visible in the Ray dashboard, so no secrets). Templated.
     :param compute: a compute profile as a plain dict (`{"backend": "local"}` when None).
     :param storage_conn_id: a `rayops_s3` connection whose settings reach the job as env vars.
+    :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
+        credentials) from `mlflow_conn_id`, or the embedded local store when that is None.
+    :param mlflow_conn_id: a `rayops_mlflow` connection.
     :param deferrable: release the worker slot while the job runs (default).
     :param poll_interval: seconds between status polls.
 
@@ -92,6 +95,8 @@ class SubmitRayJobOperator(BaseOperator):
         job_args: dict[str, Any] | None = None,
         compute: dict[str, Any] | None = None,
         storage_conn_id: str | None = None,
+        with_mlflow: bool = False,
+        mlflow_conn_id: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 2.0,
         **kwargs: Any,
@@ -107,6 +112,8 @@ class SubmitRayJobOperator(BaseOperator):
         # Validated now, so a malformed profile is a DAG import error, not a task failure.
         self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True)
         self.storage_conn_id = storage_conn_id
+        self.with_mlflow = with_mlflow
+        self.mlflow_conn_id = mlflow_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self._endpoint: RayEndpoint | None = None
@@ -204,6 +211,10 @@ class SubmitRayJobOperator(BaseOperator):
             from airflow_provider_rayops.hooks.s3 import S3StorageHook
 
             env_vars.update(S3StorageHook(s3_conn_id=self.storage_conn_id).job_env())
+        if self.with_mlflow:
+            from airflow_provider_rayops.hooks.mlflow import MlflowHook
+
+            env_vars.update(MlflowHook(mlflow_conn_id=self.mlflow_conn_id).job_env())
         if self.job_args is not None:
             env_vars[JOB_ARGS_ENV] = json.dumps(self.job_args, sort_keys=True, default=str)
         if env_vars:
