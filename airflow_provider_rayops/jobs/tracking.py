@@ -1,0 +1,377 @@
+"""MLflow helpers shared by the train, tune and evaluate jobs (they run inside Ray; no Airflow here).
+
+- Tracking URI: `MLFLOW_TRACKING_URI` (the operator sets it from an Airflow connection), else
+  the embedded default `sqlite:///$RAYOPS_HOME/mlflow/mlflow.db` with artifacts under
+  `$RAYOPS_HOME/mlflow/artifacts` (a database store, because the model registry needs one).
+- One run per training, found again by a deterministic key: the run carries the tag
+  `rayops.run_key` (a hash of what the caller calls the key, e.g. the task's run_root), and
+  `start_or_resume_run` reopens that run instead of creating a second one, so an Airflow
+  retry keeps logging into the run of its first try.
+- Lineage tags are `rayops.<name>` (see `LINEAGE_TAGS`); values are strings.
+- Metrics are logged once per (key, step): a retry that replays epochs does not duplicate them.
+- Params are logged once; a retry that brings a different value for a param is refused
+  (`ParamConflict`), since it would resume another training's checkpoints.
+
+Everything goes through an explicit `MlflowClient` and run ids, never MLflow's active-run
+state, so the tune job can keep many runs open at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+RUN_KEY_TAG = "rayops.run_key"
+RUN_KIND_TAG = "rayops.kind"
+CHECKPOINT_TAG = "rayops.checkpoint"
+MODEL_FORMAT_TAG = "rayops.model_format"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+MODEL_NAME = "model"
+# Lineage the train job records on its run (the caller gives most of them; see jobs/train.py).
+LINEAGE_TAGS = (
+    "snapshot_uri",
+    "snapshot_hash",
+    "config_hash",
+    "config_git_commit",
+    "pipeline",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "try_number",
+    "ray_job_id",
+)
+_TAG_MAX = 5000
+_BATCH_MAX = 1000
+
+
+class ParamConflict(ValueError):
+    """A param already logged on the run has another value than the one given now."""
+
+    def __init__(self, *, run_id: str, name: str, logged: str, given: str) -> None:
+        self.run_id = run_id
+        self.name = name
+        super().__init__(
+            f"param {name!r} is {logged!r} in MLflow run {run_id} of this run key, but {given!r} now; "
+            "a retry must train with the same params (use a new run_root for a new training)"
+        )
+
+
+def rayops_home() -> Path:
+    return Path(os.environ.get("RAYOPS_HOME") or "~/.rayops").expanduser()
+
+
+def embedded_tracking_uri() -> str:
+    return f"sqlite:///{(rayops_home() / 'mlflow' / 'mlflow.db').absolute()}"
+
+
+def embedded_artifact_root() -> str:
+    return (rayops_home() / "mlflow" / "artifacts").absolute().as_uri()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, or the embedded default."""
+    return os.environ.get(TRACKING_URI_ENV) or embedded_tracking_uri()
+
+
+def client() -> MlflowClient:
+    """A client of the resolved tracking URI; also makes it MLflow's global URI for this process."""
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created when missing (artifacts under the embedded root
+    when the tracking URI is a database or folder this process writes directly)."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    uri = mlflow_client.tracking_uri
+    artifact_location = None
+    if not uri.startswith(("http://", "https://", "databricks")):
+        artifact_location = embedded_artifact_root() if uri == embedded_tracking_uri() else _artifacts_beside(uri)
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)  # created meanwhile by a concurrent job
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _artifacts_beside(uri: str) -> str | None:
+    # A sqlite store other than the embedded one: artifacts in a folder beside the database.
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").absolute().as_uri()
+    return None
+
+
+def run_key(text: str) -> str:
+    """The tag value for a caller's run key (hashed: tag filters need no quoting)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def find_run(mlflow_client: MlflowClient, experiment_id: str, key: str) -> Run | None:
+    """The run tagged with this run key (any status), oldest first if several."""
+    runs = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+        run_view_type=3,  # ViewType.ALL: a deleted run is still the run of this key
+        order_by=["attributes.start_time ASC"],
+        max_results=10,
+    )
+    return runs[0] if runs else None
+
+
+def start_or_resume_run(
+    mlflow_client: MlflowClient,
+    *,
+    experiment_id: str,
+    key: str,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> tuple[str, bool]:
+    """(run_id, resumed): the run of `key` (reopened as RUNNING) or a new one; `tags` are set either way."""
+    existing = find_run(mlflow_client, experiment_id, key)
+    all_tags = {RUN_KEY_TAG: key, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}), **dict(tags or {})}
+    if existing is not None:
+        run_id = existing.info.run_id
+        if existing.info.lifecycle_stage == "deleted":
+            mlflow_client.restore_run(run_id)
+        mlflow_client.update_run(run_id, status="RUNNING")
+        set_tags(mlflow_client, run_id, all_tags)
+        return run_id, True
+    run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=_tag_values(all_tags))
+    return run.info.run_id, False
+
+
+def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
+    """`rayops.<name>` tags from a lineage dict; None values are left out, others stringified."""
+    return {f"rayops.{name}": value for name, value in _tag_values(lineage).items()}
+
+
+def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    values = _tag_values(tags)
+    if values:
+        mlflow_client.log_batch(run_id, tags=[RunTag(k, v) for k, v in values.items()])
+
+
+def _tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in tags.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        out[str(name)] = text[:_TAG_MAX]
+    return out
+
+
+def log_params_once(mlflow_client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params not yet on the run; ParamConflict if one is there with another value."""
+    from mlflow.entities import Param
+
+    logged = mlflow_client.get_run(run_id).data.params
+    new = []
+    for name, value in flatten_params(params).items():
+        if name in logged:
+            if logged[name] != value:
+                raise ParamConflict(run_id=run_id, name=name, logged=logged[name], given=value)
+            continue
+        new.append(Param(name, value))
+    for start in range(0, len(new), 100):
+        mlflow_client.log_batch(run_id, params=new[start : start + 100])
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Params as MLflow strings: nested dicts as dotted names, lists and others as JSON."""
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, prefix=f"{key}."))
+        elif isinstance(value, str):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def log_history(mlflow_client: MlflowClient, run_id: str, history: Iterable[Mapping[str, Any]], *, step_key: str = "epoch") -> int:
+    """Log each entry's numeric values as metrics at step = entry[step_key]; skips (key, step)
+    pairs the run already has. Returns how many metric values were logged."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    history = list(history)
+    keys = {k for entry in history for k, v in entry.items() if k != step_key and _is_number(v)}
+    logged_steps = {key: {m.step for m in mlflow_client.get_metric_history(run_id, key)} for key in keys}
+    now = int(time.time() * 1000)
+    metrics = []
+    for entry in history:
+        step = int(entry[step_key])
+        for key, value in entry.items():
+            if key == step_key or not _is_number(value) or step in logged_steps[key]:
+                continue
+            if not math.isfinite(float(value)):
+                continue
+            metrics.append(Metric(key, float(value), now, step))
+    for start in range(0, len(metrics), _BATCH_MAX):
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX])
+    return len(metrics)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def logged_model_uri(experiment_id: str, run_id: str, *, checkpoint: str) -> str | None:
+    """The URI of the model already logged on `run_id` from `checkpoint` (a retry re-uses it)."""
+    import mlflow
+
+    try:
+        models = mlflow.search_logged_models(
+            experiment_ids=[experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            output_format="list",
+        )
+    except Exception:  # an older server without logged-model search: log again
+        return None
+    for model in models:
+        ready = str(getattr(model.status, "value", model.status)) == "READY"
+        if ready and model.name == MODEL_NAME and (model.tags or {}).get(CHECKPOINT_TAG) == checkpoint:
+            return model.model_uri
+    return None
+
+
+def log_torch_model(
+    mlflow_client: MlflowClient,
+    run_id: str,
+    *,
+    experiment_id: str,
+    model: Any,
+    input_example: Any,
+    extra_files: Iterable[str],
+    checkpoint: str,
+    step: int = 0,
+    pip_requirements: list[str] | None = None,
+) -> str:
+    """Log `model` as the run's MLflow PyTorch model "model" with a signature inferred from
+    `input_example` and the model's output on it; returns the model URI (`models:/m-...`)."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    example = np.asarray(input_example, dtype=np.float32)
+    model = model.to("cpu").eval()
+    with torch.inference_mode():
+        output = model(torch.from_numpy(example)).float().numpy()
+    # Created first, in the run's experiment: left to log_model, a model logged by run id
+    # without an active run lands in the default experiment.
+    logged = mlflow_client.create_logged_model(
+        experiment_id, name=MODEL_NAME, source_run_id=run_id, tags={CHECKPOINT_TAG: checkpoint}
+    )
+    common = dict(
+        name=MODEL_NAME,
+        model_id=logged.model_id,
+        run_id=run_id,  # passed through to Model.log: no active run needed, the run stays open
+        step=step,
+        signature=infer_signature(example, output),
+        input_example=example,
+        extra_files=list(extra_files),
+        pip_requirements=pip_requirements or default_pip_requirements(),
+    )
+    try:
+        # pt2 (torch.export): loading it runs no pickled code and needs none of our classes.
+        info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
+        model_format = "pt2"
+    except Exception as exc:  # a module torch.export cannot trace (data-dependent control flow...)
+        logger.warning("torch.export could not export the model (%s: %s); logging it pickled", type(exc).__name__, exc)
+        info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
+        model_format = "pickle"
+    mlflow_client.set_logged_model_tags(logged.model_id, {MODEL_FORMAT_TAG: model_format})
+    return info.model_uri
+
+
+def default_pip_requirements() -> list[str]:
+    """What loading a logged model needs (given explicitly: inferring it would spawn a process).
+    Predicting from raw rows also needs rayops (`modeling.load_predictor`) for the encoder."""
+    from importlib import metadata
+
+    def _pin(dist: str) -> str:
+        try:
+            return f"{dist}=={metadata.version(dist).split('+')[0]}"
+        except metadata.PackageNotFoundError:
+            return dist
+
+    return [_pin("torch"), _pin("mlflow"), _pin("numpy")]
+
+
+def end_run(mlflow_client: MlflowClient, run_id: str, *, status: str) -> None:
+    mlflow_client.set_terminated(run_id, status=status)
+
+
+def ray_job_id() -> str | None:
+    """The Ray job's submission id (set by Ray for a job driver), else the running driver's job id."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if raw:
+        try:
+            submission = (json.loads(raw).get("metadata") or {}).get("job_submission_id")
+        except (ValueError, AttributeError):
+            submission = None
+        if submission:
+            return str(submission)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_job_id()
+    except Exception:
+        return None
+    return None
+
+
+def git_commit(path: str | os.PathLike[str]) -> str | None:
+    """HEAD commit of the git checkout holding `path` (e.g. dag_configs/), or None when it is not one.
+
+    Adds "-dirty" when files under `path` differ from HEAD. For callers on the Airflow side:
+    a Ray job usually does not see the config folder.
+    """
+    folder = Path(path)
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head or None

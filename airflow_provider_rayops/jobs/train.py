@@ -1,0 +1,491 @@
+"""The train stage (a Ray job): a snapshot -> a model trained on Ray Train -> an MLflow run.
+
+    python -m airflow_provider_rayops.jobs.train      # args in RAYOPS_JOB_ARGS (JSON)
+
+Job arguments:
+
+    snapshot_uri      the ingest snapshot (file:// or s3://) holding train/validation parquet + manifest
+    entrypoint        "module:function" of a per-worker loop, or "rayops.builtin:tabular_mlp"
+                      (see jobs/builtin.py for what a loop gets and must report)
+    params            the loop's params (YAML train.params); checked here for built-in loops
+    scaling           {num_workers: 1, use_gpu: false, resources_per_worker: {}} (config.schema.ScalingSpec)
+    checkpoint        {every_epochs: 1, keep: 2} (config.schema.CheckpointSpec)
+    max_failures      worker failures Ray Train recovers from, from the latest checkpoint (default 2)
+    mixed_precision   auto | bf16 | fp16 | off (GPU only; default auto)
+    run_root          storage URI of this training's Ray Train folder; checkpoints land in
+                      <run_root>/train/checkpoint_epoch_<NNNNNN>/. The caller keeps it the same
+                      for every try of one Airflow task: a retry resumes from the latest checkpoint.
+    experiment        MLflow experiment name (the pipeline)
+    lineage           tags for the MLflow run, e.g. {config_hash, config_git_commit, dag_id,
+                      run_id, task_id, try_number}; the job adds snapshot_uri, snapshot_hash and
+                      ray_job_id. Each becomes the tag rayops.<name>.
+    run_key           optional: what identifies "the same training" for MLflow (default run_root);
+                      a retry with the same key logs into the same MLflow run
+    run_name          optional MLflow run name for a new run
+
+Result (the `::rayops-result::` line):
+
+    {"mlflow_run_id", "experiment_id", "model_uri" (MLflow model URI of the logged model),
+     "checkpoint_uri" (latest checkpoint folder), "metrics" (the last epoch's), "epochs_completed",
+     "resumed_from_epoch" (the checkpoint epoch this job restarted from, after a worker failure or
+     an Airflow retry; null when it trained from scratch without interruption), "tracking_uri"}
+
+Data reaches workers through Ray Data: both splits are read from the snapshot, encoded with a
+`FeatureEncoder` fitted on the train split (columns `features`, `label`) and materialized in
+the object store once, before the workers start (so the workers may take every CPU); the train
+split is then sharded evenly across workers.
+
+Bad arguments fail before anything runs, with a `JobInputError` that names the argument; an
+entrypoint that does not import fails with the import error first in the message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airflow_provider_rayops import storage
+from airflow_provider_rayops.config.schema import CheckpointSpec, ScalingSpec
+from airflow_provider_rayops.jobs import builtin, modeling, tracking
+from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+RAY_TRAIN_RUN_NAME = "train"
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+INPUT_EXAMPLE_ROWS = 5
+
+
+class TrainJobArgs(BaseModel):
+    """The train job's arguments (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot_uri: str = Field(min_length=1)
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    max_failures: int = Field(default=2, ge=0)
+    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    run_root: str = Field(min_length=1)
+    experiment: str = Field(min_length=1)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    run_key: str | None = None
+    run_name: str | None = None
+
+
+def parse_args(args: Mapping[str, Any], model: type[BaseModel] = TrainJobArgs) -> Any:
+    """Validate job args; the first problem becomes a JobInputError naming the argument."""
+    try:
+        return model.model_validate(dict(args))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "args"
+        if error["type"] == "missing":
+            raise JobInputError(f"job argument {where!r} is required") from None
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(model.model_fields))
+            raise JobInputError(f"job argument {where!r} is not known; expected some of {allowed}") from None
+        given = error.get("input")
+        raise JobInputError(f"job argument {where}={given!r}: {error['msg']}") from None
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    """A resolved training loop: the function, and the built-in name when it is one of ours."""
+
+    path: str
+    loop: Callable[[Mapping[str, Any]], Any]
+    builtin: str | None = None
+
+    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.builtin is not None:
+            return builtin.BUILTIN_PARAMS[self.builtin](params)
+        return dict(params)
+
+
+def resolve_entrypoint(path: str) -> Entrypoint:
+    """Import the loop named by `path`; JobInputError with the import error first when it fails.
+
+    `rayops.builtin:<name>` is a loop of jobs/builtin.py (`BUILTIN_LOOPS`); anything else is
+    imported as module:function from the job's Python path (installed packages, or the job's
+    runtime_env working_dir / py_modules).
+    """
+    module_name, _, attribute = path.partition(":")
+    if module_name == builtin.BUILTIN_MODULE_ALIAS:
+        if attribute not in builtin.BUILTIN_LOOPS:
+            raise JobInputError(
+                f"entrypoint {path!r}: no built-in loop {attribute!r}; built-in loops: "
+                + ", ".join(f"{builtin.BUILTIN_MODULE_ALIAS}:{name}" for name in sorted(builtin.BUILTIN_LOOPS))
+            )
+        return Entrypoint(path=path, loop=builtin.BUILTIN_LOOPS[attribute], builtin=attribute)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or anything the module raises while importing
+        raise JobInputError(
+            f"{type(exc).__name__}: {exc} -- entrypoint {path!r} cannot be imported; is module "
+            f"{module_name!r} installed on the Ray cluster or shipped in the job's working_dir?"
+        ) from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise JobInputError(f"AttributeError: {exc} -- entrypoint {path!r} names no function {attribute!r}") from None
+    if not callable(obj):
+        raise JobInputError(f"entrypoint {path!r} is a {type(obj).__name__}, not a function taking the loop config")
+    return Entrypoint(path=path, loop=obj)
+
+
+# -- the data ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An ingest snapshot as the train job reads it."""
+
+    uri: str
+    manifest: dict[str, Any]
+    train: pa.Table
+    validation: pa.Table
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest.get("content_hash") or self.uri.rstrip("/").rsplit("/", 1)[-1])
+
+    def split_uri(self, split: str) -> str:
+        return storage.join_uri(self.uri, f"{split}.parquet")
+
+
+def load_snapshot(uri: str) -> Snapshot:
+    """Manifest and both splits of the snapshot at `uri`; JobInputError when it is not a complete snapshot."""
+    import pyarrow.parquet as pq
+
+    uri = storage.resolve_uri(uri)
+    try:
+        manifest = storage.read_manifest(uri)
+    except storage.StorageError as exc:
+        raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
+    if manifest is None:
+        raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first")
+    tables = {}
+    for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
+        try:
+            tables[split] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, f"{split}.parquet"))))
+        except storage.StorageError as exc:
+            raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
+    return Snapshot(uri=uri, manifest=manifest, train=tables[TRAIN_SPLIT], validation=tables[VALIDATION_SPLIT])
+
+
+def fit_encoder(snapshot: Snapshot) -> modeling.FeatureEncoder:
+    try:
+        return modeling.FeatureEncoder.fit(snapshot.manifest, snapshot.train)
+    except modeling.FeatureMismatch as exc:
+        raise JobInputError(f"snapshot {snapshot.uri}: {exc}") from None
+
+
+def ray_datasets(snapshot: Snapshot, encoder: modeling.FeatureEncoder) -> dict[str, Any]:
+    """Both splits as encoded, materialized Ray Datasets (columns `features`, `label`)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    out = {}
+    for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
+        fs, path = storage.filesystem(snapshot.split_uri(split))
+        dataset = ray.data.read_parquet(path, filesystem=fs)
+        out[split] = dataset.map_batches(_EncodeBatch(encoder.to_json()), batch_format="pyarrow", zero_copy_batch=True).materialize()
+    return out
+
+
+class _EncodeBatch:
+    """Ray Data map: raw snapshot rows -> {"features": float32 (n, d), "label": int64 (n,)}."""
+
+    def __init__(self, encoder_json: Mapping[str, Any]) -> None:
+        self.encoder_json = dict(encoder_json)
+        self._encoder: modeling.FeatureEncoder | None = None
+
+    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+        if self._encoder is None:
+            self._encoder = modeling.FeatureEncoder.from_json(self.encoder_json)
+        return {"features": self._encoder.transform(batch), "label": self._encoder.encode_target(batch)}
+
+
+def loop_config(
+    *,
+    params: Mapping[str, Any],
+    snapshot: Snapshot,
+    encoder: modeling.FeatureEncoder,
+    checkpoint: CheckpointSpec,
+    mixed_precision: str,
+    use_gpu: bool,
+    attempt: str,
+) -> dict[str, Any]:
+    """The `config` every worker's loop gets (documented in jobs/builtin.py)."""
+    return {
+        "params": dict(params),
+        "epochs": int(params.get("epochs", builtin.TABULAR_MLP_DEFAULTS["epochs"])),
+        "checkpoint": {"every_epochs": checkpoint.every_epochs, "keep": checkpoint.keep},
+        "mixed_precision": mixed_precision,
+        "use_gpu": use_gpu,
+        "encoder": encoder.to_json(),
+        "num_features": encoder.num_features,
+        "num_classes": encoder.num_classes,
+        "classes": encoder.classes,
+        "target": encoder.target.name,
+        "feature_names": encoder.feature_names,
+        "snapshot_uri": snapshot.uri,
+        "snapshot_hash": snapshot.content_hash,
+        "rows": {TRAIN_SPLIT: snapshot.train.num_rows, VALIDATION_SPLIT: snapshot.validation.num_rows},
+        "attempt": attempt,
+    }
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster of this Ray job (RAY_ADDRESS), or start a local Ray outside a job."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, configure_logging=False)
+
+
+# -- the job -----------------------------------------------------------------------------------
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    spec: TrainJobArgs = parse_args(args)
+    entrypoint = resolve_entrypoint(spec.entrypoint)
+    params = entrypoint.resolve_params(spec.params)
+    snapshot = load_snapshot(spec.snapshot_uri)
+    encoder = fit_encoder(snapshot)
+    run_root = storage.resolve_uri(spec.run_root)
+
+    client = tracking.client()
+    experiment_id = tracking.ensure_experiment(client, spec.experiment)
+    lineage = {
+        **spec.lineage,
+        "snapshot_uri": snapshot.uri,
+        "snapshot_hash": snapshot.content_hash,
+        "ray_job_id": tracking.ray_job_id(),
+    }
+    tags = {
+        **tracking.lineage_tags(lineage),
+        tracking.RUN_KIND_TAG: "train",
+        "rayops.run_root": run_root,
+        "rayops.entrypoint": spec.entrypoint,
+    }
+    run_id, _ = tracking.start_or_resume_run(
+        client,
+        experiment_id=experiment_id,
+        key=tracking.run_key(spec.run_key or run_root),
+        run_name=spec.run_name or _default_run_name(spec.lineage),
+        tags=tags,
+    )
+    try:
+        tracking.log_params_once(client, run_id, {**params, **_run_settings(spec)})
+    except tracking.ParamConflict as exc:
+        tracking.end_run(client, run_id, status="FAILED")
+        raise JobInputError(str(exc)) from None
+
+    try:
+        outcome = fit(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
+        result = log_outcome(client, experiment_id=experiment_id, run_id=run_id, outcome=outcome, snapshot=snapshot)
+    except BaseException:
+        tracking.end_run(client, run_id, status="FAILED")
+        raise
+    tracking.end_run(client, run_id, status="FINISHED")
+    return result
+
+
+@dataclass
+class FitOutcome:
+    """What Ray Train left: the latest checkpoint (downloaded), where it lives, and how the run went."""
+
+    checkpoint: modeling.LoadedCheckpoint
+    checkpoint_uri: str
+    checkpoint_name: str
+    history: list[dict[str, Any]]
+    epochs_completed: int
+    resumed_from_epoch: int | None
+
+
+def fit(
+    spec: TrainJobArgs,
+    *,
+    entrypoint: Entrypoint,
+    params: Mapping[str, Any],
+    snapshot: Snapshot,
+    encoder: modeling.FeatureEncoder,
+    run_root: str,
+) -> FitOutcome:
+    """Run the loop on Ray Train with the YAML's scaling, checkpoint and failure policy."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray()
+    datasets = ray_datasets(snapshot, encoder)
+    fs, root_path = storage.filesystem(run_root)
+    trainer = TorchTrainer(
+        entrypoint.loop,
+        train_loop_config=loop_config(
+            params=params,
+            snapshot=snapshot,
+            encoder=encoder,
+            checkpoint=spec.checkpoint,
+            mixed_precision=spec.mixed_precision,
+            use_gpu=spec.scaling.use_gpu,
+            attempt=uuid.uuid4().hex[:12],
+        ),
+        scaling_config=ScalingConfig(
+            num_workers=spec.scaling.num_workers,
+            use_gpu=spec.scaling.use_gpu,
+            resources_per_worker=dict(spec.scaling.resources_per_worker) or None,
+        ),
+        run_config=RunConfig(
+            name=RAY_TRAIN_RUN_NAME,
+            storage_path=root_path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=[TRAIN_SPLIT]),
+    )
+    result = trainer.fit()
+
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        raise RuntimeError(
+            f"training loop {spec.entrypoint} reported no checkpoint; it must report one following the "
+            "artifact contract of jobs/modeling.py at least at its last epoch"
+        )
+    name = Path(checkpoint.path).name
+    with checkpoint.as_directory() as folder:
+        loaded = modeling.load_checkpoint(folder)
+        keep = Path(tempfile.mkdtemp(prefix="rayops-final-ckpt-"))
+        modeling.copy_checkpoint_files(folder, keep)
+    loaded.path = str(keep)
+
+    returned = result.return_value if isinstance(result.return_value, Mapping) else {}
+    last_metrics = dict(result.metrics or {})
+    history = list(loaded.state.get("history") or returned.get("history") or _dataframe_history(result))
+    epochs_completed = int(loaded.state.get("epoch") or last_metrics.get("epoch") or (history[-1]["epoch"] if history else 0))
+    resumed = returned.get("resumed_from_epoch", last_metrics.get("resumed_from_epoch"))
+    return FitOutcome(
+        checkpoint=loaded,
+        checkpoint_uri=storage.join_uri(run_root, RAY_TRAIN_RUN_NAME, name),
+        checkpoint_name=name,
+        history=history,
+        epochs_completed=epochs_completed,
+        resumed_from_epoch=int(resumed) if resumed is not None else None,
+    )
+
+
+def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOutcome, snapshot: Snapshot) -> dict[str, Any]:
+    """Per-epoch metrics, the model (with signature and input example) and final tags on the run."""
+    tracking.log_history(client, run_id, outcome.history)
+    checkpoint = outcome.checkpoint
+    model_uri = tracking.logged_model_uri(experiment_id, run_id, checkpoint=outcome.checkpoint_uri)
+    if model_uri is None:
+        example = checkpoint.encoder.transform(snapshot.validation.slice(0, INPUT_EXAMPLE_ROWS))
+        folder = Path(checkpoint.path)
+        model_uri = tracking.log_torch_model(
+            client,
+            run_id,
+            experiment_id=experiment_id,
+            model=checkpoint.model,
+            input_example=example,
+            extra_files=[str(folder / modeling.ENCODER_FILE), str(folder / modeling.MODEL_SPEC_FILE)],
+            checkpoint=outcome.checkpoint_uri,
+            step=outcome.epochs_completed,
+        )
+    tracking.set_tags(
+        client,
+        run_id,
+        {
+            "rayops.checkpoint_uri": outcome.checkpoint_uri,
+            "rayops.model_uri": model_uri,
+            "rayops.epochs_completed": outcome.epochs_completed,
+            "rayops.resumed_from_epoch": outcome.resumed_from_epoch,
+        },
+    )
+    final = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items() if k != "epoch"}
+    return {
+        "mlflow_run_id": run_id,
+        "experiment_id": experiment_id,
+        "tracking_uri": client.tracking_uri,
+        "model_uri": model_uri,
+        "checkpoint_uri": outcome.checkpoint_uri,
+        "metrics": _json_safe(final),
+        "epochs_completed": outcome.epochs_completed,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+    }
+
+
+def _run_settings(spec: TrainJobArgs) -> dict[str, Any]:
+    return {
+        "rayops.entrypoint": spec.entrypoint,
+        "rayops.num_workers": spec.scaling.num_workers,
+        "rayops.use_gpu": spec.scaling.use_gpu,
+        "rayops.checkpoint_every_epochs": spec.checkpoint.every_epochs,
+        "rayops.checkpoint_keep": spec.checkpoint.keep,
+        "rayops.max_failures": spec.max_failures,
+        "rayops.mixed_precision": spec.mixed_precision,
+    }
+
+
+def _default_run_name(lineage: Mapping[str, Any]) -> str | None:
+    if lineage.get("run_id"):
+        return f"train {lineage['run_id']}"
+    return None
+
+
+def _dataframe_history(result: Any) -> list[dict[str, Any]]:
+    frame = getattr(result, "metrics_dataframe", None)
+    if frame is None or "epoch" not in getattr(frame, "columns", ()):
+        return []
+    return [{k: v for k, v in row.items() if _finite_number(v)} for row in frame.to_dict("records")]
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_safe(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if _finite_number(v) or isinstance(v, str)}
+
+
+if __name__ == "__main__":
+    run_job(main)
+
+
+__all__ = [
+    "TrainJobArgs",
+    "Entrypoint",
+    "Snapshot",
+    "FitOutcome",
+    "main",
+    "fit",
+    "parse_args",
+    "resolve_entrypoint",
+    "load_snapshot",
+    "fit_encoder",
+    "ray_datasets",
+    "loop_config",
+    "log_outcome",
+]

@@ -1,0 +1,285 @@
+"""The train job on a real Ray head (2 Ray Train workers on 2 CPUs) with a real MLflow store.
+
+Jobs go through the Ray Jobs API exactly as SubmitRayJobOperator sends them. The data is the
+seeded churn set (3000 rows); each training takes seconds, the rest is Ray and MLflow start-up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_rayops import storage
+from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.jobs import tracking, train
+from airflow_provider_rayops.jobs.modeling import load_predictor
+from airflow_provider_rayops.jobs.runtime import JobInputError
+
+TRAIN_JOB = "airflow_provider_rayops.jobs.train"
+EPOCHS = 6
+EVERY = 2
+KEEP = 2
+LINEAGE = {
+    "config_hash": "c0ffee",
+    "config_git_commit": "0123abcd",
+    "pipeline": "churn",
+    "dag_id": "churn",
+    "run_id": "manual__2026-01-01",
+    "task_id": "train",
+    "try_number": 1,
+}
+
+
+def _args(snapshot: dict, run_root: str, **overrides) -> dict:
+    args = {
+        "snapshot_uri": snapshot["snapshot_uri"],
+        "entrypoint": "rayops.builtin:tabular_mlp",
+        "params": {"epochs": EPOCHS, "lr": 0.01, "batch_size": 128, "hidden_sizes": [32, 32]},
+        "scaling": {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 1}},
+        "checkpoint": {"every_epochs": EVERY, "keep": KEEP},
+        "max_failures": 0,
+        "mixed_precision": "auto",
+        "run_root": run_root,
+        "experiment": "churn-tests",
+        "lineage": LINEAGE,
+    }
+    args.update(overrides)
+    return args
+
+
+def _client(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
+    return tracking.client()
+
+
+def _metric_steps(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _validation(snapshot: dict):
+    return pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(snapshot["snapshot_uri"], "validation.parquet"))))
+
+
+# -- one ordinary training, looked at from every side ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(run_ray_job, churn_snapshot, tmp_path_factory) -> dict:
+    run_root = f"file://{tmp_path_factory.mktemp('train-runs')}/churn/manual/train"
+    job = run_ray_job(TRAIN_JOB, _args(churn_snapshot, run_root))
+    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
+    return {"run_root": run_root, "result": job.result, "job": job}
+
+
+def test_the_result_names_the_run_the_model_and_the_latest_checkpoint(trained):
+    result = trained["result"]
+    assert set(result) == {
+        "mlflow_run_id", "experiment_id", "tracking_uri", "model_uri", "checkpoint_uri",
+        "metrics", "epochs_completed", "resumed_from_epoch",
+    }
+    assert result["epochs_completed"] == EPOCHS
+    assert result["resumed_from_epoch"] is None
+    assert result["checkpoint_uri"] == f"{trained['run_root']}/train/checkpoint_epoch_{EPOCHS:06d}"
+    assert result["model_uri"].startswith("models:/")
+    assert {"train_loss", "val_loss", "val_accuracy", "val_auc", "samples_per_s"} <= set(result["metrics"])
+
+
+def test_the_training_loss_goes_down(trained, mlflow_uri, monkeypatch):
+    client = _client(mlflow_uri, monkeypatch)
+    losses = _metric_steps(client, trained["result"]["mlflow_run_id"], "train_loss")
+    assert [step for step, _ in losses] == list(range(1, EPOCHS + 1))
+    assert losses[-1][1] < losses[0][1] * 0.95
+
+
+def test_the_logged_model_beats_the_base_rate_on_validation(trained, churn_snapshot, mlflow_uri, monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
+    predictor = load_predictor(trained["result"]["model_uri"])
+    validation = _validation(churn_snapshot)
+    truth = validation.column("churned").to_numpy(zero_copy_only=False).astype(bool)
+    proba = predictor.predict_proba(validation)
+
+    assert predictor.classes == [False, True]
+    assert proba.shape == (validation.num_rows, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    majority = max(truth.mean(), 1 - truth.mean())
+    accuracy = (predictor.predict(validation).astype(bool) == truth).mean()
+    auc = roc_auc_score(truth, proba[:, 1])
+    assert accuracy > majority + 0.03, (accuracy, majority)
+    assert auc > 0.75
+    # The job's own validation AUC (computed on the workers) agrees with sklearn's.
+    assert trained["result"]["metrics"]["val_auc"] == pytest.approx(auc, abs=1e-3)
+
+
+def test_storage_keeps_the_last_k_checkpoints(trained):
+    names = sorted({uri.rsplit("/", 2)[-2] for uri in storage.list_uris(f"{trained['run_root']}/train") if "/checkpoint_epoch_" in uri})
+    assert names == [f"checkpoint_epoch_{epoch:06d}" for epoch in range(EPOCHS - (KEEP - 1) * EVERY, EPOCHS + 1, EVERY)]
+
+
+def test_the_mlflow_run_holds_params_and_every_epochs_metrics(trained, mlflow_uri, monkeypatch):
+    client = _client(mlflow_uri, monkeypatch)
+    run = client.get_run(trained["result"]["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["lr"] == "0.01" and params["epochs"] == str(EPOCHS) and params["hidden_sizes"] == "[32, 32]"
+    assert params["dropout"] == "0.1"  # the built-in default, logged too
+    assert params["rayops.num_workers"] == "2" and params["rayops.checkpoint_keep"] == str(KEEP)
+    for key in ("val_loss", "val_accuracy", "val_auc", "samples_per_s"):
+        assert [step for step, _ in _metric_steps(client, run.info.run_id, key)] == list(range(1, EPOCHS + 1)), key
+
+
+def test_the_mlflow_run_carries_the_lineage(trained, churn_snapshot, mlflow_uri, monkeypatch):
+    client = _client(mlflow_uri, monkeypatch)
+    tags = client.get_run(trained["result"]["mlflow_run_id"]).data.tags
+    assert {k: tags[f"rayops.{k}"] for k in LINEAGE} == {k: str(v) for k, v in LINEAGE.items()}
+    assert tags["rayops.snapshot_uri"] == churn_snapshot["snapshot_uri"]
+    assert tags["rayops.snapshot_hash"] == churn_snapshot["content_hash"]
+    assert tags["rayops.ray_job_id"] == trained["job"].submission_id
+    assert tags["rayops.checkpoint_uri"] == trained["result"]["checkpoint_uri"]
+    assert tags["rayops.run_key"] == tracking.run_key(trained["run_root"])
+
+
+def test_the_model_is_logged_with_signature_input_example_and_encoder(trained, mlflow_uri, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
+    mlflow.set_tracking_uri(mlflow_uri)
+    info = mlflow.models.get_model_info(trained["result"]["model_uri"])
+    inputs = json.loads(info.signature.to_dict()["inputs"])
+    outputs = json.loads(info.signature.to_dict()["outputs"])
+    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 11]}
+    assert outputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 2]}
+    assert info.saved_input_example_info["type"] == "ndarray"
+    assert info.flavors["pytorch"]["extra_files"] == [{"path": "extra_files/encoder.json"}, {"path": "extra_files/model.json"}]
+    logged = mlflow.get_logged_model(trained["result"]["model_uri"].split("/")[-1])
+    assert logged.source_run_id == trained["result"]["mlflow_run_id"]
+    assert logged.experiment_id == trained["result"]["experiment_id"]
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch):
+    marker = tmp_path / "kill-armed"
+    marker.touch()
+    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_rank": 1, "fault_marker": str(marker)}
+    job = run_ray_job(
+        TRAIN_JOB,
+        _args(
+            churn_snapshot,
+            f"file://{tmp_path}/run",
+            entrypoint="tests.jobs.train_loops:tabular_mlp_killed_once",
+            params=params,
+            checkpoint={"every_epochs": 1, "keep": 2},
+            max_failures=1,
+        ),
+    )
+    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
+    assert not marker.exists()  # the worker did die once
+    result = job.result
+    assert result["resumed_from_epoch"] == 2
+    assert result["epochs_completed"] == 4
+    client = _client(mlflow_uri, monkeypatch)
+    assert [step for step, _ in _metric_steps(client, result["mlflow_run_id"], "train_loss")] == [1, 2, 3, 4]
+
+
+def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch):
+    marker = tmp_path / "fail-armed"
+    marker.touch()
+    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_marker": str(marker)}
+    args = _args(
+        churn_snapshot,
+        f"file://{tmp_path}/run",
+        entrypoint="tests.jobs.train_loops:tabular_mlp_fails_once",
+        params=params,
+        checkpoint={"every_epochs": 1, "keep": 3},
+        max_failures=0,
+    )
+    first = run_ray_job(TRAIN_JOB, args)
+    assert first.status is JobStatus.FAILED
+    assert "injected training failure" in first.logs
+
+    retry = run_ray_job(TRAIN_JOB, {**args, "lineage": {**LINEAGE, "try_number": 2}})
+    assert retry.status is JobStatus.SUCCEEDED, retry.logs[-5000:]
+    result = retry.result
+    assert result["resumed_from_epoch"] == 2
+    assert result["epochs_completed"] == 4
+
+    client = _client(mlflow_uri, monkeypatch)
+    runs = client.search_runs(
+        [result["experiment_id"]], filter_string=f"tags.`rayops.run_key` = '{tracking.run_key(args['run_root'])}'"
+    )
+    assert [r.info.run_id for r in runs] == [result["mlflow_run_id"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["rayops.try_number"] == "2"
+    assert run.data.tags["rayops.ray_job_id"] == retry.submission_id
+    assert [step for step, _ in _metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+
+
+def test_an_entrypoint_that_does_not_import_fails_the_job_with_the_import_error_first(run_ray_job, churn_snapshot, tmp_path):
+    job = run_ray_job(TRAIN_JOB, _args(churn_snapshot, f"file://{tmp_path}/run", entrypoint="no_such_package.loops:train"))
+    assert job.status is JobStatus.FAILED
+    (line,) = [line for line in job.logs.splitlines() if "rayops job input error" in line]
+    assert line.startswith("rayops job input error: ModuleNotFoundError: No module named 'no_such_package'")
+    assert "Traceback" not in job.logs
+
+
+# -- arguments, checked before anything runs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "starts_with"),
+    [
+        ("no_such_package.loops:train", "ModuleNotFoundError: No module named 'no_such_package'"),
+        ("tests.jobs.train_loops:no_such_loop", "AttributeError: module 'tests.jobs.train_loops' has no attribute 'no_such_loop'"),
+        ("tests.jobs.train_loops:NOT_A_FUNCTION", "entrypoint 'tests.jobs.train_loops:NOT_A_FUNCTION' is a int, not a function"),
+        ("rayops.builtin:gradient_boosting", "entrypoint 'rayops.builtin:gradient_boosting': no built-in loop 'gradient_boosting'"),
+    ],
+)
+def test_a_bad_entrypoint_is_refused_before_training(entrypoint, starts_with, churn_snapshot, tmp_path):
+    with pytest.raises(JobInputError) as error:
+        train.main(_args(churn_snapshot, f"file://{tmp_path}/run", entrypoint=entrypoint))
+    assert str(error.value).startswith(starts_with)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"run_root": None}, "job argument 'run_root' is required"),
+        ({"scaling": {"num_workers": 0}}, "job argument scaling.num_workers=0: Input should be greater than or equal to 1"),
+        ({"mixed_precision": "fp8"}, "job argument mixed_precision='fp8'"),
+        ({"epochz": 3}, "job argument 'epochz' is not known"),
+        ({"params": {"lrr": 0.1}}, "params.lrr: not a parameter of rayops.builtin:tabular_mlp"),
+        ({"params": {"epochs": 0}}, "params.epochs=0: expected an integer >= 1"),
+        ({"params": {"hidden_sizes": [32, "wide"]}}, "params.hidden_sizes=[32, 'wide']: expected a list of positive integers"),
+        ({"snapshot_uri": "file:///nowhere/snapshot"}, "job argument 'snapshot_uri'='file:///nowhere/snapshot': no snapshot there"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_argument(change, message, churn_snapshot, tmp_path):
+    args = _args(churn_snapshot, f"file://{tmp_path}/run")
+    for key, value in change.items():
+        if value is None:
+            args.pop(key)
+        else:
+            args[key] = value
+    with pytest.raises(JobInputError) as error:
+        train.main(args)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_retry_with_other_params_is_refused(churn_snapshot, tmp_path, mlflow_uri, monkeypatch):
+    client = _client(mlflow_uri, monkeypatch)
+    run_root = f"file://{tmp_path}/run"
+    experiment_id = tracking.ensure_experiment(client, "churn-tests")
+    run_id, _ = tracking.start_or_resume_run(client, experiment_id=experiment_id, key=tracking.run_key(run_root))
+    tracking.log_params_once(client, run_id, {"lr": 0.5})
+    with pytest.raises(JobInputError, match=r"param 'lr' is '0.5' in MLflow run .* but '0.01' now"):
+        train.main(_args(churn_snapshot, run_root, experiment="churn-tests"))
+    assert client.get_run(run_id).info.status == "FAILED"
+
