@@ -1,0 +1,607 @@
+"""The evaluate stage (a Ray job): a trained model scored on the validation snapshot, beside the champion.
+
+    python -m airflow_provider_rayops.jobs.evaluate      # args in RAYOPS_JOB_ARGS (JSON)
+
+Job arguments:
+
+    model_uri          the candidate: the train (or tune) job's `model_uri` (`models:/m-...`), any MLflow
+                       model URI (`runs:/<id>/model`, `models:/<name>/<version>`, `models:/<name>@<alias>`)
+                       or a rayops checkpoint folder (file://, s3://, local path); see modeling.load_predictor
+    snapshot_uri       the ingest snapshot; its validation split is what every model is scored on
+    mlflow_run_id      optional: the training run that receives the eval metrics and evaluation.json
+                       (null: nothing is logged, the result still comes back)
+    metrics            overall metrics to compute (YAML `evaluate.metrics`), from KNOWN_METRICS:
+                       accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss
+    registered_model   optional: the MLflow registered model whose champion is compared
+    champion_alias     the champion's alias (default "champion"): `models:/<registered_model>@<alias>`
+    latency            {batch_size: 256, batches: 50, warmup: 5}
+
+Result (the `::rayops-result::` line, and evaluation.json on the run), `format_version` 1:
+
+    {
+      "format_version": 1,
+      "model_uri": str,                          # as given
+      "snapshot_uri": str, "snapshot_hash": str, # the data every number below was measured on
+      "split": "validation", "rows": int,
+      "classes": [str, ...],                     # str(label) in the model's class order
+      "positive_class": str | null,              # binary: classes[1] (True for a bool target); else null
+      "metric_directions": {name: "max" | "min"},# per requested metric: which way is better
+      "metrics": {name: float | null, ...},      # exactly the requested names; null when undefined on
+                                                 # this data (e.g. auc with one class present)
+      "per_class": {label: {"precision", "recall", "f1": float, "support": int}},   # every class
+      "latency": {"batch_size", "batches", "warmup": int, "p50_ms", "p95_ms", "mean_ms", "max_ms": float,
+                  "device": "cpu", "threads": int},
+      "model_size_bytes": int, "model_size_mb": float,   # all files of the model folder; MB = 10**6 bytes
+      "champion": null | {                       # null: no registered model / no such alias / not asked
+          "registered_model": str, "alias": str, "version": str, "run_id": str | null,
+          "model_uri": "models:/<name>/<version>",
+          "same_as_candidate": bool,             # the alias points at the candidate itself (told by the
+                                                 # logged model id or registered version; a runs:/ URI
+                                                 # is never taken for the champion); then the candidate's
+                                                 # numbers are reused and every gain is 0
+          "error": str | null,                   # set when the champion cannot be scored on this data
+                                                 # (then metrics/per_class/latency/model_size_* are null)
+          "metrics": {...}, "per_class": {...}, "latency": {...}, "model_size_bytes", "model_size_mb"
+      },
+      "champion_absent_reason": str | null,      # why champion is null (null when a champion was found)
+      "gain_over_champion": {name: float | null} | null,
+                                                 # improvement over the champion: candidate - champion for
+                                                 # "max" metrics, champion - candidate for "min" ones
+                                                 # (log_loss); null when there is no scored champion
+      "mlflow_run_id": str | null, "tracking_uri": str,
+      "evaluation_uri": str | null               # runs:/<mlflow_run_id>/evaluation.json
+    }
+
+How the numbers are made:
+
+- Every model predicts through `modeling.Predictor.predict_proba` from the raw validation rows, with
+  its own encoder; the predicted class is the most likely one.
+- precision / recall / f1 overall: of the positive class for a binary target, macro averages over
+  all classes otherwise. auc: ROC AUC of the positive class for binary, one-vs-rest macro average
+  (over the classes present in the data) for multiclass. log_loss: natural log, probabilities
+  clipped at float64 eps.
+- Latency: wall time of one `predict_proba` call on `batch_size` raw rows (pyarrow slices of the
+  validation split, cycled), after `warmup` untimed calls; p50/p95 over `batches` calls, in ms.
+  It covers encoding and the forward pass on this process's CPU, not HTTP or JSON.
+
+Logged on the training run (never a new run; a retry logs the same keys again, the last wins):
+metrics `eval_<metric>`, `eval_<precision|recall|f1|support>_class_<label>`, `eval_latency_p50_ms`,
+`eval_latency_p95_ms`, `eval_model_size_mb`, `eval_champion_<metric>`, `eval_gain_<metric>` (labels
+with characters MLflow refuses in keys get "_" there; the JSON keeps them exact), tags
+`rayops.eval.*`, and the artifact `evaluation.json` (the result above).
+
+Wrong input fails with a `JobInputError` naming it: an unknown metric, a snapshot or model URI with
+nothing there, a training run that does not exist, validation rows lacking a model input column.
+The metrics are plain numpy (no scikit-learn dependency).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airflow_provider_rayops import storage
+from airflow_provider_rayops.jobs import modeling, tracking
+from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    from mlflow import MlflowClient
+
+FORMAT_VERSION = 1
+VALIDATION_SPLIT = "validation"
+EVALUATION_ARTIFACT = "evaluation.json"
+METRIC_PREFIX = "eval_"
+MB = 1_000_000
+PER_CLASS_METRICS = ("precision", "recall", "f1", "support")
+# name -> which way is better; the order is the documented one.
+KNOWN_METRICS: dict[str, str] = {
+    "accuracy": "max",
+    "balanced_accuracy": "max",
+    "auc": "max",
+    "precision": "max",
+    "recall": "max",
+    "f1": "max",
+    "log_loss": "min",
+}
+_MLFLOW_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
+_MLFLOW_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+class LatencySpec(BaseModel):
+    """How the inference latency is measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=256, ge=1, description="Rows per predict_proba call.")
+    batches: int = Field(default=50, ge=1, description="Timed calls; p50/p95 are over these.")
+    warmup: int = Field(default=5, ge=0, description="Untimed calls first (lazy init, caches).")
+
+
+class EvaluateJobArgs(BaseModel):
+    """The evaluate job's arguments (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = Field(min_length=1)
+    snapshot_uri: str = Field(min_length=1)
+    mlflow_run_id: str | None = None
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auc"], min_length=1)
+    registered_model: str | None = None
+    champion_alias: str = Field(default="champion", min_length=1)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+
+
+def parse_args(args: Mapping[str, Any]) -> EvaluateJobArgs:
+    """Validated args; the first problem becomes a JobInputError naming the argument."""
+    try:
+        spec = EvaluateJobArgs.model_validate(dict(args))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "args"
+        if error["type"] == "missing":
+            raise JobInputError(f"job argument {where!r} is required") from None
+        if error["type"] == "extra_forbidden":
+            raise JobInputError(f"job argument {where!r} is not known; expected some of {', '.join(EvaluateJobArgs.model_fields)}") from None
+        raise JobInputError(f"job argument {where}={error.get('input')!r}: {error['msg']}") from None
+    unknown = [name for name in spec.metrics if name not in KNOWN_METRICS]
+    if unknown:
+        raise JobInputError(f"job argument 'metrics': unknown metric(s) {', '.join(map(repr, unknown))}; known metrics: {', '.join(KNOWN_METRICS)}")
+    spec.metrics = list(dict.fromkeys(spec.metrics))  # a name twice is asked once
+    return spec
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    snapshot_uri: str
+    snapshot_hash: str
+    rows: pa.Table
+
+
+def load_validation(uri: str) -> ValidationData:
+    """The validation split of the snapshot at `uri`; JobInputError naming the URI when it is not there."""
+    import pyarrow.parquet as pq
+
+    uri = storage.resolve_uri(uri)
+    try:
+        manifest = storage.read_manifest(uri)
+        if manifest is None:
+            raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first")
+        table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, f"{VALIDATION_SPLIT}.parquet"))))
+    except storage.StorageError as exc:
+        raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
+    if table.num_rows == 0:
+        raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: the validation split has no rows")
+    content_hash = str(manifest.get("content_hash") or uri.rstrip("/").rsplit("/", 1)[-1])
+    return ValidationData(snapshot_uri=uri, snapshot_hash=content_hash, rows=table)
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    uri: str
+    predictor: modeling.Predictor
+    size_bytes: int
+
+
+class ModelNotFound(Exception):
+    """Nothing loadable at a model URI (as opposed to a tracking server that cannot be reached)."""
+
+
+def load_model(uri: str) -> LoadedModel:
+    """The predictor at `uri` and the size of its files; ModelNotFound when nothing is there."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="rayops-eval-model-") as tmp:
+        try:
+            if scheme == "file" or (scheme not in ("s3", "models", "runs", "mlflow-artifacts") and Path(uri).exists()):
+                folder = Path(storage.parse_uri(uri).path) if scheme == "file" else Path(uri)
+                if not folder.is_dir():
+                    raise ModelNotFound(f"no model folder at {uri}")
+            elif scheme == "s3":
+                folder = Path(tmp)
+                _download_storage_folder(uri, folder)
+            else:
+                folder = _download_mlflow(uri, Path(tmp))
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            # A local folder: load_predictor reads it in place, nothing is downloaded twice.
+            predictor = modeling.load_predictor(str(folder))
+        except modeling.ModelArtifactError as exc:
+            raise ModelNotFound(f"{uri}: {exc.problem}") from None
+        except storage.StorageError as exc:
+            raise ModelNotFound(str(exc)) from None
+    predictor.source = uri
+    return LoadedModel(uri=uri, predictor=predictor, size_bytes=size)
+
+
+def _download_mlflow(uri: str, dest: Path) -> Path:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as exc:
+        if exc.error_code in _MLFLOW_NOT_FOUND or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise ModelNotFound(f"{uri}: {exc.message}") from None
+        raise
+    except OSError as exc:  # a run without that artifact path
+        raise ModelNotFound(f"{uri}: {exc}") from None
+
+
+def _download_storage_folder(uri: str, dest: Path) -> None:
+    prefix = uri.rstrip("/") + "/"
+    children = storage.list_uris(uri)
+    if not children:
+        raise ModelNotFound(f"no files under {uri}")
+    for child in children:
+        target = dest / (child[len(prefix) :] if child.startswith(prefix) else child.rsplit("/", 1)[-1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read_bytes(child))
+
+
+def check_columns(predictor: modeling.Predictor, rows: pa.Table, *, what: str) -> None:
+    """FeatureMismatch naming the first column the model reads (inputs or target) that `rows` lack."""
+    for name in [*predictor.encoder.input_columns, predictor.encoder.target.name]:
+        if name not in rows.column_names:
+            raise modeling.FeatureMismatch(
+                column=name, problem=f"{what} reads it, but the validation rows have only: {', '.join(rows.column_names)}"
+            )
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
+    """{"metrics": {name: value | None}, "per_class": {str(label): {...}}} for class indices `y`
+    and probabilities `proba` (n, len(classes)); see the module docstring for the definitions."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    k = len(classes)
+    pred = proba.argmax(axis=1)
+    per_index = []
+    for c in range(k):
+        tp = int(np.sum((pred == c) & (y == c)))
+        predicted = int(np.sum(pred == c))
+        support = int(np.sum(y == c))
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_index.append({"precision": precision, "recall": recall, "f1": f1, "support": support})
+
+    binary = k == 2
+    present = [c for c in range(k) if per_index[c]["support"] > 0]
+
+    def overall(name: str) -> float | None:
+        if name == "accuracy":
+            return float(np.mean(pred == y))
+        if name == "balanced_accuracy":
+            return float(np.mean([per_index[c]["recall"] for c in present]))
+        if name in ("precision", "recall", "f1"):
+            return per_index[1][name] if binary else float(np.mean([p[name] for p in per_index]))
+        if name == "auc":
+            if binary:
+                return binary_auc(y == 1, proba[:, 1])
+            scores = [binary_auc(y == c, proba[:, c]) for c in present]
+            scores = [s for s in scores if s is not None]
+            return float(np.mean(scores)) if scores else None
+        if name == "log_loss":
+            eps = np.finfo(np.float64).eps
+            return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], eps, 1.0))))
+        raise KeyError(name)
+
+    return {
+        "metrics": {name: _finite_or_none(overall(name)) for name in names},
+        "per_class": {str(classes[c]): per_index[c] for c in range(k)},
+    }
+
+
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC (Mann-Whitney U with average ranks for ties); None when one side is empty."""
+    import numpy as np
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = average_rank[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def measure_latency(predictor: modeling.Predictor, rows: pa.Table, spec: LatencySpec) -> dict[str, Any]:
+    """p50/p95 wall time of predict_proba on `spec.batch_size` raw rows, after `spec.warmup` calls."""
+    import numpy as np
+    import torch
+
+    n = rows.num_rows
+    if n >= spec.batch_size:
+        batches = [rows.slice(start, spec.batch_size) for start in range(0, n - spec.batch_size + 1, spec.batch_size)]
+    else:  # fewer rows than one batch: repeat them (take copies, but before any timing)
+        batches = [rows.take(np.arange(spec.batch_size) % n)]
+    for i in range(spec.warmup):
+        predictor.predict_proba(batches[i % len(batches)])
+    times_ms = []
+    for i in range(spec.batches):
+        batch = batches[i % len(batches)]
+        start = time.perf_counter()
+        predictor.predict_proba(batch)
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return {
+        "batch_size": spec.batch_size,
+        "batches": spec.batches,
+        "warmup": spec.warmup,
+        "p50_ms": float(np.percentile(times_ms, 50)),
+        "p95_ms": float(np.percentile(times_ms, 95)),
+        "mean_ms": float(statistics.fmean(times_ms)),
+        "max_ms": float(max(times_ms)),
+        "device": "cpu",
+        "threads": int(torch.get_num_threads()),
+    }
+
+
+def score(model: LoadedModel, data: ValidationData, spec: EvaluateJobArgs, *, what: str) -> dict[str, Any]:
+    """Metrics, per-class metrics, latency and size of one model on the validation rows.
+    FeatureMismatch when the rows do not fit the model."""
+    predictor = model.predictor
+    check_columns(predictor, data.rows, what=what)
+    y = predictor.encoder.encode_target(data.rows)
+    proba = predictor.predict_proba(data.rows)
+    scored = classification_metrics(y, proba, predictor.classes, spec.metrics)
+    return {
+        **scored,
+        "latency": measure_latency(predictor, data.rows, spec.latency),
+        "model_size_bytes": model.size_bytes,
+        "model_size_mb": model.size_bytes / MB,
+    }
+
+
+# -- the champion ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a model URI points at in MLflow, as far as it can be told (for "is it the champion?")."""
+
+    model_id: str | None = None
+    registered_model: str | None = None
+    version: str | None = None
+
+    def same_as(self, version: Any) -> bool:
+        # A version registered from `models:/m-...` may carry its logged model only in `source`.
+        source = str(getattr(version, "source", None) or "")
+        version_model_id = getattr(version, "model_id", None) or (source[len("models:/") :] if source.startswith("models:/m-") else None)
+        if self.model_id and version_model_id == self.model_id:
+            return True
+        return bool(self.registered_model) and self.registered_model == version.name and self.version == str(version.version)
+
+
+def model_identity(client: MlflowClient, uri: str) -> ModelIdentity:
+    if not uri.startswith("models:/"):
+        return ModelIdentity()
+    rest = uri[len("models:/") :].strip("/")
+    try:
+        if "/" not in rest and "@" not in rest:
+            return ModelIdentity(model_id=rest)
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = rest.split("/", 1)
+            version = client.get_model_version(name, number)
+    except Exception:  # a candidate outside the registry cannot be the champion
+        return ModelIdentity()
+    return ModelIdentity(model_id=getattr(version, "model_id", None), registered_model=version.name, version=str(version.version))
+
+
+def find_champion(client: MlflowClient, name: str, alias: str) -> tuple[Any | None, str | None]:
+    """(model version, None) for `name@alias`, or (None, why there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code in _MLFLOW_NOT_FOUND:
+            return None, f"registered model {name!r} does not exist"
+        raise
+    try:
+        return client.get_model_version_by_alias(name, alias), None
+    except MlflowException as exc:
+        if exc.error_code in _MLFLOW_NOT_FOUND or exc.error_code == "INVALID_PARAMETER_VALUE":
+            return None, f"registered model {name!r} has no version with alias {alias!r}"
+        raise
+
+
+def evaluate_champion(
+    client: MlflowClient, spec: EvaluateJobArgs, data: ValidationData, candidate: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(champion block, None) or (None, why absent); see the module docstring for the block."""
+    if not spec.registered_model:
+        return None, "no registered_model given"
+    version, absent = find_champion(client, spec.registered_model, spec.champion_alias)
+    if version is None:
+        return None, absent
+    block: dict[str, Any] = {
+        "registered_model": version.name,
+        "alias": spec.champion_alias,
+        "version": str(version.version),
+        "run_id": version.run_id or None,
+        # The version number, not the alias: the alias may move while this job runs.
+        "model_uri": f"models:/{version.name}/{version.version}",
+        "same_as_candidate": model_identity(client, spec.model_uri).same_as(version),
+        "error": None,
+    }
+    if block["same_as_candidate"]:  # the same model on the same rows: its numbers are the candidate's
+        return {**block, **{k: candidate[k] for k in ("metrics", "per_class", "latency", "model_size_bytes", "model_size_mb")}}, None
+    try:
+        champion = load_model(block["model_uri"])
+        scored = score(champion, data, spec, what=f"champion {block['model_uri']}")
+    except (ModelNotFound, modeling.FeatureMismatch, modeling.ModelArtifactError) as exc:
+        # The candidate is still evaluated; the promotion step decides what an unscored champion means.
+        empty = {"metrics": None, "per_class": None, "latency": None, "model_size_bytes": None, "model_size_mb": None}
+        return {**block, **empty, "error": str(exc)}, None
+    return {**block, **scored}, None
+
+
+def gain_over_champion(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None) -> dict[str, float | None] | None:
+    if champion is None or champion.get("metrics") is None:
+        return None
+    gains: dict[str, float | None] = {}
+    for name, value in candidate.items():
+        other = champion["metrics"].get(name)
+        if value is None or other is None:
+            gains[name] = None
+        else:
+            gains[name] = value - other if KNOWN_METRICS[name] == "max" else other - value
+    return gains
+
+
+# -- MLflow ------------------------------------------------------------------------------------
+
+
+def check_run(client: MlflowClient, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in _MLFLOW_NOT_FOUND or exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise JobInputError(f"job argument 'mlflow_run_id'={run_id!r}: no such run in MLflow at {client.tracking_uri}") from None
+        raise
+    if run.info.lifecycle_stage == "deleted":
+        raise JobInputError(f"job argument 'mlflow_run_id'={run_id!r}: the run is deleted in MLflow at {client.tracking_uri}")
+
+
+def mlflow_key(*parts: str) -> str:
+    return _MLFLOW_KEY_UNSAFE.sub("_", METRIC_PREFIX + "_".join(parts))
+
+
+def eval_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The flat metric dict logged on the training run (names in the module docstring)."""
+    out: dict[str, float] = {}
+    for name, value in result["metrics"].items():
+        out[mlflow_key(name)] = value
+    for label, values in result["per_class"].items():
+        for name in PER_CLASS_METRICS:
+            out[mlflow_key(name, "class", label)] = values[name]
+    out[mlflow_key("latency_p50_ms")] = result["latency"]["p50_ms"]
+    out[mlflow_key("latency_p95_ms")] = result["latency"]["p95_ms"]
+    out[mlflow_key("model_size_mb")] = result["model_size_mb"]
+    champion = result["champion"]
+    if champion is not None and champion["metrics"] is not None:
+        for name, value in champion["metrics"].items():
+            out[mlflow_key("champion", name)] = value
+    for name, value in (result["gain_over_champion"] or {}).items():
+        out[mlflow_key("gain", name)] = value
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
+
+
+def log_evaluation(client: MlflowClient, run_id: str, result: Mapping[str, Any]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in eval_metrics(result).items()]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    champion = result["champion"]
+    tracking.set_tags(
+        client,
+        run_id,
+        {
+            "rayops.eval.snapshot_uri": result["snapshot_uri"],
+            "rayops.eval.snapshot_hash": result["snapshot_hash"],
+            "rayops.eval.model_uri": result["model_uri"],
+            "rayops.eval.champion": f"{champion['registered_model']}/{champion['version']}" if champion else "none",
+        },
+    )
+    client.log_dict(run_id, dict(result), EVALUATION_ARTIFACT)
+
+
+# -- the job -----------------------------------------------------------------------------------
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    spec = parse_args(args)
+    data = load_validation(spec.snapshot_uri)
+    client = tracking.client()  # also MLflow's global URI, which model downloads use
+    if spec.mlflow_run_id:
+        check_run(client, spec.mlflow_run_id)
+
+    try:
+        candidate_model = load_model(spec.model_uri)
+    except ModelNotFound as exc:
+        raise JobInputError(f"job argument 'model_uri'={spec.model_uri!r}: no model there ({exc})") from None
+    try:
+        candidate = score(candidate_model, data, spec, what=f"model {spec.model_uri}")
+    except modeling.FeatureMismatch as exc:
+        raise JobInputError(f"snapshot {data.snapshot_uri} does not fit model {spec.model_uri}: {exc}") from None
+    classes = [str(label) for label in candidate_model.predictor.classes]
+    del candidate_model  # the champion loads next; one model in memory at a time
+
+    champion, absent = evaluate_champion(client, spec, data, candidate)
+    result: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_uri": spec.model_uri,
+        "snapshot_uri": data.snapshot_uri,
+        "snapshot_hash": data.snapshot_hash,
+        "split": VALIDATION_SPLIT,
+        "rows": data.rows.num_rows,
+        "classes": classes,
+        "positive_class": classes[1] if len(classes) == 2 else None,
+        "metric_directions": {name: KNOWN_METRICS[name] for name in spec.metrics},
+        **candidate,
+        "champion": champion,
+        "champion_absent_reason": absent,
+        "gain_over_champion": gain_over_champion(candidate["metrics"], champion),
+        "mlflow_run_id": spec.mlflow_run_id,
+        "tracking_uri": client.tracking_uri,
+        "evaluation_uri": f"runs:/{spec.mlflow_run_id}/{EVALUATION_ARTIFACT}" if spec.mlflow_run_id else None,
+    }
+    if spec.mlflow_run_id:
+        log_evaluation(client, spec.mlflow_run_id, result)
+    return result
+
+
+if __name__ == "__main__":
+    run_job(main)
+
+
+__all__ = [
+    "EVALUATION_ARTIFACT",
+    "KNOWN_METRICS",
+    "EvaluateJobArgs",
+    "LatencySpec",
+    "binary_auc",
+    "classification_metrics",
+    "eval_metrics",
+    "load_model",
+    "load_validation",
+    "main",
+    "measure_latency",
+    "parse_args",
+]
