@@ -184,8 +184,9 @@ class ComputeBackend(abc.ABC):
         """The same endpoint from async code: no blocking I/O in the event loop, and nothing is started."""
 
     def profile_dict(self) -> dict[str, Any]:
-        """The resolved profile as a plain dict (no secrets: connections are referenced by id)."""
-        return self.profile.model_dump(mode="json", exclude_none=True)
+        """The resolved profile as a plain dict (no secrets: connections are referenced by id).
+        Defaults are left out: they come back when the dict is parsed again (trigger kwargs stay small)."""
+        return self.profile.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"backend": self.profile.backend}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.profile_dict()!r})"

@@ -178,7 +178,7 @@ def test_a_job_stopped_while_it_runs_fails_the_task_as_stopped(airflow_db, ray_h
     with _dag(dag_id) as dag:
         SubmitRayJobOperator(
             task_id="sleeps",
-            entrypoint=_python('print("started", flush=True); import time; time.sleep(120)'),
+            entrypoint=_python('print("started", flush=True); import time; time.sleep(600)'),
             entrypoint_num_cpus=0.1,
             compute=ray_head.compute,
             poll_interval=0.3,
@@ -186,17 +186,21 @@ def test_a_job_stopped_while_it_runs_fails_the_task_as_stopped(airflow_db, ray_h
         )
     client = ray_head.client()
 
+    seen_started: list[bool] = []
+
     def stop_once_started() -> None:
         sid = _wait_for_job(client, dag_id, JobStatus.RUNNING).submission_id
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded 2-core machine can take long to start Python
         while "started" not in client.get_logs(sid) and time.monotonic() < deadline:
             time.sleep(0.2)
+        seen_started.append("started" in client.get_logs(sid))
         client.stop(sid)
 
     stopper = threading.Thread(target=stop_once_started)
     stopper.start()
     run = _run(dag)
-    stopper.join(timeout=60)
+    stopper.join(timeout=240)
+    assert seen_started == [True], "the job never printed 'started' before it was stopped"
     assert _only_ti(run).state == "failed"
     (error,) = failures.exceptions
     assert isinstance(error, RayJobFailed) and error.status is JobStatus.STOPPED
