@@ -14,13 +14,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from airflow_provider_rayops.config.errors import ConfigError
+from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.loader import (
     DEFAULTS_FILE,
     ConfigDirResult,
+    LoadedPipeline,
     load_config_dir,
     load_defaults,
 )
+from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.config.schema import PipelineSpec
 from airflow_provider_rayops.factory.loader import config_dir_from_env
 from airflow_provider_rayops.factory.plan import plan_pipeline, render_job_args
@@ -52,14 +54,49 @@ def _load(paths: Sequence[str], config_dir: Path) -> ConfigDirResult:
     return ConfigDirResult(pipelines=pipelines, errors=errors)
 
 
-def _missing_issue(path: str):
-    from airflow_provider_rayops.config.errors import ConfigIssue
-
+def _missing_issue(path: str) -> ConfigIssue:
     return ConfigIssue(path, 1, 1, "", "no such file or folder")
+
+
+def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
+    """Import each training loop here, and check built-in loops' params: what `rayops validate`
+    can catch before a job fails on the cluster. Not done while Airflow parses DAG files
+    (importing torch and user code there would slow every parse)."""
+    train = loaded.spec.train
+    if train is None:
+        return []
+    from airflow_provider_rayops.jobs import builtin
+    from airflow_provider_rayops.jobs.runtime import JobInputError
+    from airflow_provider_rayops.jobs.train import resolve_entrypoint
+
+    doc = load_yaml(loaded.source_text, file=loaded.file)
+    issues = []
+    try:
+        entry = resolve_entrypoint(train.entrypoint)
+    except JobInputError as exc:
+        issues.append(doc.issue(("train", "entrypoint"), f"{exc} (skip with --no-import-check if it only exists in the cluster image)"))
+        return issues
+    check_params = builtin.BUILTIN_PARAMS.get(entry.builtin) if entry.builtin else None
+    if check_params is not None:
+        try:
+            check_params(train.params)
+        except JobInputError as exc:
+            name = str(exc).split("=", 1)[0].split(":", 1)[0].removeprefix("params.")
+            issues.append(doc.issue(("train", "params", name), str(exc)))
+    return issues
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     result = _load(args.paths, args.config_dir)
+    if args.import_check:
+        valid = []
+        for loaded in result.pipelines:
+            issues = _entrypoint_issues(loaded)
+            if issues:
+                result.errors[loaded.file] = ConfigError(issues)
+            else:
+                valid.append(loaded)
+        result = ConfigDirResult(pipelines=valid, errors=result.errors)
     for error in result.errors.values():
         print(error, file=sys.stderr)
     total = sum(len(e.issues) for e in result.errors.values())
@@ -147,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check pipeline files; prints file:line:col: message per error, exit 1 if any")
     p.add_argument("paths", nargs="*", help="files or folders (default: the config folder)")
+    p.add_argument(
+        "--no-import-check",
+        dest="import_check",
+        action="store_false",
+        help="do not import training loops here (when they exist only in the cluster's image)",
+    )
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("list", help="list pipelines")
     p.set_defaults(func=cmd_list)

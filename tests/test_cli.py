@@ -51,7 +51,7 @@ def test_list_shows_each_pipeline_with_schedule_compute_and_stages():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE"]
-    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest", "churn.yaml"]
+    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate", "churn.yaml"]
 
 
 def test_render_shows_the_exact_job_submissions():
@@ -59,8 +59,13 @@ def test_render_shows_the_exact_job_submissions():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["dag_id"] == "churn"
-    [task] = out["tasks"]
-    assert task["task_id"] == "ingest.snapshot"
+    ingest, train, evaluate = out["tasks"]
+    assert [t["task_id"] for t in out["tasks"]] == ["ingest.snapshot", "train.fit", "evaluate.score"]
+    assert train["upstream"] == ["ingest.snapshot"] and evaluate["upstream"] == ["train.fit"]
+    assert train["submission"]["job_args"]["params"] == {"epochs": 4, "lr": 0.003, "batch_size": 256, "hidden_sizes": [64, 32]}
+    assert train["submission"]["job_args"]["snapshot_uri"] == "{{ ti.xcom_pull(task_ids='ingest.snapshot')['snapshot_uri'] }}"
+    assert evaluate["submission"]["job_args"]["metrics"] == ["accuracy", "auc", "f1"]
+    task = ingest
     assert task["submission"]["entrypoint"] == "python -m airflow_provider_rayops.jobs.ingest"
     args = task["submission"]["job_args"]
     assert args["source"] == f"file://{ROOT}/data/churn.parquet"
@@ -72,3 +77,29 @@ def test_render_of_an_unknown_pipeline_names_the_known_ones():
     proc = run("render", "nope")
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("no pipeline 'nope' in dag_configs; known: churn")
+
+
+def _project_with(tmp_path: Path, train: str) -> Path:
+    folder = tmp_path / "dag_configs"
+    folder.mkdir()
+    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", folder)
+    path = folder / "p.yaml"
+    path.write_text("pipeline: p\ndata: {source: file://x.csv, target: y}\ntrain:\n" + train)
+    return path
+
+
+def test_validate_imports_the_training_loop_and_names_the_import_error(tmp_path):
+    path = _project_with(tmp_path, "  entrypoint: no_such_package.loops:train\n")
+    proc = run("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"{path}:4:3: train.entrypoint: ")
+    assert "No module named 'no_such_package'" in line
+    assert run("validate", "--no-import-check", str(path), cwd=tmp_path).returncode == 0
+
+
+def test_validate_checks_the_built_in_loops_params(tmp_path):
+    path = _project_with(tmp_path, "  entrypoint: rayops.builtin:tabular_mlp\n  params: {epochs: 0}\n")
+    proc = run("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"{path}:5:12: train.params.epochs: params.epochs=0: expected an integer >= 1"]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 # Section -> the work that brings it.
 NOT_YET: dict[str, str] = {
-    "train": "distributed training arrives with the Training issue",
     "tune": "Ray Tune search arrives with the Training issue",
-    "evaluate": "evaluation arrives with the Training issue",
     "promote": "the MLflow registry and promotion gates arrive with the Registry issue",
     "deploy": "Ray Serve deployment with canary arrives with the Serving issue",
     "monitor": "drift monitoring arrives with the Drift issue",

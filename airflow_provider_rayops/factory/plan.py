@@ -142,7 +142,7 @@ def _plan_ingest(spec: PipelineSpec, params: list[RunParam]) -> PlannedTask:
     )
 
 
-def _train_args(spec: PipelineSpec, snapshot_task: PlannedTask, lineage: dict[str, Any], stage: str) -> dict[str, Any]:
+def _train_args(spec: PipelineSpec, snapshot_task: PlannedTask, lineage: dict[str, Any]) -> dict[str, Any]:
     train = spec.train
     assert train is not None
     return {
@@ -152,7 +152,7 @@ def _train_args(spec: PipelineSpec, snapshot_task: PlannedTask, lineage: dict[st
         "checkpoint": train.checkpoint.model_dump(mode="json"),
         "max_failures": train.max_failures,
         "mixed_precision": train.mixed_precision,
-        "run_root": f"{_root(spec)}/runs/{spec.pipeline}/{_RUN_FOLDER}/{stage}",
+        "run_root": f"{_root(spec)}/runs/{spec.pipeline}/{_RUN_FOLDER}",
         "experiment": spec.tracking.experiment or spec.pipeline,
         "lineage": lineage,
     }
@@ -171,7 +171,7 @@ def _plan_train(spec: PipelineSpec, params: list[RunParam], lineage: dict[str, A
         param_name = name if name not in taken else f"train_{name}"
         params.append(RunParam(param_name, value, {"type": kind}, f"Training parameter {name} (train.params.{name})."))
         loop_params[name] = _param_ref(param_name)
-    args = _train_args(spec, upstream, lineage, "train")
+    args = _train_args(spec, upstream, lineage)
     args["params"] = loop_params
     return PlannedTask(
         stage="train",
@@ -192,7 +192,7 @@ def _plan_tune(spec: PipelineSpec, lineage: dict[str, Any], upstream: PlannedTas
     tune = spec.tune
     train = spec.train
     assert tune is not None and train is not None
-    args = _train_args(spec, upstream, lineage, "tune")
+    args = _train_args(spec, upstream, lineage)
     args["params"] = dict(train.params)
     args["search"] = tune.model_dump(mode="json", exclude_none=True)
     return PlannedTask(

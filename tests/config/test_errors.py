@@ -110,10 +110,10 @@ def test_kuberay_profile_is_refused_until_its_backend_exists(write):
 
 
 def test_stage_not_built_yet_is_refused_with_a_clear_message(write):
-    path = write("p.yaml", MINIMAL + "train:\n  entrypoint: rayops.builtin:tabular_mlp\n")
+    path = write("p.yaml", MINIMAL + "monitor:\n  current: file://live/\n")
     assert errors_of(path) == [
-        f"{path}:5:1: train: the train stage is not available yet in rayops 0.1.0: distributed training arrives "
-        "with the Training issue; remove the section to load this pipeline"
+        f"{path}:5:1: monitor: the monitor stage is not available yet in rayops 0.1.0: drift monitoring arrives "
+        "with the Drift issue; remove the section to load this pipeline"
     ]
 
 
@@ -177,3 +177,26 @@ def test_two_files_may_not_define_the_same_pipeline(write, config_dir):
     result = load_config_dir(config_dir, env={})
     assert [p.file for p in result.pipelines] == [str(config_dir / "a.yaml")]
     assert str(result.errors[str(second)]) == f"{second}:1:1: pipeline: pipeline name 'churn' is already used by {config_dir / 'a.yaml'}"
+
+
+TRAIN = "train:\n  entrypoint: rayops.builtin:tabular_mlp\n"
+
+
+def test_training_on_a_cluster_needs_a_tracking_connection(write):
+    path = write("p.yaml", MINIMAL + "compute: dev-cluster\n" + TRAIN)
+    assert errors_of(path) == [
+        f"{path}:1:1: tracking: the train stage on compute profile 'dev-cluster' needs tracking.conn_id (a rayops_mlflow "
+        "connection): the embedded MLflow store lives on this machine, out of the cluster's reach"
+    ]
+
+
+def test_training_scaling_comes_from_the_profile_and_the_pipeline_overrides_keys(write, config_dir):
+    text = (
+        MINIMAL
+        + "compute_profiles:\n  local: {backend: local, scaling: {num_workers: 2, resources_per_worker: {CPU: 1}}}\n"
+        + TRAIN
+        + "  scaling: {num_workers: 1}\n"
+    )
+    loaded = load_pipeline(write("p.yaml", text), defaults=load_defaults(config_dir), env={})
+    assert loaded.spec.profile.scaling.num_workers == 2
+    assert loaded.spec.train_scaling.model_dump() == {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1.0}}

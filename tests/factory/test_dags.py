@@ -33,7 +33,13 @@ def test_dags_folder_loads_with_zero_import_errors():
 
 def test_example_pipeline_yields_the_expected_task_graph():
     dag = dagbag().get_dag("churn")
-    assert [t.task_id for t in dag.tasks] == ["ingest.snapshot"]
+    assert [t.task_id for t in dag.tasks] == ["ingest.snapshot", "train.fit", "evaluate.score"]
+    assert dag.get_task("train.fit").upstream_task_ids == {"ingest.snapshot"}
+    assert dag.get_task("evaluate.score").upstream_task_ids == {"train.fit"}
+    assert dag.get_task("train.fit").with_mlflow and dag.get_task("evaluate.score").with_mlflow
+    assert not dag.get_task("ingest.snapshot").with_mlflow
+    assert dag.get_task("train.fit").job_args["params"]["epochs"] == "{{ params.epochs }}"
+    assert dag.params["epochs"] == 4 and dag.params["lr"] == 0.003
     assert dag.task_group.get_child_by_label("ingest").group_id == "ingest"
     task = dag.get_task("ingest.snapshot")
     assert type(task).__name__ == "SubmitRayJobOperator"
