@@ -15,6 +15,7 @@ from airflow.sdk import DAG
 from airflow_provider_rayops.backends.base import BackendNotAvailable, JobStatus, RayJobFailed
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator, submission_base, submission_id
+from tests.fixtures.airflow_db import run_dag_test
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 ECHO_ARGS = "python -c 'from airflow_provider_rayops.jobs import run_job; run_job(lambda args: {\"echo\": args})'"
@@ -26,18 +27,8 @@ def _python(code: str) -> str:
     return f"python -c '{code}'"
 
 
-def _sync_to_db(dag: DAG) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB, as the dag-processor would do."""
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(dag_folder="/dev/null", collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
 def _run(dag: DAG):
-    _sync_to_db(dag)
-    return dag.test()
+    return run_dag_test(dag)
 
 
 def _only_ti(run):
