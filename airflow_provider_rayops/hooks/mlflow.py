@@ -11,16 +11,11 @@ environment variables (`job_env()`), so the same job code talks to either.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-
-def embedded_tracking_uri() -> str:
-    """The local default store: sqlite under $RAYOPS_HOME/mlflow (artifacts beside it)."""
-    home = Path(os.environ.get("RAYOPS_HOME") or Path.home() / ".rayops").resolve()
-    return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+from airflow_provider_rayops.jobs.tracking import embedded_tracking_uri
 
 
 class MlflowHook(BaseHook):

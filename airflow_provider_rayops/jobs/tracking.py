@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -355,23 +354,3 @@ def ray_job_id() -> str | None:
     except Exception:
         return None
     return None
-
-
-def git_commit(path: str | os.PathLike[str]) -> str | None:
-    """HEAD commit of the git checkout holding `path` (e.g. dag_configs/), or None when it is not one.
-
-    Adds "-dirty" when files under `path` differ from HEAD. For callers on the Airflow side:
-    a Ray job usually does not see the config folder.
-    """
-    folder = Path(path)
-    folder = folder if folder.is_dir() else folder.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}-dirty" if dirty else head or None
