@@ -22,7 +22,7 @@ from airflow_provider_rayops import __version__
 from airflow_provider_rayops.config import stages
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.schema import _NAME, _URI, PipelineSpec
-from airflow_provider_rayops.config.yaml_source import KeyPath, YamlDocument, format_path, load_yaml
+from airflow_provider_rayops.config.yaml_source import KeyPath, YamlDocument, load_yaml
 
 DEFAULTS_FILE = "defaults.yaml"
 

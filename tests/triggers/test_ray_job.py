@@ -14,7 +14,6 @@ import time
 import urllib.request
 import uuid
 
-import pytest
 import requests
 
 from airflow_provider_rayops.backends.base import JobStatus
