@@ -22,7 +22,10 @@ def get_provider_info() -> dict:
             {"connection-type": "rayops_s3", "hook-class-name": "airflow_provider_rayops.hooks.s3.S3StorageHook"},
             {"connection-type": "rayops_mlflow", "hook-class-name": "airflow_provider_rayops.hooks.mlflow.MlflowHook"},
         ],
-        "extra-links": ["airflow_provider_rayops.links.ray.RayJobLink"],
+        "extra-links": [
+            "airflow_provider_rayops.links.ray.RayJobLink",
+            "airflow_provider_rayops.links.mlflow.MlflowModelVersionLink",
+        ],
         "triggers": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.triggers.ray_job"]},
         ],
@@ -33,5 +36,6 @@ def get_provider_info() -> dict:
         ],
         "operators": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.operators.mlflow_model"]},
         ],
     }

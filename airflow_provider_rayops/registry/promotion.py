@@ -1,0 +1,491 @@
+"""The MLflow model registry side of promotion: versions, aliases and the audit trail on them.
+
+Aliases, never stages:
+
+    <challenger>  the version that passed every gate and waits for approval / deploy
+    <champion>    the version that serves
+    <previous>    the champion before the current one: rollback is `models:/<name>@previous`
+
+Everything the audit question needs ("why is this version serving?") is on the version itself,
+as `rayops.*` tags (see the *_TAG constants): the lineage copied from the training run (data
+snapshot and hash, config hash and git commit, Airflow dag/run/try, Ray job id), the gate
+results and the policy they came from, and who or which policy approved it. `audit_record`
+reads them back.
+
+Every function is idempotent, so a retried Airflow task repeats them safely: a training run's
+logged model is registered once (`register_version` finds the earlier version), tags are
+overwritten with the same values, and alias moves check where the aliases already point.
+No Airflow here; callers pass an `MlflowClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from airflow_provider_rayops.registry.gates import GateResult, fmt, gate_policy_hash, normalize_gates
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+# -- tags on a model version --------------------------------------------------------------------
+TRAIN_RUN_TAG = "rayops.train_run_id"  # the training run the version was registered from
+LOGGED_MODEL_TAG = "rayops.logged_model_uri"  # the logged model (`models:/m-...`) it was registered from
+EVALUATION_URI_TAG = "rayops.evaluation_uri"  # runs:/<run>/evaluation.json
+REGISTERED_BY_TAG = "rayops.registered_by"  # the Airflow task instance that registered it
+GATES_TAG = "rayops.gates"  # JSON list of GateResult dicts
+GATE_TAG_PREFIX = "rayops.gate."  # rayops.gate.<i>: "PASS auc >= 0.8: 0.86 >= 0.8 (margin 0.06)"
+GATES_PASSED_TAG = "rayops.gates_passed"  # "true" / "false"
+GATES_FAILED_TAG = "rayops.gates_failed"  # "; "-joined names of failed gates, "" when none
+GATES_URI_TAG = "rayops.gates_uri"  # runs:/<train run>/gates.json (the JSON artifact)
+GATE_POLICY_TAG = "rayops.gate_policy"  # JSON of the gate set the version was judged by
+POLICY_HASH_TAG = "rayops.policy_hash"  # gate_policy_hash() of it
+APPROVAL_TAG = "rayops.approval"  # "approved" / "rejected" (by a person) or "policy"
+APPROVED_BY_TAG = "rayops.approved_by"  # the person's name (also on a rejection: who decided)
+APPROVED_BY_ID_TAG = "rayops.approved_by_id"
+APPROVAL_COMMENT_TAG = "rayops.approval_comment"
+APPROVED_AT_TAG = "rayops.approved_at"  # ISO 8601
+APPROVAL_POLICY_TAG = "rayops.approval_policy"  # with approval "policy": the gate set that approved
+PROMOTED_AT_TAG = "rayops.promoted_at"
+PROMOTED_BY_TAG = "rayops.promoted_by"  # the Airflow task instance that moved the champion alias
+REPLACED_VERSION_TAG = "rayops.replaced_version"  # the champion it replaced ("" for the first)
+
+GATES_ARTIFACT = "gates.json"
+# Run tags that are bookkeeping of the run, not lineage of the model: not copied onto versions.
+_RUN_ONLY_TAGS = ("rayops.run_key", "rayops.kind", "rayops.eval.")
+_TAG_MAX = 50_000
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
+_EXISTS = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
+
+
+class RegistryError(RuntimeError):
+    """The registry refused or lacks something promotion needs; the message says what."""
+
+
+class PromotionRefused(RegistryError):
+    """A version may not become champion (gates failed, or it was not judged by rayops)."""
+
+    def __init__(self, *, registered_model: str, version: str, reason: str) -> None:
+        self.registered_model = registered_model
+        self.version = version
+        self.reason = reason
+        super().__init__(f"{registered_model} v{version} cannot be promoted: {reason}")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Where the aliases point after `promote_to_champion`."""
+
+    registered_model: str
+    champion: str
+    previous: str | None  # the version now holding the previous alias (None: first champion)
+    changed: bool  # False when the version was champion already (a repeated promotion)
+
+
+# -- registering --------------------------------------------------------------------------------
+
+
+def ensure_registered_model(client: MlflowClient, name: str, *, description: str | None = None) -> None:
+    """Create the registered model unless it exists (concurrent creation is fine)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        if exc.error_code not in _EXISTS:
+            raise
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """`m-...` of a `models:/m-...` URI (a logged model), else None."""
+    if model_uri.startswith("models:/m-") and "/" not in model_uri[len("models:/") :].strip("/"):
+        return model_uri[len("models:/") :].strip("/")
+    return None
+
+
+def find_version(client: MlflowClient, name: str, *, run_id: str, model_uri: str) -> ModelVersion | None:
+    """The version of `name` registered from this training run and model, oldest first if several.
+
+    Matched by the run (the version's run_id, or our train-run tag) and the model (the logged
+    model id, or the source URI): a training run that logged a new model (a different checkpoint)
+    gets a new version, a retry of the same registration does not.
+    """
+    model_id = logged_model_id(model_uri)
+    found = []
+    for version in _versions_of_run(client, name, run_id):
+        same_run = version.run_id == run_id or (version.tags or {}).get(TRAIN_RUN_TAG) == run_id
+        version_model = getattr(version, "model_id", None)
+        same_model = (model_id is not None and version_model == model_id) or version.source == model_uri or (
+            (version.tags or {}).get(LOGGED_MODEL_TAG) == model_uri
+        )
+        if same_run and same_model and version.current_stage != "Deleted":
+            found.append(version)
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _versions_of_run(client: MlflowClient, name: str, run_id: str) -> list[ModelVersion]:
+    quoted = name.replace("'", "\\'")
+    return list(client.search_model_versions(f"name = '{quoted}' and run_id = '{run_id}'", max_results=100))
+
+
+def register_version(
+    client: MlflowClient,
+    *,
+    registered_model: str,
+    model_uri: str,
+    run_id: str,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> tuple[ModelVersion, bool]:
+    """(version, created): a new version of `registered_model` (created if missing) from the
+    training run's logged model, or the one an earlier try registered from the same run and model.
+
+    `tags` and `description` are set either way, so a retry finishes what a crashed try began.
+    """
+    ensure_registered_model(client, registered_model)
+    all_tags = {TRAIN_RUN_TAG: run_id, LOGGED_MODEL_TAG: model_uri, **dict(tags or {})}
+    existing = find_version(client, registered_model, run_id=run_id, model_uri=model_uri)
+    if existing is not None:
+        logger.info("%s v%s was registered from run %s already; reusing it", registered_model, existing.version, run_id)
+        set_version_tags(client, registered_model, existing.version, all_tags)
+        if description is not None and existing.description != description:
+            client.update_model_version(registered_model, existing.version, description=description)
+        return client.get_model_version(registered_model, existing.version), False
+    version = client.create_model_version(
+        name=registered_model,
+        source=model_uri,
+        run_id=run_id,
+        tags=_tag_values(all_tags),
+        description=description,
+        model_id=logged_model_id(model_uri),
+    )
+    _link_logged_model(client, model_uri, registered_model, version.version)
+    # Two registrations racing (not a retry: two live tries) would both create; keep the first.
+    twin = find_version(client, registered_model, run_id=run_id, model_uri=model_uri)
+    if twin is not None and twin.version != version.version:
+        client.delete_model_version(registered_model, version.version)
+        return client.get_model_version(registered_model, twin.version), False
+    return version, True
+
+
+def _link_logged_model(client: MlflowClient, model_uri: str, name: str, version: str) -> None:
+    """Record the version on the logged model, as `mlflow.register_model` does (its UI links it)."""
+    model_id = logged_model_id(model_uri)
+    if model_id is None:
+        return
+    try:
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        model = client.get_logged_model(model_id)
+        known = json.loads((model.tags or {}).get(MLFLOW_MODEL_VERSIONS) or "[]")
+        entry = {"name": name, "version": str(version)}
+        if entry not in known:
+            client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*known, entry])})
+    except Exception as exc:  # a convenience for the UI only; the version is registered
+        logger.warning("could not link logged model %s to %s v%s: %s", model_id, name, version, exc)
+
+
+def lineage_from_run(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The training run's `rayops.*` lineage tags (snapshot, config, Airflow run, Ray job...)."""
+    tags = client.get_run(run_id).data.tags
+    return {k: v for k, v in tags.items() if k.startswith("rayops.") and not k.startswith(_RUN_ONLY_TAGS)}
+
+
+def set_version_tags(client: MlflowClient, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
+    for key, value in _tag_values(tags).items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+def _tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in tags.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        out[str(key)] = text[:_TAG_MAX]
+    return out
+
+
+# -- gates --------------------------------------------------------------------------------------
+
+
+def record_gate_results(
+    client: MlflowClient,
+    name: str,
+    version: str | int,
+    results: Sequence[GateResult],
+    *,
+    gates: Sequence[Any],
+    run_id: str | None,
+) -> dict[str, str]:
+    """Write the gate results on the version (tags) and as `gates.json` on the training run.
+
+    Returns the tags written. Gate tags of an earlier, longer result list are cleared, so the
+    version never shows a stale `rayops.gate.<i>`.
+    """
+    policy = normalize_gates(gates)
+    passed = all(r.passed for r in results)
+    tags: dict[str, Any] = {
+        GATES_TAG: [r.to_dict() for r in results],
+        GATES_PASSED_TAG: "true" if passed else "false",
+        GATES_FAILED_TAG: "; ".join(r.name for r in results if not r.passed),
+        GATE_POLICY_TAG: policy,
+        POLICY_HASH_TAG: gate_policy_hash(policy),
+    }
+    for i, result in enumerate(results):
+        tags[f"{GATE_TAG_PREFIX}{i}"] = gate_line(result)
+    if run_id:
+        document = {
+            "registered_model": name,
+            "version": str(version),
+            "passed": passed,
+            "policy": policy,
+            "policy_hash": tags[POLICY_HASH_TAG],
+            "results": tags[GATES_TAG],
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / GATES_ARTIFACT
+            path.write_text(json.dumps(document, indent=2, sort_keys=True))
+            client.log_artifact(run_id, str(path))
+        tags[GATES_URI_TAG] = f"runs:/{run_id}/{GATES_ARTIFACT}"
+    current = client.get_model_version(name, str(version)).tags or {}
+    for key in current:
+        if key.startswith(GATE_TAG_PREFIX) and key[len(GATE_TAG_PREFIX) :].isdigit() and int(key[len(GATE_TAG_PREFIX) :]) >= len(results):
+            client.delete_model_version_tag(name, str(version), key)
+    set_version_tags(client, name, version, tags)
+    return _tag_values(tags)
+
+
+def gate_line(result: GateResult) -> str:
+    return f"{'PASS' if result.passed else 'FAIL'} {result.name}: {result.detail}"
+
+
+def gate_results_of(version: ModelVersion) -> list[GateResult]:
+    """The gate results recorded on a version (empty when none were)."""
+    raw = (version.tags or {}).get(GATES_TAG)
+    return [GateResult.from_dict(item) for item in json.loads(raw)] if raw else []
+
+
+# -- aliases ------------------------------------------------------------------------------------
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND or exc.error_code == "INVALID_PARAMETER_VALUE":
+            return None
+        raise
+
+
+def set_challenger(client: MlflowClient, name: str, version: str | int, *, alias: str = "challenger") -> None:
+    """Point the challenger alias at `version` (a newer passing version takes it over)."""
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def clear_alias_if(client: MlflowClient, name: str, alias: str, version: str | int) -> bool:
+    """Remove `alias` if it points at `version`; True when it did."""
+    current = version_by_alias(client, name, alias)
+    if current is not None and str(current.version) == str(version):
+        client.delete_registered_model_alias(name, alias)
+        return True
+    return False
+
+
+def promote_to_champion(
+    client: MlflowClient,
+    name: str,
+    version: str | int,
+    *,
+    champion_alias: str = "champion",
+    previous_alias: str = "previous",
+    challenger_alias: str | None = "challenger",
+) -> Promotion:
+    """Make `version` the champion; the old champion keeps `previous_alias` (rollback without search).
+
+    The previous alias moves first: a crash between the two moves leaves it on the version that
+    still serves, and the retry completes the move. A version that is champion already changes
+    nothing (the previous alias is not moved onto it). The challenger alias is removed from the
+    version once it is champion.
+    """
+    version = str(version)
+    client.get_model_version(name, version)  # fails clearly for a version that does not exist
+    current = version_by_alias(client, name, champion_alias)
+    if current is not None and str(current.version) == version:
+        if challenger_alias:
+            clear_alias_if(client, name, challenger_alias, version)
+        previous = version_by_alias(client, name, previous_alias)
+        return Promotion(name, version, str(previous.version) if previous else None, changed=False)
+    previous_version = None
+    if current is not None:
+        client.set_registered_model_alias(name, previous_alias, str(current.version))
+        previous_version = str(current.version)
+    client.set_registered_model_alias(name, champion_alias, version)
+    if challenger_alias:
+        clear_alias_if(client, name, challenger_alias, version)
+    return Promotion(name, version, previous_version, changed=True)
+
+
+# -- approval -----------------------------------------------------------------------------------
+
+
+def record_approval(
+    client: MlflowClient,
+    name: str,
+    version: str | int,
+    *,
+    approved: bool,
+    user_name: str | None,
+    user_id: str | None = None,
+    comment: str | None = None,
+    at: str | None = None,
+) -> dict[str, str]:
+    """A person's decision on the version: who, when, what they said."""
+    tags = {
+        APPROVAL_TAG: "approved" if approved else "rejected",
+        APPROVED_BY_TAG: user_name or user_id or "unknown",
+        APPROVED_BY_ID_TAG: user_id,
+        APPROVAL_COMMENT_TAG: comment or "",
+        APPROVED_AT_TAG: at,
+    }
+    set_version_tags(client, name, version, tags)
+    return _tag_values(tags)
+
+
+def record_policy_approval(client: MlflowClient, name: str, version: str | int, *, at: str | None = None) -> dict[str, str]:
+    """No person approves: the gate policy the version passed is its approval.
+
+    Refuses (`PromotionRefused`) a version whose recorded gates did not all pass, or that has no
+    gate record at all (it was not registered by rayops).
+    """
+    tags = require_gates_passed(client, name, version).tags or {}
+    written = {
+        APPROVAL_TAG: "policy",
+        APPROVAL_POLICY_TAG: tags.get(GATE_POLICY_TAG, "[]"),
+        POLICY_HASH_TAG: tags.get(POLICY_HASH_TAG),
+        APPROVED_BY_TAG: f"policy {tags.get(POLICY_HASH_TAG)}",
+        APPROVED_AT_TAG: at,
+    }
+    set_version_tags(client, name, version, written)
+    return _tag_values(written)
+
+
+def require_gates_passed(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    """The version, if its recorded gates all passed; else `PromotionRefused`."""
+    found = client.get_model_version(name, str(version))
+    state = (found.tags or {}).get(GATES_PASSED_TAG)
+    if state is None:
+        raise PromotionRefused(registered_model=name, version=str(version), reason="it carries no gate results (not registered by rayops)")
+    if state != "true":
+        raise PromotionRefused(registered_model=name, version=str(version), reason=f"gates failed: {(found.tags or {}).get(GATES_FAILED_TAG)}")
+    return found
+
+
+# -- reading it back ----------------------------------------------------------------------------
+
+
+def model_version_ui_url(tracking_uri: str, name: str, version: str | int) -> str:
+    """The MLflow UI page of a version; '' for a store without a UI (sqlite, folders)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    parts = urlsplit(tracking_uri)
+    # Credentials in the URL (user:password@host) never reach a link.
+    base = urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+    return f"{base.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{quote(str(version), safe='')}"
+
+
+def describe_version(
+    *,
+    registered_model: str,
+    model_uri: str,
+    run_id: str,
+    lineage: Mapping[str, str],
+    evaluation: Mapping[str, Any],
+    results: Sequence[GateResult],
+    registered_by: str | None,
+) -> str:
+    """The version's description: what it is, where it came from and how it did, in words."""
+    lines = [f"{registered_model}: registered from training run {run_id} (model {model_uri})."]
+    if registered_by:
+        lines.append(f"Registered by Airflow task {registered_by}.")
+    dag, airflow_run = lineage.get("rayops.dag_id"), lineage.get("rayops.run_id")
+    if dag or airflow_run:
+        lines.append(f"Trained by Airflow DAG {dag or '?'} run {airflow_run or '?'} (try {lineage.get('rayops.try_number', '?')}); "
+                     f"Ray job {lineage.get('rayops.ray_job_id') or 'unknown'}.")
+    snapshot = lineage.get("rayops.snapshot_uri") or evaluation.get("snapshot_uri")
+    if snapshot:
+        lines.append(f"Data: {snapshot} (content hash {lineage.get('rayops.snapshot_hash') or evaluation.get('snapshot_hash') or 'unknown'}).")
+    if lineage.get("rayops.config_hash"):
+        lines.append(f"Pipeline config {lineage['rayops.config_hash']} at git {lineage.get('rayops.config_git_commit') or 'unknown'}.")
+    metrics = evaluation.get("metrics") or {}
+    if metrics:
+        shown = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items())
+        lines.append(f"Validation ({evaluation.get('rows', '?')} rows): {shown}.")
+    champion = evaluation.get("champion")
+    if champion:
+        lines.append(f"Compared with champion v{champion.get('version')} on the same rows.")
+    elif evaluation.get("champion_absent_reason"):
+        lines.append(f"No champion to compare with: {evaluation['champion_absent_reason']}.")
+    if results:
+        bad = [r for r in results if not r.passed]
+        verdict = "passed every gate" if not bad else f"FAILED {len(bad)} of {len(results)} gates"
+        lines.append(f"Gates: {verdict}.")
+        lines += [f"- {gate_line(r)}" for r in results]
+    else:
+        lines.append("Gates: none configured.")
+    return "\n".join(lines)
+
+
+def audit_record(client: MlflowClient, name: str, *, alias: str | None = None, version: str | int | None = None) -> dict[str, Any]:
+    """Why a version serves, from MLflow alone: data, config, Airflow run, gates, approval, aliases."""
+    if (alias is None) == (version is None):
+        raise ValueError("give exactly one of alias or version")
+    found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
+    tags = found.tags or {}
+    aliases = list(getattr(found, "aliases", None) or [])
+    return {
+        "registered_model": name,
+        "version": str(found.version),
+        "aliases": aliases,
+        "train_run_id": tags.get(TRAIN_RUN_TAG) or found.run_id,
+        "model_uri": tags.get(LOGGED_MODEL_TAG) or found.source,
+        "snapshot_uri": tags.get("rayops.snapshot_uri"),
+        "snapshot_hash": tags.get("rayops.snapshot_hash"),
+        "config_hash": tags.get("rayops.config_hash"),
+        "config_git_commit": tags.get("rayops.config_git_commit"),
+        "airflow": {k: tags.get(f"rayops.{k}") for k in ("dag_id", "run_id", "task_id", "try_number")},
+        "ray_job_id": tags.get("rayops.ray_job_id"),
+        "gates_passed": tags.get(GATES_PASSED_TAG) == "true",
+        "gates": [r.to_dict() for r in gate_results_of(found)],
+        "gates_uri": tags.get(GATES_URI_TAG),
+        "policy_hash": tags.get(POLICY_HASH_TAG),
+        "approval": {
+            "decision": tags.get(APPROVAL_TAG),
+            "by": tags.get(APPROVED_BY_TAG),
+            "by_id": tags.get(APPROVED_BY_ID_TAG),
+            "comment": tags.get(APPROVAL_COMMENT_TAG),
+            "at": tags.get(APPROVED_AT_TAG),
+            "policy": json.loads(tags[APPROVAL_POLICY_TAG]) if tags.get(APPROVAL_POLICY_TAG) else None,
+        },
+        "promoted_at": tags.get(PROMOTED_AT_TAG),
+        "promoted_by": tags.get(PROMOTED_BY_TAG),
+        "replaced_version": tags.get(REPLACED_VERSION_TAG),
+        "description": found.description,
+    }
