@@ -2,9 +2,9 @@
 
 Tiny TabularMLPs trained here in a second on a seeded churn snapshot (as in tests/jobs/test_evaluate.py):
 "weak" (undertrained: good AUC, finds few churners), "strong" (better on both) and "bad" (trained on
-inverted labels). Each gets a
-training run of its own with the train job's lineage tags, and `evaluate` runs the real evaluate job
-in this process against a registered model's champion, so gate inputs are the job's real output.
+inverted labels). Each gets a training run of its own with the train job's lineage tags, and
+`evaluate` runs the real evaluate job in this process against a registered model's champion, so gate
+inputs are the job's real output.
 
 Import the fixtures by name into a test module: `from tests.registry.models import mlflow_registry, trained`.
 """
