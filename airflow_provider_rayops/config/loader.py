@@ -177,9 +177,30 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
                 "connection): the embedded MLflow store lives on this machine, out of the cluster's reach",
             )
         )
+    issues += _gate_metric_issues(data, merged)
     for section, needs in stages.REQUIRES.items():
         if data.get(section) is not None and data.get(needs) is None:
             issues.append(merged.issue((section,), f"the {section} stage needs a {needs} section"))
+    return issues
+
+
+def _gate_metric_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
+    """A gate can only judge a metric the evaluate stage computes."""
+    evaluate = data.get("evaluate")
+    if not isinstance(evaluate, dict) or not isinstance(evaluate.get("gates"), list):
+        return []
+    computed = evaluate.get("metrics", ["accuracy", "auc"])
+    if not isinstance(computed, list):
+        return []
+    issues = []
+    for i, gate in enumerate(evaluate["gates"]):
+        metric = gate.get("metric") if isinstance(gate, dict) else None
+        if isinstance(metric, str) and metric not in computed:
+            hint = difflib.get_close_matches(metric.removeprefix("val_"), [str(m) for m in computed], n=1, cutoff=0.6)
+            msg = f"gate metric {metric!r} is not in evaluate.metrics ({', '.join(map(str, computed))}); " + (
+                f"did you mean {hint[0]!r}?" if hint else "add it there or gate on a computed metric"
+            )
+            issues.append(merged.issue(("evaluate", "gates", i, "metric"), msg))
     return issues
 
 

@@ -19,6 +19,18 @@ _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _URI = r"^(file|s3)://.+"
+# Metrics the evaluate stage computes, and which way is better.
+EVALUATION_METRICS: dict[str, str] = {
+    "accuracy": "max",
+    "balanced_accuracy": "max",
+    "auc": "max",
+    "precision": "max",
+    "recall": "max",
+    "f1": "max",
+    "log_loss": "min",
+}
+MetricName = Literal["accuracy", "balanced_accuracy", "auc", "precision", "recall", "f1", "log_loss"]
+
 TRUSTED_CACHE = "rayops_trusted_cache"
 """Validation context key: the data was validated before (parse cache); skip costly checks."""
 _CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous"}
@@ -153,7 +165,9 @@ class Gate(Spec):
     min_gain_over_champion: float | None = Field(
         default=None, description="Least improvement of the metric over the serving champion on the same data."
     )
-    per_class: str | None = Field(default=None, description="Per-class metric (recall, precision, f1) every class must meet with min.")
+    per_class: Literal["recall", "precision", "f1"] | None = Field(
+        default=None, description="Per-class metric every class must meet with min (a fairness/bias floor)."
+    )
     latency_p95_ms: float | None = Field(default=None, gt=0, description="Ceiling on the p95 inference latency per batch, in ms.")
     max_model_size_mb: float | None = Field(default=None, gt=0, description="Ceiling on the serialized model size, in MB.")
 
@@ -181,7 +195,9 @@ class Gate(Spec):
 class EvaluateSpec(Spec):
     """Evaluation of the trained model on the validation snapshot, and the gates it must pass."""
 
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auc"], description="Metrics computed overall and per class.")
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["accuracy", "auc"], description="Metrics computed on the validation split (and for the champion)."
+    )
     gates: list[Gate] = Field(default_factory=list, description="Promotion gates; all must pass.")
 
 

@@ -91,6 +91,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_provider_rayops import storage
+from airflow_provider_rayops.config.schema import EVALUATION_METRICS
 from airflow_provider_rayops.jobs import modeling, tracking
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
@@ -106,15 +107,7 @@ METRIC_PREFIX = "eval_"
 MB = 1_000_000
 PER_CLASS_METRICS = ("precision", "recall", "f1", "support")
 # name -> which way is better; the order is the documented one.
-KNOWN_METRICS: dict[str, str] = {
-    "accuracy": "max",
-    "balanced_accuracy": "max",
-    "auc": "max",
-    "precision": "max",
-    "recall": "max",
-    "f1": "max",
-    "log_loss": "min",
-}
+KNOWN_METRICS: dict[str, str] = EVALUATION_METRICS  # one list for the YAML schema and this job
 _MLFLOW_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _MLFLOW_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 

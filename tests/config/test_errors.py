@@ -200,3 +200,17 @@ def test_training_scaling_comes_from_the_profile_and_the_pipeline_overrides_keys
     loaded = load_pipeline(write("p.yaml", text), defaults=load_defaults(config_dir), env={})
     assert loaded.spec.profile.scaling.num_workers == 2
     assert loaded.spec.train_scaling.model_dump() == {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1.0}}
+
+
+def test_a_gate_can_only_judge_a_computed_metric(write):
+    text = MINIMAL + TRAIN + "evaluate:\n  metrics: [accuracy, auc]\n  gates:\n    - {metric: val_auc, min: 0.8}\n"
+    path = write("p.yaml", text)
+    assert errors_of(path) == [
+        f"{path}:10:8: evaluate.gates[0].metric: gate metric 'val_auc' is not in evaluate.metrics (accuracy, auc); did you mean 'auc'?"
+    ]
+
+
+def test_unknown_evaluation_metric_lists_the_known_ones(write):
+    path = write("p.yaml", MINIMAL + TRAIN + "evaluate:\n  metrics: [accuracy, roc]\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:8:23: evaluate.metrics[1]: expected 'accuracy', 'balanced_accuracy', 'auc'")
