@@ -25,7 +25,7 @@ from airflow_provider_rayops.config.loader import (
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.config.schema import PipelineSpec
 from airflow_provider_rayops.factory.loader import config_dir_from_env
-from airflow_provider_rayops.factory.plan import plan_pipeline, render_job_args
+from airflow_provider_rayops.factory.plan import Output, PlannedTask, plan_pipeline, render_job_args
 
 
 def _load(paths: Sequence[str], config_dir: Path) -> ConfigDirResult:
@@ -138,21 +138,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         "schedule": plan.spec.schedule,
         "compute": {"profile": plan.spec.compute, **plan.spec.profile.model_dump(mode="json")},
         "params": params,
-        "tasks": [
-            {
-                "task_id": t.full_id,
-                "upstream": list(t.upstream),
-                "submission": {
-                    "entrypoint": t.submission.entrypoint,
-                    "job_args": render_job_args(t.submission.job_args, params),
-                    "entrypoint_num_cpus": t.submission.entrypoint_num_cpus,
-                    "entrypoint_num_gpus": t.submission.entrypoint_num_gpus,
-                    "entrypoint_memory": t.submission.entrypoint_memory,
-                    "entrypoint_resources": t.submission.entrypoint_resources,
-                },
-            }
-            for t in plan.tasks
-        ],
+        "tasks": [_render_task(t, params) for t in plan.tasks],
     }
     if args.format == "json":
         print(json.dumps(out, indent=2))
@@ -161,11 +147,37 @@ def cmd_render(args: argparse.Namespace) -> int:
     print("params (override when triggering): " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
     for task in out["tasks"]:
         arrow = f"  <- {', '.join(task['upstream'])}" if task["upstream"] else ""
-        print(f"\n[{task['task_id']}]{arrow}")
-        for key, value in task["submission"].items():
+        print(f"\n[{task['task_id']}] {task['operator']}{arrow}")
+        for key, value in (task.get("submission") or task.get("arguments") or {}).items():
             if value is not None:
                 print(f"  {key}: {json.dumps(value)}")
     return 0
+
+
+def _render_task(task: PlannedTask, params: dict) -> dict:
+    out: dict = {"task_id": task.full_id, "upstream": list(task.upstream)}
+    if task.submission is None:
+        out["operator"] = _OPERATOR_NAMES[task.operator]
+        out["arguments"] = {k: str(v) if isinstance(v, Output) else v for k, v in task.arguments.items()}
+        return out
+    sub = task.submission
+    out["operator"] = "SubmitRayJobOperator"
+    out["submission"] = {
+        "entrypoint": sub.entrypoint,
+        "job_args": render_job_args(sub.job_args, params),
+        "entrypoint_num_cpus": sub.entrypoint_num_cpus,
+        "entrypoint_num_gpus": sub.entrypoint_num_gpus,
+        "entrypoint_memory": sub.entrypoint_memory,
+        "entrypoint_resources": sub.entrypoint_resources,
+    }
+    return out
+
+
+_OPERATOR_NAMES = {
+    "register": "RegisterMLflowModelOperator",
+    "approve": "ApproveModelVersionOperator",
+    "promote": "PromoteMLflowModelOperator",
+}
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ def test_list_shows_each_pipeline_with_schedule_compute_and_stages():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE"]
-    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate", "churn.yaml"]
+    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate,promote", "churn.yaml"]
 
 
 def test_render_shows_the_exact_job_submissions():
@@ -59,8 +59,14 @@ def test_render_shows_the_exact_job_submissions():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["dag_id"] == "churn"
-    ingest, train, evaluate = out["tasks"]
-    assert [t["task_id"] for t in out["tasks"]] == ["ingest.snapshot", "train.fit", "evaluate.score"]
+    ingest, train, evaluate, register, champion = out["tasks"]
+    assert [t["task_id"] for t in out["tasks"]] == [
+        "ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"
+    ]
+    assert register["operator"] == "RegisterMLflowModelOperator"
+    assert register["arguments"]["evaluation"] == "<output of evaluate.score>"
+    assert register["arguments"]["gates"][0] == {"metric": "auc", "min": 0.75}
+    assert champion["arguments"]["version"] == "<output of promote.register>"
     assert train["upstream"] == ["ingest.snapshot"] and evaluate["upstream"] == ["train.fit"]
     assert train["submission"]["job_args"]["params"] == {"epochs": 4, "lr": 0.003, "batch_size": 256, "hidden_sizes": [64, 32]}
     assert train["submission"]["job_args"]["snapshot_uri"] == "{{ ti.xcom_pull(task_ids='ingest.snapshot')['snapshot_uri'] }}"

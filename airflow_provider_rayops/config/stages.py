@@ -10,7 +10,6 @@ from __future__ import annotations
 # Section -> the work that brings it.
 NOT_YET: dict[str, str] = {
     "tune": "Ray Tune search arrives with the Training issue",
-    "promote": "the MLflow registry and promotion gates arrive with the Registry issue",
     "deploy": "Ray Serve deployment with canary arrives with the Serving issue",
     "monitor": "drift monitoring arrives with the Drift issue",
 }

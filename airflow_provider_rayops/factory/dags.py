@@ -10,8 +10,13 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
 
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
-from airflow_provider_rayops.factory.plan import PipelinePlan, plan_pipeline
+from airflow_provider_rayops.factory.plan import Output, PipelinePlan, plan_pipeline
 from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
+from airflow_provider_rayops.operators.mlflow_model import (
+    ApproveModelVersionOperator,
+    PromoteMLflowModelOperator,
+    RegisterMLflowModelOperator,
+)
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
 
 BROKEN_PREFIX = "broken__"
@@ -50,7 +55,16 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
             group = groups.get(planned.stage)
             if group is None:
                 group = groups[planned.stage] = TaskGroup(planned.stage)
+            if planned.operator != "ray_job":
+                arguments = {
+                    key: tasks[value.task].output if isinstance(value, Output) else value
+                    for key, value in planned.arguments.items()
+                }
+                operator = _REGISTRY_OPERATORS[planned.operator]
+                tasks[planned.full_id] = operator(task_id=planned.task_id, task_group=group, doc_md=planned.doc, **arguments)
+                continue
             sub = planned.submission
+            assert sub is not None
             tasks[planned.full_id] = SubmitRayJobOperator(
                 task_id=planned.task_id,
                 task_group=group,
@@ -68,7 +82,8 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
             )
         for planned in plan.tasks:
             for up in planned.upstream:
-                tasks[up] >> tasks[planned.full_id]
+                if up not in tasks[planned.full_id].upstream_task_ids:
+                    tasks[up] >> tasks[planned.full_id]
     return dag
 
 
@@ -78,6 +93,13 @@ def _schedule(schedule: str | None) -> str | CronTriggerTimetable | None:
     if schedule is None or schedule in ("@once", "@continuous"):
         return schedule
     return CronTriggerTimetable(schedule, timezone="UTC")
+
+
+_REGISTRY_OPERATORS = {
+    "register": RegisterMLflowModelOperator,
+    "approve": ApproveModelVersionOperator,
+    "promote": PromoteMLflowModelOperator,
+}
 
 
 def broken_dag_id(config_file: str) -> str:

@@ -41,14 +41,27 @@ class JobSubmission:
 
 
 @dataclass(frozen=True)
+class Output:
+    """The return value (XCom) of an upstream task, given to a non-job task as an argument."""
+
+    task: str
+
+    def __str__(self) -> str:
+        return f"<output of {self.task}>"
+
+
+@dataclass(frozen=True)
 class PlannedTask:
-    """One task of the lifecycle DAG, inside the task group of its stage."""
+    """One task of the lifecycle DAG, inside the task group of its stage: a Ray job
+    (`submission`) or, for registry steps that only call MLflow, an `operator` with `arguments`."""
 
     stage: str
     task_id: str
     doc: str
-    submission: JobSubmission
+    submission: JobSubmission | None = None
     upstream: tuple[str, ...] = ()
+    operator: str = "ray_job"  # ray_job | register | approve | promote
+    arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def full_id(self) -> str:
@@ -94,6 +107,8 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         tasks.append(_plan_train(spec, params, lineage, upstream=tasks[-1]))
     if spec.evaluate is not None:
         tasks.append(_plan_evaluate(spec, snapshot_task=tasks[0], model_task=tasks[-1]))
+    if spec.promote is not None:
+        tasks += _plan_promote(spec, evaluate_task=tasks[-1])
     return PipelinePlan(
         dag_id=spec.pipeline,
         spec=spec,
@@ -228,6 +243,64 @@ def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task
             with_mlflow=True,
         ),
     )
+
+
+def _plan_promote(spec: PipelineSpec, *, evaluate_task: PlannedTask) -> list[PlannedTask]:
+    promote, evaluate = spec.promote, spec.evaluate
+    assert promote is not None and evaluate is not None
+    common = {"registered_model": promote.registered_model, "mlflow_conn_id": spec.tracking.conn_id}
+    register = PlannedTask(
+        stage="promote",
+        task_id="register",
+        doc="Register the evaluated model as a new version, judge it by the gates, give it the challenger alias if it passes.",
+        upstream=(evaluate_task.full_id,),
+        operator="register",
+        arguments={
+            **common,
+            "evaluation": Output(evaluate_task.full_id),
+            "gates": [g.model_dump(mode="json", exclude_none=True) for g in evaluate.gates],
+            "challenger_alias": promote.challenger_alias,
+            "on_gate_failure": promote.on_gate_failure,
+        },
+    )
+    tasks = [register]
+    approval = None
+    if promote.require_approval:
+        approve = PlannedTask(
+            stage="promote",
+            task_id="approve",
+            doc="Wait for a person to approve the version in the Airflow UI; the decision is recorded on it.",
+            upstream=(register.full_id,),
+            operator="approve",
+            arguments={
+                **common,
+                "registration": Output(register.full_id),
+                "champion_alias": promote.alias,
+                "challenger_alias": promote.challenger_alias,
+            },
+        )
+        tasks.append(approve)
+        approval = Output(approve.full_id)
+    if spec.deploy is None:
+        # Without a deploy stage the version serves nowhere first: it becomes champion at once.
+        tasks.append(
+            PlannedTask(
+                stage="promote",
+                task_id="champion",
+                doc="Give the version the champion alias; the old champion keeps the previous alias for rollback.",
+                upstream=(tasks[-1].full_id,),
+                operator="promote",
+                arguments={
+                    **common,
+                    "version": Output(register.full_id),
+                    "approval": approval,
+                    "champion_alias": promote.alias,
+                    "previous_alias": promote.previous_alias,
+                    "challenger_alias": promote.challenger_alias,
+                },
+            )
+        )
+    return tasks
 
 
 def _root(spec: PipelineSpec) -> str:

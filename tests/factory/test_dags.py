@@ -33,7 +33,12 @@ def test_dags_folder_loads_with_zero_import_errors():
 
 def test_example_pipeline_yields_the_expected_task_graph():
     dag = dagbag().get_dag("churn")
-    assert [t.task_id for t in dag.tasks] == ["ingest.snapshot", "train.fit", "evaluate.score"]
+    assert [t.task_id for t in dag.tasks] == [
+        "ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"
+    ]
+    assert dag.get_task("promote.register").upstream_task_ids == {"evaluate.score"}
+    assert dag.get_task("promote.champion").upstream_task_ids == {"promote.register"}
+    assert type(dag.get_task("promote.register")).__name__ == "RegisterMLflowModelOperator"
     assert dag.get_task("train.fit").upstream_task_ids == {"ingest.snapshot"}
     assert dag.get_task("evaluate.score").upstream_task_ids == {"train.fit"}
     assert dag.get_task("train.fit").with_mlflow and dag.get_task("evaluate.score").with_mlflow
@@ -89,3 +94,13 @@ def test_every_param_default_passes_its_own_schema():
         param = dag.params.get_param(name)
         assert param.resolve() == param.value
         assert param.schema["type"] in {"string", "number", "integer"}
+
+
+def test_require_approval_puts_a_human_approval_between_register_and_champion(configs, monkeypatch):
+    churn = configs / "churn.yaml"
+    churn.write_text(churn.read_text().replace("require_approval: false", "require_approval: true"))
+    dag = dagbag(configs, monkeypatch).get_dag("churn")
+    approve = dag.get_task("promote.approve")
+    assert type(approve).__name__ == "ApproveModelVersionOperator"
+    assert approve.upstream_task_ids == {"promote.register"}
+    assert dag.get_task("promote.champion").upstream_task_ids == {"promote.approve", "promote.register"}

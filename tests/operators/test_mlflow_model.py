@@ -44,16 +44,6 @@ GATES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dags_db(airflow_db) -> str:
-    """The session's Airflow DB with its DAG bundle rows: a freshly migrated DB has none, and
-    run_dag_test's DAG sync then fails on the dag -> dag_bundle foreign key."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-
-    DagBundlesManager().sync_bundles_to_db()
-    return airflow_db
-
-
 def _dag(name: str, evaluation: dict, *, gates=GATES, approval: bool = False, on_gate_failure: str = "skip", register_cls=RegisterMLflowModelOperator, **register_kw) -> DAG:
     with DAG(f"rayops_test_{name}", schedule=None, start_date=START, catchup=False) as dag:
 
@@ -91,7 +81,7 @@ def _aliases(registry, name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def lifecycle(dags_db, mlflow_registry, trained) -> dict[str, Any]:
+def lifecycle(airflow_db, mlflow_registry, trained) -> dict[str, Any]:
     """Three pipeline runs into one registered model: weak (first), strong (better), bad (worse);
     each evaluated against the champion of the moment, as the evaluate job does."""
     name = unique_name("lifecycle")
@@ -165,7 +155,7 @@ def test_the_register_task_links_to_the_version_in_the_mlflow_ui(lifecycle, mlfl
 # -- one behaviour each ----------------------------------------------------------------------------
 
 
-def test_a_per_class_floor_breach_fails_the_run_when_configured_to(dags_db, mlflow_registry, trained, lifecycle):
+def test_a_per_class_floor_breach_fails_the_run_when_configured_to(airflow_db, mlflow_registry, trained, lifecycle):
     """The weak model passes on AUC but finds too few of the churners: the fairness floor stops it."""
     name = unique_name("fairness")
     evaluation = lifecycle["weak"]["evaluation"]
@@ -185,7 +175,7 @@ def test_a_per_class_floor_breach_fails_the_run_when_configured_to(dags_db, mlfl
     assert _aliases(mlflow_registry, name) == {}
 
 
-def test_a_retried_register_task_does_not_create_a_second_version(dags_db, mlflow_registry, trained, lifecycle, monkeypatch):
+def test_a_retried_register_task_does_not_create_a_second_version(airflow_db, mlflow_registry, trained, lifecycle, monkeypatch):
     name = unique_name("retry")
     real = promotion.record_gate_results
     calls = []
@@ -213,7 +203,7 @@ def test_a_retried_register_task_does_not_create_a_second_version(dags_db, mlflo
 
 
 @pytest.fixture(scope="module")
-def airflow_api(dags_db):
+def airflow_api(airflow_db):
     """Airflow's core REST API (the app the api-server runs), in this process, on the test DB."""
     from airflow.api_fastapi.app import create_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
@@ -272,7 +262,7 @@ def _approved_run(mlflow_registry, airflow_api, name: str, evaluation: dict, *, 
 
 
 @pytest.fixture(scope="module")
-def approved(dags_db, mlflow_registry, trained, airflow_api) -> dict[str, Any]:
+def approved(airflow_db, mlflow_registry, trained, airflow_api) -> dict[str, Any]:
     name = unique_name("approved")
     evaluation = mlflow_registry.evaluate(trained["strong"], registered_model=name)
     run, approver = _approved_run(mlflow_registry, airflow_api, name, evaluation, choice="Approve", comment="AUC up, recall floor met", user="alice")
@@ -301,7 +291,7 @@ def test_the_approval_form_shows_the_gate_table_and_asks_for_a_comment(approved)
     assert set(request["params"]) == {"comment"}
 
 
-def test_a_rejected_version_is_not_promoted_and_the_champion_stays(dags_db, mlflow_registry, trained, airflow_api, lifecycle):
+def test_a_rejected_version_is_not_promoted_and_the_champion_stays(airflow_db, mlflow_registry, trained, airflow_api, lifecycle):
     name = unique_name("rejected")
     client = mlflow_registry.client()
     # A serving champion first (the weak model, promoted by policy), then the strong one rejected.
