@@ -60,6 +60,11 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
               checkpoint: {{every_epochs: 1, keep: 2}}
             evaluate:
               metrics: [accuracy, auc]
+              gates:
+                - {{metric: auc, min: 0.6}}
+                - {{metric: auc, min_gain_over_champion: 0.0}}
+                - {{per_class: recall, min: 0.05}}
+            promote: {{registered_model: churn-it}}
             """
         )
     )
@@ -72,7 +77,13 @@ def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipe
     dag, prefix, tracking_uri = pipeline_dag
     run = run_dag_test(dag, run_conf={"epochs": 2})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"ingest.snapshot": "success", "train.fit": "success", "evaluate.score": "success"}
+    assert states == {
+        "ingest.snapshot": "success",
+        "train.fit": "success",
+        "evaluate.score": "success",
+        "promote.register": "success",
+        "promote.champion": "success",
+    }
 
     xcom = {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in run.get_task_instances()}
     snapshot = xcom["ingest.snapshot"]
@@ -98,3 +109,17 @@ def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipe
     assert tags["rayops.snapshot_uri"] == snapshot["snapshot_uri"]
     assert tags["rayops.config_hash"] and tags["rayops.ray_job_id"]
     assert mlflow_run.data.metrics["eval_auc"] == pytest.approx(evaluated["metrics"]["auc"])
+
+    # The audit question, from MLflow alone: why is this version serving?
+    registered = xcom["promote.register"]
+    assert registered["passed"] is True and registered["version"] == "1"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    champion = client.get_model_version_by_alias("churn-it", "champion")
+    assert champion.version == "1" and champion.run_id == trained["mlflow_run_id"]
+    version_tags = champion.tags
+    assert version_tags["rayops.snapshot_uri"] == snapshot["snapshot_uri"]
+    assert version_tags["rayops.config_hash"] == tags["rayops.config_hash"]
+    assert version_tags["rayops.run_id"] == run.run_id
+    assert version_tags["rayops.gates_passed"] == "true"
+    assert version_tags["rayops.approval"] == "policy"  # no person was asked: the gate policy approved
+    assert "no champion" in version_tags["rayops.gate.1"]  # a first model passes the gain gate by rule
