@@ -38,6 +38,42 @@ def run(*cmd: str, env: dict[str, str], capture: bool = False) -> subprocess.Com
     return proc
 
 
+def summarize(result: dict) -> str:
+    """One line per job result, in the words of its stage."""
+    if "snapshot_uri" in result and "content_hash" in result:
+        return f"  ingest:   snapshot {result['content_hash'][:12]} rows={result['rows']} reused={result['reused']}"
+    if "epochs_completed" in result:
+        m = result.get("metrics", {})
+        return (
+            f"  train:    MLflow run {result['mlflow_run_id'][:8]} epochs={result['epochs_completed']} "
+            f"val_auc={m.get('val_auc', float('nan')):.3f} val_loss={m.get('val_loss', float('nan')):.3f}"
+        )
+    if "per_class" in result:
+        m = result["metrics"]
+        champion = result.get("champion")
+        versus = f"champion v{champion['version']} auc={champion['metrics'].get('auc')}" if champion else "no champion yet"
+        return (
+            "  evaluate: " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if v is not None)
+            + f" p95={result['latency']['p95_ms']:.2f}ms size={result['model_size_mb']:.3f}MB; {versus}"
+        )
+    return "  result:   " + json.dumps(result)[:200]
+
+
+def show_registry(state: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    for model in client.search_registered_models():
+        print(f"registered model {model.name}: aliases {dict(sorted(model.aliases.items()))}")
+        for version in sorted(client.search_model_versions(f"name='{model.name}'"), key=lambda v: int(v.version)):
+            tags = version.tags
+            print(
+                f"  v{version.version}: gates_passed={tags.get('rayops.gates_passed')} "
+                f"approval={tags.get('rayops.approval')} snapshot={tags.get('rayops.snapshot_hash', '')[:12]} "
+                f"airflow_run={tags.get('rayops.run_id')}"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep-ray", action="store_true", help="leave the embedded Ray head running")
@@ -80,19 +116,21 @@ def main() -> int:
                 step(f"4. {pipeline}: {attempt}")
                 started = time.monotonic()
                 proc = run(str(BIN / "airflow"), "dags", "test", pipeline, env=env, capture=True)
-                results = [line for line in (proc.stdout + proc.stderr).splitlines() if "::rayops-result::" in line]
-                for line in results:
-                    result, _ = json.JSONDecoder().raw_decode(line.split("::rayops-result::", 1)[1])
-                    print("job result:", json.dumps(result))
+                for line in (proc.stdout + proc.stderr).splitlines():
+                    if "::rayops-result::" in line:
+                        result, _ = json.JSONDecoder().raw_decode(line.split("::rayops-result::", 1)[1])
+                        print(summarize(result))
                 print(f"{pipeline}: succeeded in {time.monotonic() - started:.1f} s")
+        step("5. the model registry (MLflow, embedded store under .rayops/mlflow)")
+        show_registry(state)
         snapshots = sorted((state / "artifacts" / "snapshots").glob("*/*/manifest.json"))
-        step("5. snapshots written")
+        step("6. snapshots written")
         for manifest in snapshots:
             body = json.loads(manifest.read_text())
             print(f"{manifest.parent}: rows={body.get('rows')} hash={str(body.get('content_hash'))[:12]}")
     finally:
         if not args.keep_ray:
-            step("6. stop the embedded Ray head")
+            step("7. stop the embedded Ray head")
             subprocess.run([str(BIN / "python"), "-m", "airflow_provider_rayops.backends.local", "stop"], env=env, cwd=ROOT)
     return 0
 
