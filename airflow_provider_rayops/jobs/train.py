@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import math
+import os
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -257,11 +259,30 @@ def loop_config(
 
 
 def ensure_ray() -> None:
-    """Connect to the cluster of this Ray job (RAY_ADDRESS), or start a local Ray outside a job."""
+    """Connect to the cluster of this Ray job (RAY_ADDRESS), or start a local Ray outside a job.
+
+    The job's own address is handed on to every task and actor of the job: Ray Train starts
+    actors (its placement-group cleaner) that find the cluster for the State API by
+    auto-detection, which fails on a machine running several Ray instances, and then never
+    free the CPUs of a run that was stopped (a trial ASHA ends early).
+    """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
+    if ray.is_initialized():
+        return
+    runtime_env = None
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address and "://" not in address and "RAY_ADDRESS" not in _job_env_vars():
+        runtime_env = {"env_vars": {"RAY_ADDRESS": address}}
+    ray.init(runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+
+
+def _job_env_vars() -> dict[str, str]:
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    try:
+        return dict(((json.loads(raw) or {}).get("runtime_env") or {}).get("env_vars") or {}) if raw else {}
+    except (ValueError, AttributeError, TypeError):
+        return {}
 
 
 # -- the job -----------------------------------------------------------------------------------
