@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import evaluate, modeling, tracking
 from airflow_provider_rayops.jobs.datasets import make_churn
 from airflow_provider_rayops.jobs.ingest import ingest
+from tests.fixtures.models import fit_tiny_model, log_as_training_run
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, JobInputError, parse_result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,40 +53,13 @@ def snapshot(tmp_path_factory) -> dict:
 
 
 def _train(snapshot: dict, *, invert: bool, folder: Path) -> Path:
-    """A TabularMLP fitted on the train split (labels inverted for a deliberately bad model), as a checkpoint folder."""
-    torch.manual_seed(0)
-    encoder = modeling.FeatureEncoder.fit(snapshot["manifest"], snapshot["train"])
-    x = torch.from_numpy(encoder.transform(snapshot["train"]))
-    y = torch.from_numpy(encoder.encode_target(snapshot["train"]))
-    if invert:
-        y = 1 - y
-    kwargs = {"num_features": encoder.num_features, "num_classes": encoder.num_classes, "hidden_sizes": [16], "dropout": 0.0}
-    model = modeling.TabularMLP(**kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-    for _ in range(120):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    spec = modeling.ModelSpec(class_path=modeling.TabularMLP.MODEL_CLASS, kwargs=kwargs)
-    return modeling.save_checkpoint(folder, model=model.eval(), encoder=encoder, state={"epoch": 1}, model_spec=spec)
+    """A tiny model fitted on the train split (labels inverted for a deliberately bad model)."""
+    return fit_tiny_model(snapshot, folder=folder, invert=invert)
 
 
 def _log(checkpoint: Path, snapshot: dict) -> dict:
     """A training run holding the checkpoint's model, logged as the train job does: {run_id, model_uri}."""
-    client = tracking.client()
-    experiment_id = tracking.ensure_experiment(client, EXPERIMENT)
-    run_id, _ = tracking.start_or_resume_run(client, experiment_id=experiment_id, key=tracking.run_key(uuid.uuid4().hex))
-    loaded = modeling.load_checkpoint(checkpoint)
-    model_uri = tracking.log_torch_model(
-        client,
-        run_id,
-        experiment_id=experiment_id,
-        model=loaded.model,
-        input_example=loaded.encoder.transform(snapshot["validation"].slice(0, 5)),
-        extra_files=[str(checkpoint / modeling.ENCODER_FILE), str(checkpoint / modeling.MODEL_SPEC_FILE)],
-        checkpoint=str(checkpoint),
-    )
-    tracking.end_run(client, run_id, status="FINISHED")
+    run_id, model_uri = log_as_training_run(checkpoint, snapshot, experiment=EXPERIMENT)
     return {"run_id": run_id, "model_uri": model_uri}
 
 

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_rayops import storage
-from airflow_provider_rayops.jobs import evaluate, modeling, tracking
+from airflow_provider_rayops.jobs import evaluate, tracking
 from airflow_provider_rayops.jobs.datasets import make_churn
 from airflow_provider_rayops.jobs.ingest import ingest
+from tests.fixtures.models import fit_tiny_model, log_as_training_run
 
 
 ROWS = 1500
@@ -104,31 +105,9 @@ def mlflow_registry(mlflow_server, registry_snapshot) -> Iterator[MlflowRegistry
         yield MlflowRegistry(tracking_uri=mlflow_server, conn_id=CONN_ID, snapshot=registry_snapshot)
 
 
-def _fit(snapshot: dict[str, Any], *, steps: int, lr: float, invert: bool, folder: Path) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    encoder = modeling.FeatureEncoder.fit(snapshot["manifest"], snapshot["train"])
-    x = torch.from_numpy(encoder.transform(snapshot["train"]))
-    y = torch.from_numpy(encoder.encode_target(snapshot["train"]))
-    if invert:
-        y = 1 - y
-    kwargs = {"num_features": encoder.num_features, "num_classes": encoder.num_classes, "hidden_sizes": [16], "dropout": 0.0}
-    model = modeling.TabularMLP(**kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    spec = modeling.ModelSpec(class_path=modeling.TabularMLP.MODEL_CLASS, kwargs=kwargs)
-    return modeling.save_checkpoint(folder, model=model.eval(), encoder=encoder, state={"epoch": 1}, model_spec=spec)
-
-
 def log_training(registry: MlflowRegistry, checkpoint: Path, *, name: str) -> TrainedModel:
     """A training run holding the checkpoint's model, tagged and logged as the train job does."""
     snapshot = registry.snapshot
-    client = tracking.client()
-    experiment_id = tracking.ensure_experiment(client, EXPERIMENT)
     lineage = {
         "snapshot_uri": snapshot["snapshot_uri"],
         "snapshot_hash": snapshot["content_hash"],
@@ -142,19 +121,7 @@ def log_training(registry: MlflowRegistry, checkpoint: Path, *, name: str) -> Tr
         "ray_job_id": f"rayops-churn--train.fit--{name}-1",
     }
     tags = {**tracking.lineage_tags(lineage), tracking.RUN_KIND_TAG: "train"}
-    run_id, _ = tracking.start_or_resume_run(client, experiment_id=experiment_id, key=tracking.run_key(uuid.uuid4().hex), tags=tags)
-    loaded = modeling.load_checkpoint(checkpoint)
-    model_uri = tracking.log_torch_model(
-        client,
-        run_id,
-        experiment_id=experiment_id,
-        model=loaded.model,
-        input_example=loaded.encoder.transform(snapshot["validation"].slice(0, 5)),
-        extra_files=[str(checkpoint / modeling.ENCODER_FILE), str(checkpoint / modeling.MODEL_SPEC_FILE)],
-        checkpoint=str(checkpoint),
-    )
-    tracking.set_tags(client, run_id, {"rayops.model_uri": model_uri})
-    tracking.end_run(client, run_id, status="FINISHED")
+    run_id, model_uri = log_as_training_run(checkpoint, snapshot, experiment=EXPERIMENT, tags=tags)
     return TrainedModel(name=name, run_id=run_id, model_uri=model_uri, lineage=tracking.lineage_tags(lineage))
 
 
@@ -164,6 +131,6 @@ def trained(mlflow_registry, tmp_path_factory) -> dict[str, TrainedModel]:
     folder = tmp_path_factory.mktemp("registry-ckpt")
     out = {}
     for name, (steps, lr, invert) in RECIPES.items():
-        checkpoint = _fit(mlflow_registry.snapshot, steps=steps, lr=lr, invert=invert, folder=folder / name)
+        checkpoint = fit_tiny_model(mlflow_registry.snapshot, steps=steps, lr=lr, invert=invert, folder=folder / name)
         out[name] = log_training(mlflow_registry, checkpoint, name=name)
     return out
