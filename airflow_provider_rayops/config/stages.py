@@ -9,7 +9,6 @@ from __future__ import annotations
 
 # Section -> the work that brings it.
 NOT_YET: dict[str, str] = {
-    "tune": "Ray Tune search arrives with the Training issue",
     "deploy": "Ray Serve deployment with canary arrives with the Serving issue",
     "monitor": "drift monitoring arrives with the Drift issue",
 }

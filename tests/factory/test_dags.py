@@ -104,3 +104,18 @@ def test_require_approval_puts_a_human_approval_between_register_and_champion(co
     assert type(approve).__name__ == "ApproveModelVersionOperator"
     assert approve.upstream_task_ids == {"promote.register"}
     assert dag.get_task("promote.champion").upstream_task_ids == {"promote.approve", "promote.register"}
+
+
+def test_a_tune_section_replaces_the_train_task_with_a_search(configs, monkeypatch):
+    churn = configs / "churn.yaml"
+    churn.write_text(
+        churn.read_text()
+        + "tune:\n  metric: val_auc\n  mode: max\n  num_samples: 4\n"
+        + "  search_space: {lr: {loguniform: [0.0001, 0.01]}, batch_size: {choice: [128, 256]}}\n"
+    )
+    dag = dagbag(configs, monkeypatch).get_dag("churn")
+    assert [t.task_id for t in dag.tasks][:3] == ["ingest.snapshot", "tune.search", "evaluate.score"]
+    search = dag.get_task("tune.search")
+    assert search.entrypoint == "python -m airflow_provider_rayops.jobs.tune"
+    assert search.job_args["search"]["search_space"]["lr"] == {"loguniform": [0.0001, 0.01]}
+    assert dag.get_task("evaluate.score").job_args["model_uri"] == "{{ ti.xcom_pull(task_ids='tune.search')['model_uri'] }}"
