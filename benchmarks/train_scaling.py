@@ -9,6 +9,9 @@ job and encoded by the same `FeatureEncoder`; the built-in `TabularMLP` trained 
 `jobs.builtin.train_epoch` over `device_batches` (the split sits in device memory, shuffled by
 index each epoch, no host sync per step).
 
+- context rows (one run each, after the repeats): bare PyTorch with 2 threads, and plain
+  torch.distributed DDP over 2 spawned processes (gloo, 1 thread each, the train split halved):
+  what the machine gives without Ray.
 - bare PyTorch: one process, no Ray, torch limited to 1 thread, because Ray gives a Ray Train
   worker with 1 CPU exactly one thread (OMP_NUM_THREADS=1); the 2-thread figure is shown too.
 - Ray Train: the whole train job (`jobs.train.main`: Ray Data from the snapshot, TorchTrainer,
@@ -87,6 +90,62 @@ def bare_pytorch(snapshot_uri: str, params: dict[str, Any], *, threads: int) -> 
     return {"samples_per_s": statistics.median(rates[1:] or rates), "wall_s": time.perf_counter() - started}
 
 
+def _ddp_worker(rank: int, world: int, port: int, snapshot_uri: str, params: dict[str, Any], out: Any) -> None:
+    import pyarrow.parquet as pq
+    import torch
+    import torch.distributed as dist
+
+    from airflow_provider_rayops import storage
+    from airflow_provider_rayops.jobs import builtin, modeling
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    manifest = storage.read_manifest(snapshot_uri)
+    table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(snapshot_uri, "train.parquet"))))
+    encoder = modeling.FeatureEncoder.fit(manifest, table)
+    rows = table.num_rows // world
+    shard = table.slice(rank * rows, rows)
+    device = torch.device("cpu")
+    x, y = builtin.to_device(encoder.transform(shard), encoder.encode_target(shard), device)
+    torch.manual_seed(params["seed"])
+    model = torch.nn.parallel.DistributedDataParallel(
+        modeling.TabularMLP(encoder.num_features, encoder.num_classes, params["hidden_sizes"], params["dropout"])
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    autocast, scaler, _ = builtin.precision_context("auto", device)
+    steps = -(-rows // params["batch_size"])
+    generator = torch.Generator(device=device)
+    rates = []
+    for epoch in range(1, params["epochs"] + 1):
+        generator.manual_seed(epoch * 1009 + rank)
+        dist.barrier()
+        t0 = time.perf_counter()
+        batches = builtin.device_batches(x, y, batch_size=params["batch_size"], steps=steps, generator=generator)
+        loss_sum, seen = builtin.train_epoch(model, optimizer, batches, autocast=autocast, scaler=scaler, device=device)
+        total = torch.stack([loss_sum, seen])
+        dist.all_reduce(total)
+        rates.append(total.tolist()[1] / (time.perf_counter() - t0))
+    if rank == 0:
+        out.put(statistics.median(rates[1:] or rates))
+    dist.destroy_process_group()
+
+
+def bare_ddp(snapshot_uri: str, params: dict[str, Any], *, world: int = 2) -> dict[str, Any]:
+    """Plain torch.distributed (gloo) over `world` processes, 1 thread each: what the machine allows."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    started = time.perf_counter()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    mp.start_processes(_ddp_worker, args=(world, port, snapshot_uri, params, out), nprocs=world, join=True, start_method="spawn")
+    return {"samples_per_s": out.get(timeout=5), "wall_s": time.perf_counter() - started}
+
+
 def ray_train(snapshot_uri: str, params: dict[str, Any], *, workers: int, folder: Path, tag: str) -> dict[str, Any]:
     from airflow_provider_rayops.jobs import train
 
@@ -150,18 +209,21 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(name, []).append(outcome)
                 print(f"repeat {repeat + 1}: {name}: {outcome['samples_per_s']:,.0f} samples/s, "
                       f"wall {outcome['wall_s']:.1f} s, load {outcome['load']:.1f}", flush=True)
-        # Context, not a goal: what the second core gives plain PyTorch.
+        # Context, not goals: what the second core gives plain PyTorch, in threads and in DDP.
         two_threads = bare_pytorch(snapshot, params, threads=2)
+        ddp = bare_ddp(snapshot, params)
         ray.shutdown()
 
-    table = render(options, runs, two_threads)
+    table = render(options, runs, two_threads, ddp)
     print(table)
     if options.write:
         options.write.write_text(table)
     return 0
 
 
-def render(options: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], two_threads: dict[str, Any]) -> str:
+def render(
+    options: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], two_threads: dict[str, Any], ddp: dict[str, Any]
+) -> str:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
@@ -186,6 +248,8 @@ def render(options: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], t
         f"| Ray Train, 1 worker (1 CPU) | {one:,.0f} | {one / bare:.2f}x | 1.00x | {median('Ray Train, 1 worker', 'wall_s'):.1f} |",
         f"| Ray Train, 2 workers (1 CPU each, DDP) | {two:,.0f} | {two / bare:.2f}x | {two / one:.2f}x | {median('Ray Train, 2 workers', 'wall_s'):.1f} |",
         f"| bare PyTorch, 2 threads (context) | {two_threads['samples_per_s']:,.0f} | {two_threads['samples_per_s'] / bare:.2f}x | | {two_threads['wall_s']:.1f} |",
+        f"| bare PyTorch DDP, 2 processes x 1 thread, gloo (context) | {ddp['samples_per_s']:,.0f} | {ddp['samples_per_s'] / bare:.2f}x | "
+        f"{ddp['samples_per_s'] / one:.2f}x | {ddp['wall_s']:.1f} |",
         "",
         f"- Ray overhead at 1 worker: {100 * (1 - one / bare):+.1f}% (goal: under 10%) -> {'met' if one >= 0.9 * bare else 'NOT met'}",
         f"- 2 workers vs 1: {two / one:.2f}x (goal: at least 1.6x) -> {'met' if two >= 1.6 * one else 'NOT met'}",

@@ -18,6 +18,7 @@ calls it on every worker with this `config`:
     num_classes, classes   the target's classes (a label is an index into classes)
     target, feature_names  the raw target column and the encoded input names
     snapshot_uri, snapshot_hash   where the data came from
+    rows             {"train": n, "validation": n} rows of the snapshot's splits
     attempt          an id of this train job invocation (recorded with each resume)
 
 Data: `ray.train.get_dataset_shard("train")` is this worker's shard of the train split

@@ -373,7 +373,7 @@ def log_search(
         },
     )
     tracking.log_history(client, parent_id, [{"epoch": best.epochs, **{f"best_{k}": v for k, v in final.items()}}])
-    return {
+    return _plain({
         "mlflow_run_id": best_run,
         "parent_run_id": parent_id,
         "experiment_id": experiment_id,
@@ -395,7 +395,18 @@ def log_search(
             }
             for t in trials
         ],
-    }
+    })
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready values: numpy scalars (Tune samples, pandas rows) become Python ones."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
 
 
 def _log_checkpoint_model(client: Any, *, experiment_id: str, run_id: str, checkpoint_uri: str, snapshot: train_job.Snapshot, step: int) -> str:

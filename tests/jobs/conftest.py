@@ -66,11 +66,12 @@ class JobRun:
 
 @pytest.fixture(scope="session")
 def run_ray_job(ray_head, mlflow_uri):
-    """run_ray_job(module, args) -> JobRun: `python -m <module>` as a Ray job on the session head,
-    with RAYOPS_JOB_ARGS, the session's MLflow store and this checkout on PYTHONPATH (for test loops)."""
+    """run_ray_job(module, args, env=None) -> JobRun: `python -m <module>` as a Ray job on the session
+    head, with RAYOPS_JOB_ARGS, the session's MLflow store, this checkout on PYTHONPATH (for the
+    test loops) and `env` (e.g. S3 settings) as the job's environment variables."""
     client = ray_head.client()
 
-    def run(module: str, args: dict[str, Any], *, timeout_s: float = JOB_TIMEOUT_S) -> JobRun:
+    def run(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None, timeout_s: float = JOB_TIMEOUT_S) -> JobRun:
         submission_id = f"test-{module.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:10]}"
         client.submit(
             submission_id=submission_id,
@@ -80,6 +81,7 @@ def run_ray_job(ray_head, mlflow_uri):
                     JOB_ARGS_ENV: json.dumps(args),
                     "MLFLOW_TRACKING_URI": mlflow_uri,
                     "PYTHONPATH": str(ROOT),
+                    **(env or {}),
                 }
             },
         )
