@@ -8,7 +8,8 @@ A training loop is a standard Ray Train per-worker function `loop(config)`. The 
 calls it on every worker with this `config`:
 
     params           the YAML `train.params` (the built-in loop's defaults filled in)
-    epochs           params["epochs"] (default 10): the last epoch to train
+    epochs           params["epochs"]: the last epoch to train (built-in default 10; 1 for a
+                     user loop whose params name none)
     checkpoint       {"every_epochs": N, "keep": K}: report a checkpoint every N epochs and
                      at the last epoch; Ray Train keeps the last K in storage
     mixed_precision  auto | bf16 | fp16 | off (applies on GPU only)

@@ -118,6 +118,9 @@ class Entrypoint:
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         if self.builtin is not None:
             return builtin.BUILTIN_PARAMS[self.builtin](params)
+        epochs = params.get("epochs", 1)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise JobInputError(f"params.epochs={epochs!r}: expected an integer >= 1 (the loop's last epoch)")
         return dict(params)
 
 
@@ -241,7 +244,7 @@ def loop_config(
     """The `config` every worker's loop gets (documented in jobs/builtin.py)."""
     return {
         "params": dict(params),
-        "epochs": int(params.get("epochs", builtin.TABULAR_MLP_DEFAULTS["epochs"])),
+        "epochs": int(params.get("epochs", 1)),
         "checkpoint": {"every_epochs": checkpoint.every_epochs, "keep": checkpoint.keep},
         "mixed_precision": mixed_precision,
         "use_gpu": use_gpu,
