@@ -412,7 +412,11 @@ class LocalBackend(ComputeBackend):
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         _kill_group(pid)
-        _reap(pid)
+        # Reap it once SIGKILL has landed, or a child of ours lingers as a zombie that still
+        # answers signals and looks alive to a later check.
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _probe(url: str, token: str) -> int | None:

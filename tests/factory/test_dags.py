@@ -10,6 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _metadata_db(airflow_db):
+    """DagBag reads Airflow's metadata DB (DAG and bundle tables) while it loads."""
+
+
 def dagbag(config_dir: Path | None = None, monkeypatch=None):
     from airflow.dag_processing.dagbag import DagBag
 
