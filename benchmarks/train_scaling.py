@@ -1,6 +1,6 @@
 """Training throughput: the built-in model in bare PyTorch, and on Ray Train with 1 and 2 workers.
 
-    .venv/bin/python benchmarks/train_scaling.py                  # 200k rows, 4 epochs, 3 repeats
+    .venv/bin/python benchmarks/train_scaling.py                  # 200k rows, 4 epochs, batch 2048, 3 repeats
     .venv/bin/python benchmarks/train_scaling.py --rows 50000 --repeats 1
     .venv/bin/python benchmarks/train_scaling.py --write benchmarks/TRAIN_RESULTS.md
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", type=Path, default=None, help="write the markdown table to this file")
