@@ -18,11 +18,12 @@ state, so the tune job can keep many runs open at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -354,3 +355,32 @@ def ray_job_id() -> str | None:
     except Exception:
         return None
     return None
+
+
+@contextlib.contextmanager
+def tracked_run(
+    mlflow_client: MlflowClient,
+    *,
+    experiment_id: str,
+    key: str,
+    params: Mapping[str, Any],
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[str]:
+    """The job's MLflow run (found again by `key` on a retry) with `params` logged, ended
+    FINISHED when the block completes and FAILED when it raises. A retry with other params
+    than the run has is the user's error (JobInputError), not a second run."""
+    from airflow_provider_rayops.jobs.runtime import JobInputError
+
+    run_id, _ = start_or_resume_run(mlflow_client, experiment_id=experiment_id, key=key, run_name=run_name, tags=tags)
+    try:
+        log_params_once(mlflow_client, run_id, params)
+    except ParamConflict as exc:
+        end_run(mlflow_client, run_id, status="FAILED")
+        raise JobInputError(str(exc)) from None
+    try:
+        yield run_id
+    except BaseException:
+        end_run(mlflow_client, run_id, status="FAILED")
+        raise
+    end_run(mlflow_client, run_id, status="FINISHED")

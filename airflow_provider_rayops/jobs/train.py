@@ -313,26 +313,16 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         "rayops.run_root": run_root,
         "rayops.entrypoint": spec.entrypoint,
     }
-    run_id, _ = tracking.start_or_resume_run(
+    with tracking.tracked_run(
         client,
         experiment_id=experiment_id,
         key=tracking.run_key(spec.run_key or run_root),
+        params={**params, **_run_settings(spec)},
         run_name=spec.run_name or _default_run_name(spec.lineage),
         tags=tags,
-    )
-    try:
-        tracking.log_params_once(client, run_id, {**params, **_run_settings(spec)})
-    except tracking.ParamConflict as exc:
-        tracking.end_run(client, run_id, status="FAILED")
-        raise JobInputError(str(exc)) from None
-
-    try:
+    ) as run_id:
         outcome = fit(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
         result = log_outcome(client, experiment_id=experiment_id, run_id=run_id, outcome=outcome, snapshot=snapshot)
-    except BaseException:
-        tracking.end_run(client, run_id, status="FAILED")
-        raise
-    tracking.end_run(client, run_id, status="FINISHED")
     return result
 
 

@@ -185,29 +185,19 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         {**spec.lineage, "snapshot_uri": snapshot.uri, "snapshot_hash": snapshot.content_hash, "ray_job_id": tracking.ray_job_id()}
     )
     key_text = spec.run_key or run_root
-    parent_id, _ = tracking.start_or_resume_run(
+    with tracking.tracked_run(
         client,
         experiment_id=experiment_id,
         key=tracking.run_key(key_text),
+        params={**params, **_search_settings(spec)},
         run_name=spec.run_name or (f"tune {spec.lineage['run_id']}" if spec.lineage.get("run_id") else None),
         tags={**lineage, tracking.RUN_KIND_TAG: "tune", "rayops.run_root": run_root, "rayops.entrypoint": spec.entrypoint},
-    )
-    try:
-        tracking.log_params_once(client, parent_id, {**params, **_search_settings(spec)})
-    except tracking.ParamConflict as exc:
-        tracking.end_run(client, parent_id, status="FAILED")
-        raise JobInputError(str(exc)) from None
-
-    try:
+    ) as parent_id:
         trials = search(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
         result = log_search(
             client, spec=spec, trials=trials, experiment_id=experiment_id, parent_id=parent_id,
             key_text=key_text, lineage=lineage, snapshot=snapshot,
         )
-    except BaseException:
-        tracking.end_run(client, parent_id, status="FAILED")
-        raise
-    tracking.end_run(client, parent_id, status="FINISHED")
     return result
 
 
