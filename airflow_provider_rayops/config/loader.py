@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,7 +261,7 @@ def _resolve_model(annotation: Any, node: Any) -> Any:
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
             continue
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             if len(members) == 1:

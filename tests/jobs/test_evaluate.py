@@ -24,9 +24,7 @@ import pytest
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import evaluate, modeling, tracking
-from airflow_provider_rayops.jobs.datasets import make_churn
-from airflow_provider_rayops.jobs.ingest import ingest
-from tests.fixtures.models import fit_tiny_model, log_as_training_run
+from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, JobInputError, parse_result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +40,7 @@ ALL_METRICS = list(evaluate.KNOWN_METRICS)
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("eval-churn")
-    pq.write_table(make_churn(ROWS, seed=SEED), folder / "churn.parquet")
-    result = ingest(source=f"file://{folder}/churn.parquet", target="churned", snapshot_root=f"file://{folder}/snapshots")
-    uri = result["snapshot_uri"]
-    result["manifest"] = storage.read_manifest(uri)
-    result["train"] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, "train.parquet"))))
-    result["validation"] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, "validation.parquet"))))
-    return result
+    return churn_snapshot(tmp_path_factory.mktemp("eval-churn"), rows=ROWS, seed=SEED)
 
 
 def _train(snapshot: dict, *, invert: bool, folder: Path) -> Path:

@@ -11,7 +11,6 @@ Import the fixtures by name into a test module: `from tests.registry.models impo
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,14 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import evaluate, tracking
-from airflow_provider_rayops.jobs.datasets import make_churn
-from airflow_provider_rayops.jobs.ingest import ingest
-from tests.fixtures.models import fit_tiny_model, log_as_training_run
+from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 
 
 ROWS = 1500
@@ -84,14 +79,7 @@ class MlflowRegistry:
 
 @pytest.fixture(scope="session")
 def registry_snapshot(tmp_path_factory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("registry-churn")
-    pq.write_table(make_churn(ROWS, seed=SEED), folder / "churn.parquet")
-    result = ingest(source=f"file://{folder}/churn.parquet", target="churned", snapshot_root=f"file://{folder}/snapshots")
-    uri = result["snapshot_uri"]
-    result["manifest"] = storage.read_manifest(uri)
-    result["train"] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, "train.parquet"))))
-    result["validation"] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, "validation.parquet"))))
-    return result
+    return churn_snapshot(tmp_path_factory.mktemp("registry-churn"), rows=ROWS, seed=SEED)
 
 
 @pytest.fixture(scope="session")
