@@ -25,7 +25,7 @@ from airflow_provider_rayops.config.loader import (
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.config.schema import PipelineSpec
 from airflow_provider_rayops.factory.loader import config_dir_from_env
-from airflow_provider_rayops.factory.plan import Output, PlannedTask, plan_pipeline, render_job_args
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, Output, PlannedTask, plan_pipeline, render_job_args
 
 
 def _load(paths: Sequence[str], config_dir: Path) -> ConfigDirResult:
@@ -157,7 +157,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render_task(task: PlannedTask, params: dict) -> dict:
     out: dict = {"task_id": task.full_id, "upstream": list(task.upstream)}
     if task.submission is None:
-        out["operator"] = _OPERATOR_NAMES[task.operator]
+        out["operator"] = REGISTRY_OPERATORS[task.operator]
         out["arguments"] = {k: str(v) if isinstance(v, Output) else v for k, v in task.arguments.items()}
         return out
     sub = task.submission
@@ -171,13 +171,6 @@ def _render_task(task: PlannedTask, params: dict) -> dict:
         "entrypoint_resources": sub.entrypoint_resources,
     }
     return out
-
-
-_OPERATOR_NAMES = {
-    "register": "RegisterMLflowModelOperator",
-    "approve": "ApproveModelVersionOperator",
-    "promote": "PromoteMLflowModelOperator",
-}
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

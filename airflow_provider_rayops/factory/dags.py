@@ -10,13 +10,9 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
 
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
-from airflow_provider_rayops.factory.plan import Output, PipelinePlan, plan_pipeline
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, Output, PipelinePlan, plan_pipeline
 from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
-from airflow_provider_rayops.operators.mlflow_model import (
-    ApproveModelVersionOperator,
-    PromoteMLflowModelOperator,
-    RegisterMLflowModelOperator,
-)
+from airflow_provider_rayops.operators import mlflow_model
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
 
 BROKEN_PREFIX = "broken__"
@@ -60,7 +56,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                     key: tasks[value.task].output if isinstance(value, Output) else value
                     for key, value in planned.arguments.items()
                 }
-                operator = _REGISTRY_OPERATORS[planned.operator]
+                operator = getattr(mlflow_model, REGISTRY_OPERATORS[planned.operator])
                 tasks[planned.full_id] = operator(task_id=planned.task_id, task_group=group, doc_md=planned.doc, **arguments)
                 continue
             sub = planned.submission
@@ -93,13 +89,6 @@ def _schedule(schedule: str | None) -> str | CronTriggerTimetable | None:
     if schedule is None or schedule in ("@once", "@continuous"):
         return schedule
     return CronTriggerTimetable(schedule, timezone="UTC")
-
-
-_REGISTRY_OPERATORS = {
-    "register": RegisterMLflowModelOperator,
-    "approve": ApproveModelVersionOperator,
-    "promote": PromoteMLflowModelOperator,
-}
 
 
 def broken_dag_id(config_file: str) -> str:

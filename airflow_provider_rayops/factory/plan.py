@@ -40,6 +40,14 @@ class JobSubmission:
     with_mlflow: bool = False  # the job gets the MLflow tracking settings in its environment
 
 
+# Non-job tasks: PlannedTask.operator -> the class in operators/mlflow_model.py that runs it.
+REGISTRY_OPERATORS: dict[str, str] = {
+    "register": "RegisterMLflowModelOperator",
+    "approve": "ApproveModelVersionOperator",
+    "promote": "PromoteMLflowModelOperator",
+}
+
+
 @dataclass(frozen=True)
 class Output:
     """The return value (XCom) of an upstream task, given to a non-job task as an argument."""
