@@ -71,11 +71,16 @@ def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
 
     doc = load_yaml(loaded.source_text, file=loaded.file)
     issues = []
+    # The loader admitted only built-in loops, allowlisted packages and modules whose files lie
+    # in the project folder (config/policy.py); the latter import from there.
+    sys.path.insert(0, loaded.project_dir)
     try:
         entry = resolve_entrypoint(train.entrypoint)
     except JobInputError as exc:
         issues.append(doc.issue(("train", "entrypoint"), f"{exc} (skip with --no-import-check if it only exists in the cluster image)"))
         return issues
+    finally:
+        sys.path.remove(loaded.project_dir)
     check_params = builtin.BUILTIN_PARAMS.get(entry.builtin) if entry.builtin else None
     if check_params is not None:
         try:

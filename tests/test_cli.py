@@ -95,7 +95,10 @@ def _project_with(tmp_path: Path, train: str) -> Path:
 
 
 def test_validate_imports_the_training_loop_and_names_the_import_error(tmp_path):
-    path = _project_with(tmp_path, "  entrypoint: no_such_package.loops:train\n")
+    (tmp_path / "myloops").mkdir()
+    (tmp_path / "myloops" / "__init__.py").write_text("")
+    (tmp_path / "myloops" / "train.py").write_text("import no_such_package\n")
+    path = _project_with(tmp_path, "  entrypoint: myloops.train:train\n")
     proc = run("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 1
     [line] = proc.stderr.splitlines()

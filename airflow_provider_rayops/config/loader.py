@@ -20,10 +20,19 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_rayops import __version__
+from airflow_provider_rayops.config import policy as policies
 from airflow_provider_rayops.config import stages
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
+from airflow_provider_rayops.config.policy import SecurityPolicy
 from airflow_provider_rayops.config.schema import _NAME, _URI, PipelineSpec
-from airflow_provider_rayops.config.yaml_source import KeyPath, YamlDocument, load_yaml
+from airflow_provider_rayops.config.yaml_source import (
+    KeyPath,
+    YamlDocument,
+    expand_variables,
+    format_path,
+    load_yaml,
+    read_config_text,
+)
 
 DEFAULTS_FILE = "defaults.yaml"
 
@@ -33,12 +42,39 @@ _URI_FIELDS: tuple[KeyPath, ...] = (("data", "source"), ("storage", "root"), ("m
 
 @dataclass(frozen=True)
 class LoadedPipeline:
-    """A validated pipeline and where it came from."""
+    """A validated pipeline, where it came from, and where its data may be read at run time
+    (`source_roots`: absolute URIs; a data source given when triggering must lie under one)."""
 
     spec: PipelineSpec
     file: str
     source_text: str
     config_hash: str
+    project_dir: str = ""
+    source_roots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """defaults.yaml: the keys every pipeline shares, and the platform's security policy."""
+
+    doc: YamlDocument | None
+    policy: SecurityPolicy
+    project_dir: Path
+
+    @property
+    def issues(self) -> list[ConfigIssue]:
+        return self.doc.issues if self.doc else []
+
+    @property
+    def value(self) -> dict:
+        return self.doc.value if self.doc and isinstance(self.doc.value, dict) else {}
+
+    @property
+    def storage_root(self) -> str | None:
+        """The platform's storage root (defaults.yaml's storage.root), if it names one."""
+        storage = self.value.get("storage")
+        root = storage.get("root") if isinstance(storage, dict) else None
+        return root if isinstance(root, str) and _valid_uri(root) else None
 
 
 def project_dir_of(config_dir: Path) -> Path:
@@ -49,19 +85,29 @@ def project_dir_of(config_dir: Path) -> Path:
 class _Merged:
     """The pipeline document merged over defaults, remembering each key's file and position."""
 
-    def __init__(self, pipeline: YamlDocument, defaults: YamlDocument | None):
-        self.docs = [pipeline] + ([defaults] if defaults else [])
-        self.value = _deep_merge(defaults.value if defaults and isinstance(defaults.value, dict) else {}, pipeline.value)
+    def __init__(self, pipeline: YamlDocument, defaults: Defaults | None):
+        self.docs = [pipeline] + ([defaults.doc] if defaults and defaults.doc else [])
+        self.value = _deep_merge(defaults.value if defaults else {}, pipeline.value)
 
-    def issue(self, path: KeyPath, message: str) -> ConfigIssue:
+    def doc_of(self, path: KeyPath) -> YamlDocument:
+        """The file that wrote the deepest part of `path`; the pipeline's own file on a tie (a
+        missing key is the pipeline's to add, not defaults.yaml's)."""
         best, best_len = self.docs[0], -1
         for doc in self.docs:
-            for end in range(len(path), -1, -1):
-                if tuple(path[:end]) in doc.positions:
-                    if end > best_len:
-                        best, best_len = doc, end
-                    break
-        return best.issue(path, message)
+            depth = doc.known_depth(path)
+            if depth > best_len:
+                best, best_len = doc, depth
+        return best
+
+    def issue(self, path: KeyPath, message: str, *, found: Any = None, show_found: bool = False) -> ConfigIssue:
+        doc = self.doc_of(path)
+        if show_found:
+            names = doc.expanded_from(path)
+            if names:  # never echo what an environment variable held
+                message += f", found the value of {', '.join('${' + n + '}' for n in names)} (not shown)"
+            else:
+                message += f", found {found!r}"
+        return doc.issue(path, message)
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
@@ -73,49 +119,117 @@ def _deep_merge(base: Any, override: Any) -> Any:
     return override
 
 
-def load_defaults(config_dir: Path, *, env: Mapping[str, str] | None = None) -> YamlDocument | None:
-    path = config_dir / DEFAULTS_FILE
+def load_defaults(config_dir: Path, *, env: Mapping[str, str] | None = None) -> Defaults:
+    """Read defaults.yaml (if the folder has one): its `security:` policy first, taken literally,
+    then the shared keys with ${VAR} expanded as that policy allows."""
+    env = os.environ if env is None else env
+    path = Path(config_dir) / DEFAULTS_FILE
+    project_dir = project_dir_of(Path(config_dir))
     if not path.exists():
-        return None
-    doc = load_yaml(path.read_text(encoding="utf-8"), file=str(path), env=env)
-    if doc.value is not None and not isinstance(doc.value, dict):
+        return Defaults(doc=None, policy=SecurityPolicy(), project_dir=project_dir)
+    try:
+        doc = load_yaml(read_config_text(path), file=str(path))
+    except ConfigError as exc:
+        doc = YamlDocument(file=str(path), value={}, issues=list(exc.issues))
+    if doc.value is None:
+        doc.value = {}
+    if not isinstance(doc.value, dict):
         doc.issues.append(doc.issue((), "defaults.yaml must be a mapping of pipeline keys shared by every pipeline"))
         doc.value = {}
-    elif isinstance(doc.value, dict):
-        if "pipeline" in doc.value:
-            doc.issues.append(doc.issue(("pipeline",), "the pipeline name belongs in each pipeline's own file, not in defaults.yaml"))
-        for key in doc.value:
-            if key not in PipelineSpec.model_fields:
-                doc.issues.append(doc.issue((key,), _unknown_key_message(key, PipelineSpec.model_fields)))
-    return doc
+    policy = _read_policy(doc)
+    expand_variables(doc, env, policy.env_refusal)
+    if "pipeline" in doc.value:
+        doc.issues.append(doc.issue(("pipeline",), "the pipeline name belongs in each pipeline's own file, not in defaults.yaml"))
+    for key in doc.value:
+        if key not in PipelineSpec.model_fields:
+            doc.issues.append(doc.issue((key,), _unknown_key_message(key, {**PipelineSpec.model_fields, policies.SECTION: None})))
+    return Defaults(doc=doc, policy=policy, project_dir=project_dir)
+
+
+def _read_policy(doc: YamlDocument) -> SecurityPolicy:
+    """The `security:` section, taken out of the shared keys; the default policy if it is invalid
+    (the errors are on `doc`, so nothing loads until it is fixed)."""
+    raw = doc.value.pop(policies.SECTION, None)
+    if raw is None:
+        return SecurityPolicy()
+    if "${" in json.dumps(raw):
+        doc.issues.append(doc.issue((policies.SECTION,), "the security section is taken literally: ${...} is not expanded here"))
+        return SecurityPolicy()
+    try:
+        return SecurityPolicy.model_validate(raw)
+    except ValidationError as exc:
+        data = {policies.SECTION: raw}
+        for err in exc.errors(include_url=False):
+            err = {**err, "loc": (policies.SECTION, *err["loc"])}
+            doc.issues.append(_issue_from_pydantic(err, data, _Merged(doc, None), root=_PolicyRoot))
+        return SecurityPolicy()
 
 
 def load_pipeline(
     path: Path,
     *,
-    defaults: YamlDocument | None = None,
+    defaults: Defaults | None = None,
     text: str | None = None,
     env: Mapping[str, str] | None = None,
     project_dir: Path | None = None,
 ) -> LoadedPipeline:
-    """Validate one pipeline file over the defaults; raises ConfigError with every problem found."""
-    text = path.read_text(encoding="utf-8") if text is None else text
-    doc = load_yaml(text, file=str(path), env=env)
-    issues = list(doc.issues)
-    if issues and doc.value is None:
+    """Validate one pipeline file over the defaults; raises ConfigError with every problem found.
+
+    Whatever the file holds, the outcome is a LoadedPipeline or a ConfigError naming this file
+    (or defaults.yaml): never another exception.
+    """
+    env = os.environ if env is None else env
+    project_dir = project_dir or project_dir_of(path.parent)
+    defaults = defaults if defaults is not None else Defaults(doc=None, policy=SecurityPolicy(), project_dir=project_dir)
+    try:
+        return _load_pipeline(path, defaults=defaults, text=text, env=env, project_dir=project_dir)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a bug of ours must still end as this file's error alone
+        raise ConfigError(
+            [ConfigIssue(str(path), 1, 1, "", f"internal error while validating ({type(exc).__name__}); please report it to rayops")]
+        ) from exc
+
+
+def _load_pipeline(path: Path, *, defaults: Defaults, text: str | None, env: Mapping[str, str], project_dir: Path) -> LoadedPipeline:
+    try:
+        text = read_config_text(path) if text is None else text
+    except ConfigError as exc:
+        raise ConfigError(exc.issues + defaults.issues) from None
+    doc = load_yaml(text, file=str(path))
+    issues = list(doc.issues) + defaults.issues  # a broken defaults.yaml holds every pipeline back
+    if doc.value is None:
+        if not doc.issues:
+            what = "the file is empty" if doc.empty else "a pipeline file must be a mapping, not a single value"
+            issues.append(doc.issue((), f"{what}; a pipeline needs at least `pipeline:` and `data:`"))
         raise ConfigError(issues)
     if not isinstance(doc.value, dict):
-        raise ConfigError([doc.issue((), "a pipeline file must be a mapping with at least `pipeline:` and `data:`")])
+        raise ConfigError(issues + [doc.issue((), "a pipeline file must be a mapping with at least `pipeline:` and `data:`")])
+    if policies.SECTION in doc.value:
+        doc.value.pop(policies.SECTION)
+        issues.append(
+            doc.issue((policies.SECTION,), "security settings belong in defaults.yaml (the platform team's file); a pipeline cannot change them")
+        )
+    issues_before = len(doc.issues)
+    expand_variables(doc, env, defaults.policy.env_refusal)
+    issues += doc.issues[issues_before:]
     merged = _Merged(doc, defaults)
     data = merged.value
-    _resolve_relative_uris(data, project_dir or project_dir_of(path.parent))
+    _resolve_relative_uris(data, project_dir)
     spec = None
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        issues += [_issue_from_pydantic(err, data, merged) for err in exc.errors(include_url=False)]
+        for err in exc.errors(include_url=False):
+            path = _yaml_path(tuple(err["loc"]), data)
+            if not merged.doc_of(path).was_refused(path):
+                issues.append(_issue_from_pydantic(err, data, merged))
     issues += _semantic_issues(data, merged)
+    if spec is not None:
+        issues += _scope_issues(spec, merged, defaults, project_dir)
     if issues or spec is None:
+        for source in merged.docs:
+            issues = [source.scrub(i) for i in issues]
         raise ConfigError(issues)
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return LoadedPipeline(
@@ -123,7 +237,19 @@ def load_pipeline(
         file=str(path),
         source_text=text,
         config_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        project_dir=str(project_dir.resolve()),
+        source_roots=tuple(policies.source_roots(defaults.policy, project_dir=project_dir, storage_root=spec.storage.root)),
     )
+
+
+def _valid_uri(value: str) -> bool:
+    from airflow_provider_rayops.storage.uri import InvalidURIError, parse_uri
+
+    try:
+        parse_uri(value, base_dir="/")
+    except InvalidURIError:
+        return False
+    return True
 
 
 def _resolve_relative_uris(data: dict, project_dir: Path) -> None:
@@ -132,8 +258,39 @@ def _resolve_relative_uris(data: dict, project_dir: Path) -> None:
         for key in path[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None
         value = parent.get(path[-1]) if isinstance(parent, dict) else None
-        if isinstance(value, str) and value.startswith("file://") and not value.startswith("file:///"):
+        if isinstance(value, str) and value.startswith("file://") and not value.startswith("file:///") and "\x00" not in value:
             parent[path[-1]] = "file://" + str((project_dir / value[len("file://") :]).resolve())
+
+
+def _scope_issues(spec: PipelineSpec, merged: _Merged, defaults: Defaults, project_dir: Path) -> list[ConfigIssue]:
+    """Where the pipeline reads, writes and imports from must lie inside what the platform allows."""
+    policy = defaults.policy
+    issues = []
+    uris = {("storage", "root"): spec.storage.root, ("data", "source"): spec.data.source}
+    if spec.monitor is not None:
+        uris[("monitor", "current")] = spec.monitor.current
+    uris = {key: uri for key, uri in uris.items() if not merged.doc_of(key).was_refused(key)}
+    for key, uri in uris.items():
+        if not _valid_uri(uri):
+            issues.append(merged.issue(key, "not a usable URI (file:///path, file://relative/path or s3://bucket/key)"))
+            return issues
+    storage = policies.storage_roots(policy, project_dir=project_dir, platform_root=defaults.storage_root)
+    problem = policies.outside_roots_message(spec.storage.root, storage, what="storage.root", key="storage_roots")
+    if problem and ("storage", "root") in uris:
+        issues.append(merged.issue(("storage", "root"), problem))
+    sources = policies.source_roots(policy, project_dir=project_dir, storage_root=spec.storage.root)
+    for key, uri in uris.items():
+        if key == ("storage", "root"):
+            continue
+        problem = policies.outside_roots_message(uri, sources, what=format_path(key), key="source_roots")
+        if problem:
+            issues.append(merged.issue(key, problem))
+    if spec.train is not None:
+        module = spec.train.entrypoint.partition(":")[0]
+        refusal = policies.entrypoint_refusal(module, policy, project_dir=project_dir)
+        if refusal:
+            issues.append(merged.issue(("train", "entrypoint"), refusal))
+    return issues
 
 
 def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
@@ -230,9 +387,15 @@ def _yaml_path(loc: tuple, data: Any) -> KeyPath:
 _UNION_TAGS = {"local", "ray", "kuberay", "function-after", "function-before", "function-wrap", "tuple"}
 
 
-def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
+class _PolicyRoot(BaseModel):
+    """Where the security section sits, for locating its errors."""
+
+    security: SecurityPolicy
+
+
+def _model_at(path: KeyPath, data: Any, root: type[BaseModel] = PipelineSpec) -> type[BaseModel] | None:
     """The pydantic model that validates the mapping at `path`."""
-    annotation: Any = PipelineSpec
+    annotation: Any = root
     node = data
     for part in path:
         annotation = _resolve_model(annotation, node)
@@ -290,17 +453,17 @@ def _unknown_key_message(key: str, allowed: Mapping[str, Any]) -> str:
     return f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
 
 
-def _issue_from_pydantic(err: dict, data: Any, merged: _Merged) -> ConfigIssue:
+def _issue_from_pydantic(err: dict, data: Any, merged: _Merged, root: type[BaseModel] = PipelineSpec) -> ConfigIssue:
     loc = tuple(err["loc"])
     path = _yaml_path(loc, data)
     kind = err["type"]
     found = err.get("input")
     if kind == "extra_forbidden":
-        model = _model_at(path[:-1], data)
+        model = _model_at(path[:-1], data, root)
         allowed = model.model_fields if model else {}
         return merged.issue(path, _unknown_key_message(str(path[-1]), allowed))
     if kind == "missing":
-        model = _model_at(path[:-1], data)
+        model = _model_at(path[:-1], data, root)
         field = model.model_fields.get(str(path[-1])) if model else None
         what = f" ({field.description})" if field and field.description else ""
         return merged.issue(path, f"required key missing{what}")
@@ -317,9 +480,10 @@ def _issue_from_pydantic(err: dict, data: Any, merged: _Merged) -> ConfigIssue:
         msg = msg[len("Value error, ") :]
     elif msg.startswith("Input should be "):
         msg = "expected " + msg[len("Input should be ") :]
-    if "found" not in msg and not isinstance(found, (dict, list)):
-        msg += f", found {found!r}"
-    return merged.issue(path, msg)
+    if merged.doc_of(path).expanded_from(path) and "found" in msg:
+        msg = msg.split(", found", 1)[0]  # a validator quoted the value: it came from the environment
+    show = "found" not in msg and not isinstance(found, (dict, list))
+    return merged.issue(path, msg, found=found, show_found=show)
 
 
 # --- a whole folder --------------------------------------------------------------------------
@@ -343,19 +507,13 @@ def load_config_dir(config_dir: Path, *, env: Mapping[str, str] | None = None, f
     config_dir = Path(config_dir)
     project_dir = project_dir_of(config_dir)
     defaults = load_defaults(config_dir, env=env)
-    defaults_error = ConfigError(defaults.issues) if defaults and defaults.issues else None
     loaded: list[LoadedPipeline] = []
     errors: dict[str, ConfigError] = {}
     for path in files if files is not None else pipeline_files(config_dir):
         try:
-            pipeline = load_pipeline(path, defaults=defaults, env=env, project_dir=project_dir)
+            loaded.append(load_pipeline(path, defaults=defaults, env=env, project_dir=project_dir))
         except ConfigError as exc:
-            errors[str(path)] = ConfigError(exc.issues + (defaults_error.issues if defaults_error else []))
-            continue
-        if defaults_error:
-            errors[str(path)] = defaults_error
-            continue
-        loaded.append(pipeline)
+            errors[str(path)] = exc
     return check_unique_names(loaded, errors, env=env)
 
 
@@ -368,7 +526,7 @@ def check_unique_names(
     for pipeline in loaded:
         first = names.setdefault(pipeline.spec.pipeline, pipeline.file)
         if first != pipeline.file:
-            doc = load_yaml(pipeline.source_text, file=pipeline.file, env=env)
+            doc = load_yaml(pipeline.source_text, file=pipeline.file)
             errors[pipeline.file] = ConfigError(
                 [doc.issue(("pipeline",), f"pipeline name {pipeline.spec.pipeline!r} is already used by {first}")]
             )

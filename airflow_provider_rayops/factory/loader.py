@@ -8,6 +8,7 @@ from typing import Any, MutableMapping
 
 from airflow_provider_rayops.config.cache import load_config_dir_cached
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
+from airflow_provider_rayops.config.loader import ConfigDirResult
 
 
 def config_dir_from_env(default: Path | None = None) -> Path:
@@ -34,7 +35,11 @@ def load_pipelines(
     folder = Path(config_dir) if config_dir is not None else config_dir_from_env(
         Path(default_config_dir) if default_config_dir is not None else None
     )
-    result = load_config_dir_cached(folder)
+    try:
+        result = load_config_dir_cached(folder)
+    except Exception as exc:  # never expected (each file's problems are its own errors); never fatal either
+        issue = ConfigIssue(str(folder), 1, 1, "", f"reading the config folder failed: {type(exc).__name__}: {exc}")
+        result = ConfigDirResult(pipelines=[], errors={str(folder): ConfigError([issue])})
     dags: dict[str, Any] = {}
     for loaded in result.pipelines:
         try:

@@ -98,6 +98,29 @@ def resolve_uri(uri: str, *, base_dir: str | os.PathLike[str] | None = None) -> 
     return str(parse_uri(uri, base_dir=base_dir))
 
 
+def is_within(uri: str, root: str) -> bool:
+    """Whether `uri` names `root` itself or something under it (by whole path segments).
+
+    Both must be absolute. `file://` paths are compared after resolving symlinks and `..`,
+    so a link out of the root does not count as inside it.
+    """
+    try:
+        target, base = parse_uri(uri), parse_uri(root)
+    except InvalidURIError:
+        return False
+    if target.scheme != base.scheme:
+        return False
+    if target.scheme == "file":
+        target_path = os.path.realpath(target.path)
+        base_path = os.path.realpath(base.path)
+        return target_path == base_path or target_path.startswith(base_path.rstrip("/") + "/")
+    if target.bucket != base.bucket:
+        return False
+    prefix = base.path.strip("/")
+    key = target.path.strip("/")
+    return not prefix or key == prefix or key.startswith(prefix + "/")
+
+
 def join_uri(base: str, *parts: str) -> str:
     """`base` with path segments appended: `join_uri("s3://b/snaps", "abc", "train.parquet")`."""
     joined = base

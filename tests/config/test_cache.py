@@ -45,11 +45,11 @@ def test_a_changed_file_is_validated_again_and_only_it(write, config_dir, tmp_pa
 
 
 def test_a_changed_environment_variable_invalidates_the_files_using_it(write, config_dir, tmp_path, counted_validations):
-    write("a.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://${BUCKET}/churn.parquet"))
-    first = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={"BUCKET": "one"})
-    second = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={"BUCKET": "two"})
-    assert first.pipelines[0].spec.data.source == "s3://one/churn.parquet"
-    assert second.pipelines[0].spec.data.source == "s3://two/churn.parquet"
+    write("a.yaml", MINIMAL.replace("file://data/churn.parquet", "file://${RAYOPS_DATA}/churn.parquet"))
+    first = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={"RAYOPS_DATA": "one"})
+    second = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={"RAYOPS_DATA": "two"})
+    assert first.pipelines[0].spec.data.source == f"file://{config_dir.parent.resolve()}/one/churn.parquet"
+    assert second.pipelines[0].spec.data.source == f"file://{config_dir.parent.resolve()}/two/churn.parquet"
     assert len(counted_validations) == 2
 
 

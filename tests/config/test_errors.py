@@ -35,7 +35,7 @@ def test_yaml_syntax_error_names_line_and_column(write):
 def test_python_object_tags_are_refused(write):
     path = write("p.yaml", MINIMAL + "description: !!python/object/apply:os.system ['echo hi']\n")
     assert errors_of(path) == [
-        f"{path}:5:1: description: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed: "
+        f"{path}:5:14: description: YAML tag '!!python/object/apply:os.system' is not allowed: "
         "pipeline configs hold plain values only"
     ]
 
@@ -82,17 +82,17 @@ def test_bad_cron_schedule(write):
 
 
 def test_missing_environment_variable_is_an_error(write):
-    path = write("p.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://${DATA_BUCKET}/churn.parquet"))
+    path = write("p.yaml", MINIMAL.replace("file://data/churn.parquet", "file://${RAYOPS_DATA}/churn.parquet"))
     assert errors_of(path, env={}) == [
-        f"{path}:3:3: data.source: environment variable DATA_BUCKET is not set (write ${{DATA_BUCKET:-default}} to give a default)"
+        f"{path}:3:3: data.source: environment variable RAYOPS_DATA is not set (write ${{RAYOPS_DATA:-default}} to give a default)"
     ]
 
 
 def test_environment_variables_expand_explicitly_with_defaults_and_escape(write, config_dir):
-    text = MINIMAL.replace("file://data/churn.parquet", "s3://${DATA_BUCKET}/${PREFIX:-raw}/churn.parquet")
+    text = MINIMAL.replace("file://data/churn.parquet", "file://${RAYOPS_DATA}/${RAYOPS_PREFIX:-raw}/churn.parquet")
     path = write("p.yaml", text + "description: costs $${HOME} and $HOME\n")
-    loaded = load_pipeline(path, defaults=load_defaults(config_dir), env={"DATA_BUCKET": "lake"})
-    assert loaded.spec.data.source == "s3://lake/raw/churn.parquet"
+    loaded = load_pipeline(path, defaults=load_defaults(config_dir), env={"RAYOPS_DATA": "lake"})
+    assert loaded.spec.data.source == f"file://{config_dir.parent.resolve()}/lake/raw/churn.parquet"
     assert loaded.spec.description == "costs ${HOME} and $HOME"  # only ${...} expands
 
 

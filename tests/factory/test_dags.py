@@ -74,6 +74,18 @@ def test_a_broken_config_becomes_a_visible_dag_and_hides_no_other(configs, monke
     assert f"{configs / 'fraud.yaml'}:2:1: data.target: required key missing" in broken.doc_md
 
 
+def test_a_hostile_config_is_its_own_broken_dag(configs, monkeypatch):
+    from tests.config.test_hostile_yaml import alias_bomb
+
+    (configs / "bomb.yaml").write_text(alias_bomb())
+    (configs / "latin1.yaml").write_bytes(b"pipeline: x\ndescription: caf\xe9\n")
+    bag = dagbag(configs, monkeypatch)
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["broken__bomb", "broken__latin1", "churn"]
+    assert "expands to more than 100,000 values" in bag.get_dag("broken__bomb").doc_md
+    assert f"{configs / 'latin1.yaml'}:2:17: not UTF-8: byte 0xe9" in bag.get_dag("broken__latin1").doc_md
+
+
 def test_running_the_broken_dag_fails_with_the_config_errors(configs, monkeypatch, airflow_db):
     (configs / "fraud.yaml").write_text("pipeline: fraud\ndata: {source: file://x.csv, target: y}\nschedule: nightly\n")
     broken = dagbag(configs, monkeypatch).get_dag("broken__fraud")

@@ -1,0 +1,145 @@
+"""What pipeline YAML may reach: environment variables, data and storage paths, training code.
+
+Many people commit pipeline files; the platform team owns `dag_configs/defaults.yaml`. Its
+`security:` section (and only there: a pipeline file cannot widen its own limits) says
+
+    security:
+      env_prefixes: [RAYOPS_]        # ${VAR} expands only names with these prefixes...
+      env_names: [DATA_BUCKET]       # ...or these exact names; every other name is refused
+      source_roots: [s3://lake/]     # where data.source may read, besides the defaults below
+      storage_roots: [s3://ml/]      # where storage.root may write, besides the defaults below
+      entrypoint_modules: [acme.ml]  # packages train.entrypoint may import, besides the defaults
+
+Defaults: sources in the project folder (the parent of dag_configs/) or under the storage
+root (the whole bucket for s3://); storage in the project folder or under the storage root
+defaults.yaml names; training loops built in (`rayops.builtin:*`) or modules whose files lie
+in the project folder. Every check names the root or prefix that would have to be added.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from airflow_provider_rayops.config.schema import _URI, Spec
+from airflow_provider_rayops.storage.uri import InvalidURIError, is_within, parse_uri, resolve_uri
+
+BUILTIN_MODULE = "rayops.builtin"
+SECTION = "security"
+Root = Annotated[str, Field(pattern=_URI)]
+
+
+class SecurityPolicy(Spec):
+    """Limits on what pipeline YAML may reach. Set only in defaults.yaml's `security:` section."""
+
+    env_prefixes: list[str] = Field(
+        default_factory=lambda: ["RAYOPS_"],
+        description="${VAR} expands only environment variables whose names start with one of these.",
+    )
+    env_names: list[str] = Field(default_factory=list, description="Further environment variables ${VAR} may expand, by exact name.")
+    source_roots: list[Root] = Field(
+        default_factory=list,
+        description="Further URIs (file:// or s3://) under which data.source may read; the project folder and "
+        "the storage root's bucket are always allowed.",
+    )
+    storage_roots: list[Root] = Field(
+        default_factory=list,
+        description="Further URIs under which storage.root may write; the project folder and the storage root "
+        "of defaults.yaml are always allowed.",
+    )
+    entrypoint_modules: list[str] = Field(
+        default_factory=list,
+        description="Python packages (dotted prefixes) train.entrypoint may import, besides the built-in loops "
+        "and modules whose files lie in the project folder.",
+    )
+
+    def env_refusal(self, name: str) -> str | None:
+        """None when ${name} may be expanded, else why not (never reads the variable)."""
+        if name in self.env_names or any(name.startswith(p) for p in self.env_prefixes if p):
+            return None
+        allowed = ", ".join([f"{p}*" for p in self.env_prefixes] + self.env_names) or "(none)"
+        return (
+            f"only variables named {allowed} may be expanded in pipeline configs; "
+            f"a platform admin can add {name} to security.env_names in defaults.yaml"
+        )
+
+
+def _resolved(uris: list[str], project_dir: Path) -> list[str]:
+    out = []
+    for uri in uris:
+        try:
+            out.append(resolve_uri(uri, base_dir=project_dir))
+        except InvalidURIError:
+            continue  # reported when the policy itself is validated
+    return out
+
+
+def project_root_uri(project_dir: Path) -> str:
+    return f"file://{project_dir.resolve()}/"
+
+
+def bucket_or_folder(root: str) -> str:
+    """The area a storage root opens for reading: the whole bucket for s3://, the folder for file://."""
+    parsed = parse_uri(root)
+    return f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else f"file://{parsed.path.rstrip('/')}/"
+
+
+def source_roots(policy: SecurityPolicy, *, project_dir: Path, storage_root: str | None) -> list[str]:
+    """Where data may be read from, as absolute URIs."""
+    roots = [project_root_uri(project_dir)]
+    if storage_root:
+        roots.append(bucket_or_folder(resolve_uri(storage_root, base_dir=project_dir)))
+    return list(dict.fromkeys(roots + _resolved(policy.source_roots, project_dir)))
+
+
+def storage_roots(policy: SecurityPolicy, *, project_dir: Path, platform_root: str | None) -> list[str]:
+    """Where a pipeline may write, as absolute URIs."""
+    roots = [project_root_uri(project_dir)]
+    if platform_root:
+        roots.append(resolve_uri(platform_root, base_dir=project_dir).rstrip("/") + "/")
+    return list(dict.fromkeys(roots + _resolved(policy.storage_roots, project_dir)))
+
+
+def outside_roots_message(uri: str, roots: list[str], *, what: str, key: str) -> str | None:
+    """None when `uri` lies under one of `roots`; else a message naming the roots and the fix."""
+    if any(is_within(uri, root) for root in roots):
+        return None
+    parsed = parse_uri(uri)
+    needed = f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else f"file://{str(Path(parsed.path).parent).rstrip('/')}/"
+    return (
+        f"{what} {uri} is outside the allowed roots ({', '.join(roots)}); a platform admin can allow it by "
+        f"adding a root that contains it (e.g. {needed}) to security.{key} in defaults.yaml"
+    )
+
+
+def entrypoint_refusal(module: str, policy: SecurityPolicy, *, project_dir: Path) -> str | None:
+    """None when train.entrypoint's module may be imported; else why not. Never imports anything."""
+    if module == BUILTIN_MODULE or any(module == p or module.startswith(p + ".") for p in policy.entrypoint_modules if p):
+        return None
+    top = module.split(".")[0]
+    hint = (
+        f"put the loop in a module of the project folder ({project_dir}), or ask a platform admin to add "
+        f"its package to security.entrypoint_modules in defaults.yaml"
+    )
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return f"module {module!r} is part of Python's standard library, not a training loop; {hint}"
+    relative = Path(*module.split("."))
+    candidates = [project_dir / relative.with_suffix(".py"), project_dir / relative / "__init__.py"]
+    if not any(c.is_file() for c in candidates):
+        return f"module {module!r} is neither a built-in loop (rayops.builtin:...) nor a file in the project folder; {hint}"
+    # A project file named like an installed package would be shadowed by it at import time.
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: searched, never executed
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    origin = spec.origin if spec and spec.origin not in (None, "namespace") else None
+    places = [Path(p) for p in locations] + ([Path(origin)] if origin else [])
+    project = project_dir.resolve()
+    if places and not any(p.resolve().is_relative_to(project) for p in places):
+        return f"module {top!r} is an installed package ({places[0]}), which a file of the same name in the project would not replace; {hint}"
+    return None
