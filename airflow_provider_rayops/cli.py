@@ -25,7 +25,8 @@ from airflow_provider_rayops.config.loader import (
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.config.schema import PipelineSpec
 from airflow_provider_rayops.factory.loader import config_dir_from_env
-from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, Output, PlannedTask, plan_pipeline, render_job_args
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, plan_pipeline
+from airflow_provider_rayops.operators.run_values import preview_run_values
 
 
 def _load(paths: Sequence[str], config_dir: Path) -> ConfigDirResult:
@@ -143,7 +144,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         "schedule": plan.spec.schedule,
         "compute": {"profile": plan.spec.compute, **plan.spec.profile.model_dump(mode="json")},
         "params": params,
-        "tasks": [_render_task(t, params) for t in plan.tasks],
+        "tasks": [_render_task(t) for t in plan.tasks],
     }
     if args.format == "json":
         print(json.dumps(out, indent=2))
@@ -159,17 +160,19 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_task(task: PlannedTask, params: dict) -> dict:
+def _render_task(task: PlannedTask) -> dict:
+    """The task as a run with default params would send it; values known only at run time
+    (upstream results, the run's identity) show as <placeholders>."""
     out: dict = {"task_id": task.full_id, "upstream": list(task.upstream)}
     if task.submission is None:
         out["operator"] = REGISTRY_OPERATORS[task.operator]
-        out["arguments"] = {k: str(v) if isinstance(v, Output) else v for k, v in task.arguments.items()}
+        out["arguments"] = preview_run_values(task.arguments)
         return out
     sub = task.submission
     out["operator"] = "SubmitRayJobOperator"
     out["submission"] = {
         "entrypoint": sub.entrypoint,
-        "job_args": render_job_args(sub.job_args, params),
+        "job_args": preview_run_values(sub.job_args),
         "entrypoint_num_cpus": sub.entrypoint_num_cpus,
         "entrypoint_num_gpus": sub.entrypoint_num_gpus,
         "entrypoint_memory": sub.entrypoint_memory,

@@ -64,12 +64,14 @@ def test_render_shows_the_exact_job_submissions():
         "ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"
     ]
     assert register["operator"] == "RegisterMLflowModelOperator"
-    assert register["arguments"]["evaluation"] == "<output of evaluate.score>"
+    assert register["arguments"]["evaluation"] == "<result of evaluate.score>"
     assert register["arguments"]["gates"][0] == {"metric": "auc", "min": 0.75}
-    assert champion["arguments"]["version"] == "<output of promote.register>"
+    assert champion["arguments"]["version"] == "<result of promote.register>"
     assert train["upstream"] == ["ingest.snapshot"] and evaluate["upstream"] == ["train.fit"]
     assert train["submission"]["job_args"]["params"] == {"epochs": 4, "lr": 0.003, "batch_size": 256, "hidden_sizes": [64, 32]}
-    assert train["submission"]["job_args"]["snapshot_uri"] == "{{ ti.xcom_pull(task_ids='ingest.snapshot')['snapshot_uri'] }}"
+    assert train["submission"]["job_args"]["snapshot_uri"] == "<snapshot_uri from ingest.snapshot>"
+    assert train["submission"]["job_args"]["run_root"] == f"file://{ROOT}/.rayops/artifacts/runs/churn/<run folder>"
+    assert train["submission"]["job_args"]["lineage"]["run_id"] == "<run_id>"
     assert evaluate["submission"]["job_args"]["metrics"] == ["accuracy", "auc", "f1"]
     task = ingest
     assert task["submission"]["entrypoint"] == "python -m airflow_provider_rayops.jobs.ingest"

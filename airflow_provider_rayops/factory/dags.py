@@ -10,10 +10,11 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
 
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
-from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, Output, PipelinePlan, plan_pipeline
-from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
 from airflow_provider_rayops.operators import mlflow_model
+from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
+from airflow_provider_rayops.operators.run_values import UpstreamResult
 
 BROKEN_PREFIX = "broken__"
 TAG = "rayops"
@@ -32,7 +33,6 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         max_active_runs=1,
         tags=[TAG, *spec.tags],
         doc_md=_doc(loaded, plan),
-        render_template_as_native_obj=True,
         default_args={
             "owner": spec.owner,
             "retries": spec.retries,
@@ -52,8 +52,10 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
             if group is None:
                 group = groups[planned.stage] = TaskGroup(planned.stage)
             if planned.operator != "ray_job":
+                # Upstream results arrive as XComArgs, resolved by Airflow without any Jinja; the
+                # config's strings go to fields that are not templated (config is data, never code).
                 arguments = {
-                    key: tasks[value.task].output if isinstance(value, Output) else value
+                    key: tasks[value.task_id].output if isinstance(value, UpstreamResult) else value
                     for key, value in planned.arguments.items()
                 }
                 operator = getattr(mlflow_model, REGISTRY_OPERATORS[planned.operator])

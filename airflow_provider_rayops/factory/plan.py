@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
+from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult
 
 JOBS_MODULE = "airflow_provider_rayops.jobs"
 
@@ -29,7 +30,8 @@ class RunParam:
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What SubmitRayJobOperator sends to the Ray Jobs API for one task."""
+    """What SubmitRayJobOperator sends to the Ray Jobs API for one task. `job_args` is plain data
+    from the config plus run-time values (operators/run_values.py); it is never a template."""
 
     entrypoint: str
     job_args: dict[str, Any]
@@ -46,16 +48,6 @@ REGISTRY_OPERATORS: dict[str, str] = {
     "approve": "ApproveModelVersionOperator",
     "promote": "PromoteMLflowModelOperator",
 }
-
-
-@dataclass(frozen=True)
-class Output:
-    """The return value (XCom) of an upstream task, given to a non-job task as an argument."""
-
-    task: str
-
-    def __str__(self) -> str:
-        return f"<output of {self.task}>"
 
 
 @dataclass(frozen=True)
@@ -88,26 +80,13 @@ class PipelinePlan:
     retry_delay_s: float = field(default=30.0)
 
 
-def _param_ref(name: str) -> str:
-    # Rendered by Airflow with render_template_as_native_obj, so numbers stay numbers.
-    return "{{ params.%s }}" % name
-
-
-def _result_of(task: str, key: str) -> str:
-    """A value from an upstream task's job result (its XCom return value)."""
-    return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task, key)
-
-
-# Per Airflow task run, the same on every try, safe as a path segment: a retry resumes there.
-_RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
-
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
     spec = loaded.spec
     params: list[RunParam] = []
-    tasks = [_plan_ingest(spec, params)]
+    tasks = [_plan_ingest(loaded, params)]
     lineage = _lineage(loaded)
     if spec.tune is not None:
         tasks.append(_plan_tune(spec, lineage, upstream=tasks[-1]))
@@ -127,14 +106,15 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
     )
 
 
-def _plan_ingest(spec: PipelineSpec, params: list[RunParam]) -> PlannedTask:
+def _plan_ingest(loaded: LoadedPipeline, params: list[RunParam]) -> PlannedTask:
+    spec = loaded.spec
     data = spec.data
     params += [
         RunParam(
             "source",
             data.source,
             {"type": "string", "pattern": r"^(file|s3)://.+"},
-            "Data source URI to snapshot for this run (file:// or s3://).",
+            "Data source URI to snapshot for this run (file:// or s3://, under the pipeline's allowed roots).",
         ),
         RunParam(
             "validation_fraction",
@@ -151,12 +131,13 @@ def _plan_ingest(spec: PipelineSpec, params: list[RunParam]) -> PlannedTask:
         submission=JobSubmission(
             entrypoint=f"python -m {JOBS_MODULE}.ingest",
             job_args={
-                "source": _param_ref("source"),
+                # A source given at trigger time is checked against the allowed roots before submitting.
+                "source": TriggerParam("source", data.source, within=loaded.source_roots, base_dir=loaded.project_dir),
                 "format": data.format,
                 "target": data.target,
                 "features": list(data.features) if data.features is not None else None,
-                "split_validation": _param_ref("validation_fraction"),
-                "seed": _param_ref("split_seed"),
+                "split_validation": TriggerParam("validation_fraction", data.split.validation),
+                "seed": TriggerParam("split_seed", data.split.seed),
                 "min_rows": data.min_rows,
                 "snapshot_root": f"{_root(spec)}/snapshots/{spec.pipeline}",
             },
@@ -169,13 +150,13 @@ def _train_args(spec: PipelineSpec, snapshot_task: PlannedTask, lineage: dict[st
     train = spec.train
     assert train is not None
     return {
-        "snapshot_uri": _result_of(snapshot_task.full_id, "snapshot_uri"),
+        "snapshot_uri": UpstreamResult(snapshot_task.full_id, "snapshot_uri"),
         "entrypoint": train.entrypoint,
         "scaling": spec.train_scaling.model_dump(mode="json"),
         "checkpoint": train.checkpoint.model_dump(mode="json"),
         "max_failures": train.max_failures,
         "mixed_precision": train.mixed_precision,
-        "run_root": f"{_root(spec)}/runs/{spec.pipeline}/{_RUN_FOLDER}",
+        "run_root": RunFolder(f"{_root(spec)}/runs/{spec.pipeline}"),
         "experiment": spec.tracking.experiment or spec.pipeline,
         "lineage": lineage,
     }
@@ -193,7 +174,7 @@ def _plan_train(spec: PipelineSpec, params: list[RunParam], lineage: dict[str, A
             continue
         param_name = name if name not in taken else f"train_{name}"
         params.append(RunParam(param_name, value, {"type": kind}, f"Training parameter {name} (train.params.{name})."))
-        loop_params[name] = _param_ref(param_name)
+        loop_params[name] = TriggerParam(param_name, value)
     args = _train_args(spec, upstream, lineage)
     args["params"] = loop_params
     return PlannedTask(
@@ -240,9 +221,9 @@ def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task
         submission=JobSubmission(
             entrypoint=f"python -m {JOBS_MODULE}.evaluate",
             job_args={
-                "model_uri": _result_of(model_task.full_id, "model_uri"),
-                "mlflow_run_id": _result_of(model_task.full_id, "mlflow_run_id"),
-                "snapshot_uri": _result_of(snapshot_task.full_id, "snapshot_uri"),
+                "model_uri": UpstreamResult(model_task.full_id, "model_uri"),
+                "mlflow_run_id": UpstreamResult(model_task.full_id, "mlflow_run_id"),
+                "snapshot_uri": UpstreamResult(snapshot_task.full_id, "snapshot_uri"),
                 "metrics": list(evaluate.metrics),
                 "registered_model": spec.promote.registered_model if spec.promote else None,
                 "champion_alias": spec.promote.alias if spec.promote else "champion",
@@ -265,7 +246,7 @@ def _plan_promote(spec: PipelineSpec, *, evaluate_task: PlannedTask) -> list[Pla
         operator="register",
         arguments={
             **common,
-            "evaluation": Output(evaluate_task.full_id),
+            "evaluation": UpstreamResult(evaluate_task.full_id),
             "gates": [g.model_dump(mode="json", exclude_none=True) for g in evaluate.gates],
             "challenger_alias": promote.challenger_alias,
             "on_gate_failure": promote.on_gate_failure,
@@ -282,13 +263,13 @@ def _plan_promote(spec: PipelineSpec, *, evaluate_task: PlannedTask) -> list[Pla
             operator="approve",
             arguments={
                 **common,
-                "registration": Output(register.full_id),
+                "registration": UpstreamResult(register.full_id),
                 "champion_alias": promote.alias,
                 "challenger_alias": promote.challenger_alias,
             },
         )
         tasks.append(approve)
-        approval = Output(approve.full_id)
+        approval = UpstreamResult(approve.full_id)
     if spec.deploy is None:
         # Without a deploy stage the version serves nowhere first: it becomes champion at once.
         tasks.append(
@@ -300,7 +281,7 @@ def _plan_promote(spec: PipelineSpec, *, evaluate_task: PlannedTask) -> list[Pla
                 operator="promote",
                 arguments={
                     **common,
-                    "version": Output(register.full_id),
+                    "version": UpstreamResult(register.full_id),
                     "approval": approval,
                     "champion_alias": promote.alias,
                     "previous_alias": promote.previous_alias,
@@ -322,10 +303,10 @@ def _lineage(loaded: LoadedPipeline) -> dict[str, Any]:
         "config_file": loaded.file,
         "config_hash": loaded.config_hash,
         "config_git_commit": git_commit_of(Path(loaded.file).parent),
-        "dag_id": "{{ ti.dag_id }}",
-        "run_id": "{{ run_id }}",
-        "task_id": "{{ ti.task_id }}",
-        "try_number": "{{ ti.try_number }}",
+        "dag_id": RunFact("dag_id"),
+        "run_id": RunFact("run_id"),
+        "task_id": RunFact("task_id"),
+        "try_number": RunFact("try_number"),
     }
 
 
@@ -364,15 +345,3 @@ def _resolve_head(git_dir: Path) -> str | None:
             if line.endswith(" " + ref):
                 return line.split(" ", 1)[0]
     return None  # a branch with no commit yet
-
-
-def render_job_args(job_args: Any, params: dict[str, Any]) -> Any:
-    """The job args as a run with these params would send them (what `rayops render` shows).
-    Upstream results are only known at run time and stay as their templates."""
-    if isinstance(job_args, dict):
-        return {key: render_job_args(value, params) for key, value in job_args.items()}
-    if isinstance(job_args, list):
-        return [render_job_args(value, params) for value in job_args]
-    if isinstance(job_args, str) and job_args.startswith("{{ params.") and job_args.endswith(" }}"):
-        return params[job_args[len("{{ params.") : -3]]
-    return job_args

@@ -125,11 +125,11 @@ class RegisterMLflowModelOperator(BaseOperator):
     """Register the evaluated model as a new version, judge it by the gates, and on a pass give it
     the challenger alias.
 
-    :param registered_model: MLflow registered model name (created if missing). Templated.
+    :param registered_model: MLflow registered model name (created if missing).
     :param evaluation: the evaluate job's result dict (the evaluate task's XCom: pass
         `evaluate_task.output`, or a template). It names the training run (`mlflow_run_id`) and
         its logged model (`model_uri`) that become the version. Templated.
-    :param gates: the YAML's `evaluate.gates` as a list of dicts (see registry/gates.py). Templated.
+    :param gates: the YAML's `evaluate.gates` as a list of dicts (see registry/gates.py).
     :param mlflow_conn_id: a `rayops_mlflow` connection; None: the embedded local store.
     :param challenger_alias: alias given to a version that passes every gate.
     :param on_gate_failure: "skip" (the task is skipped, and so is everything after it) or "fail"
@@ -143,8 +143,10 @@ class RegisterMLflowModelOperator(BaseOperator):
     model_version_url, challenger_alias: alias or None}`.
     """
 
-    template_fields: Sequence[str] = ("registered_model", "evaluation", "gates", "challenger_alias")
-    template_fields_renderers = {"evaluation": "json", "gates": "json"}
+    # Only upstream results are templated: names, aliases and gates come from pipeline YAML, and
+    # config text never reaches Jinja.
+    template_fields: Sequence[str] = ("evaluation",)
+    template_fields_renderers = {"evaluation": "json"}
     operator_extra_links = (MlflowModelVersionLink(),)
     ui_color = "#d6f5e3"
 
@@ -244,7 +246,7 @@ class ApproveModelVersionOperator(ApprovalOperator):
     gate table, lineage and a link to MLflow, and asks for a comment; the decision (who, when, the
     comment) is recorded on the model version as soon as it is made, Approve or Reject.
 
-    :param registered_model: the registered model name. Templated.
+    :param registered_model: the registered model name.
     :param registration: the register task's XCom (`register_task.output`) or a version number. Templated.
     :param mlflow_conn_id: a `rayops_mlflow` connection; None: the embedded local store.
     :param champion_alias: the alias the version will get (shown in the form).
@@ -255,7 +257,8 @@ class ApproveModelVersionOperator(ApprovalOperator):
     ApprovalOperator's: `{chosen_options, params_input: {comment}, responded_at, responded_by_user: {id, name}}`.
     """
 
-    template_fields: Sequence[str] = ("subject", "body", "registered_model", "registration")
+    # subject and body are written in execute() from the version; config text never reaches Jinja.
+    template_fields: Sequence[str] = ("registration",)
     operator_extra_links = (MlflowModelVersionLink(),)
 
     def __init__(
@@ -358,7 +361,7 @@ class PromoteMLflowModelOperator(BaseOperator):
     """Make a version the champion: the old champion keeps the previous alias (rollback without
     search), and who or what approved it is recorded on the version.
 
-    :param registered_model: the registered model name. Templated.
+    :param registered_model: the registered model name.
     :param version: the version number, or the register task's XCom dict (`register_task.output`). Templated.
     :param approval: the approval task's XCom (`approve_task.output`; ApprovalOperator's shape), or
         None when the pipeline needs no person: then the gate policy the version passed (gate set
@@ -374,7 +377,7 @@ class PromoteMLflowModelOperator(BaseOperator):
     {decision, by, comment}, model_uri: "models:/<name>@<champion>", model_version_url}`.
     """
 
-    template_fields: Sequence[str] = ("registered_model", "version", "approval")
+    template_fields: Sequence[str] = ("version", "approval")
     template_fields_renderers = {"approval": "json"}
     operator_extra_links = (MlflowModelVersionLink(),)
     ui_color = "#d6f5e3"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_rayops.operators.run_values import TriggerParam, UpstreamResult
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,13 +50,15 @@ def test_example_pipeline_yields_the_expected_task_graph():
     assert dag.get_task("evaluate.score").upstream_task_ids == {"train.fit"}
     assert dag.get_task("train.fit").with_mlflow and dag.get_task("evaluate.score").with_mlflow
     assert not dag.get_task("ingest.snapshot").with_mlflow
-    assert dag.get_task("train.fit").job_args["params"]["epochs"] == "{{ params.epochs }}"
+    assert dag.get_task("train.fit").job_args["params"]["epochs"] == TriggerParam("epochs", 4)
     assert dag.params["epochs"] == 4 and dag.params["lr"] == 0.003
     assert dag.task_group.get_child_by_label("ingest").group_id == "ingest"
     task = dag.get_task("ingest.snapshot")
     assert type(task).__name__ == "SubmitRayJobOperator"
     assert task.entrypoint == "python -m airflow_provider_rayops.jobs.ingest"
-    assert task.job_args["source"] == "{{ params.source }}"
+    assert task.job_args["source"] == TriggerParam(
+        "source", f"file://{ROOT}/data/churn.parquet", within=(f"file://{ROOT}/", f"file://{ROOT}/.rayops/artifacts/"), base_dir=str(ROOT)
+    )
     assert set(dag.tags) == {"rayops", "tabular", "demo"}
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 0 * * 0"  # @weekly
     assert dag.params["validation_fraction"] == 0.2
@@ -135,4 +139,4 @@ def test_a_tune_section_replaces_the_train_task_with_a_search(configs, monkeypat
     search = dag.get_task("tune.search")
     assert search.entrypoint == "python -m airflow_provider_rayops.jobs.tune"
     assert search.job_args["search"]["search_space"]["lr"] == {"loguniform": [0.0001, 0.01]}
-    assert dag.get_task("evaluate.score").job_args["model_uri"] == "{{ ti.xcom_pull(task_ids='tune.search')['model_uri'] }}"
+    assert dag.get_task("evaluate.score").job_args["model_uri"] == UpstreamResult("tune.search", "model_uri")

@@ -1,0 +1,109 @@
+"""Config text never reaches Jinja: every string of a pipeline file travels to jobs and operators as data.
+
+Before, the factory copied config strings into templated fields and the DAG rendered them as
+native objects: `registered_model: "{{ lipsum.__globals__['os'].popen('id').read() }}"` ran
+on the worker, `{{ conn.<id>.password }}` copied a secret into a job.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_rayops.config.loader import load_config_dir
+from airflow_provider_rayops.factory.dags import build_pipeline_dag
+from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
+
+ROOT = Path(__file__).resolve().parents[2]
+RCE = "{{ lipsum.__globals__['os'].popen('id').read() }}"
+SECRET = "{{ conn.rayops_s3_default.password }}"
+LOOP = "{% for x in range(3) %}{{ x }}{% endfor %}"
+
+HOSTILE_PIPELINE = f"""
+pipeline: jinja
+description: "{RCE}"
+tags: ["{SECRET}"]
+storage: {{root: "file://.rayops/{{{{ run_id }}}}"}}
+tracking: {{experiment: "{SECRET}"}}
+data:
+  source: "file://data/{{{{ ds }}}}.parquet"
+  target: "{SECRET}"
+  features: ["{RCE}", "{LOOP}"]
+train:
+  entrypoint: rayops.builtin:tabular_mlp
+  params: {{epochs: 1, note: "{RCE}", hidden_sizes: [8], extra: {{nested: ["{SECRET}"]}}}}
+evaluate:
+  metrics: [accuracy]
+promote:
+  registered_model: "{RCE}"
+  alias: "{LOOP}"
+  challenger_alias: "{SECRET}"
+  previous_alias: "prev-{{{{ 7 * 7 }}}}"
+  require_approval: true
+"""
+
+TEMPLATE_MARKS = ("{{", "{%", "{#")
+
+
+def strings_in(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings_in(item)
+
+
+@pytest.fixture
+def jinja_dag(tmp_path):
+    folder = tmp_path / "dag_configs"
+    folder.mkdir()
+    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", folder)
+    (folder / "jinja.yaml").write_text(HOSTILE_PIPELINE)
+    result = load_config_dir(folder, env={})
+    assert not result.errors, result.errors
+    [loaded] = result.pipelines
+    return build_pipeline_dag(loaded)
+
+
+def test_no_config_string_reaches_a_templated_field(jinja_dag):
+    assert not jinja_dag.render_template_as_native_obj
+    for task in jinja_dag.tasks:
+        data_fields = getattr(task, "data_fields", ())
+        for name in task.template_fields:
+            if name in data_fields:
+                continue
+            for text in strings_in(getattr(task, name)):
+                assert not any(mark in text for mark in TEMPLATE_MARKS), (task.task_id, name, text)
+
+
+def test_every_config_string_reaches_the_job_verbatim(jinja_dag):
+    ingest = jinja_dag.get_task("ingest.snapshot")
+    assert ingest.job_args["target"] == SECRET
+    assert ingest.job_args["features"] == [RCE, LOOP]
+    assert ingest.job_args["snapshot_root"].endswith("/.rayops/{{ run_id }}/snapshots/jinja")
+    train = jinja_dag.get_task("train.fit")
+    assert train.job_args["experiment"] == SECRET
+    assert train.job_args["params"]["extra"] == {"nested": [SECRET]}
+    assert train.job_args["params"]["hidden_sizes"] == [8]
+    assert jinja_dag.params["note"] == RCE  # a Param's default is a value, never rendered
+    register = jinja_dag.get_task("promote.register")
+    assert (register.registered_model, register.challenger_alias) == (RCE, SECRET)
+    champion = jinja_dag.get_task("promote.champion")
+    assert (champion.champion_alias, champion.previous_alias) == (LOOP, "prev-{{ 7 * 7 }}")
+    assert jinja_dag.get_task("evaluate.score").job_args["registered_model"] == RCE
+
+
+def test_submit_operator_resolves_job_args_without_jinja(jinja_dag):
+    """The operator's own rendering step: Jinja for its templated fields only, job args untouched."""
+    task = jinja_dag.get_task("ingest.snapshot")
+    assert isinstance(task, SubmitRayJobOperator)
+    context = {"params": {"source": task.job_args["source"].default, "validation_fraction": 0.25, "split_seed": 3}}
+    task.render_template_fields(context)
+    assert task.job_args["target"] == SECRET
+    assert task.job_args["features"] == [RCE, LOOP]
+    assert (task.job_args["split_validation"], task.job_args["seed"]) == (0.25, 3)
