@@ -34,6 +34,22 @@ def get_provider_info() -> dict:
             {"integration-name": "S3 storage", "python-modules": ["airflow_provider_rayops.hooks.s3"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.hooks.mlflow"]},
         ],
+        "config": {
+            "rayops": {
+                "description": "rayops: the Airflow provider that runs the ML lifecycle on Ray.",
+                "options": {
+                    "deployment_id": {
+                        "description": "This Airflow deployment's name in the Ray jobs it submits (job ids and "
+                        "metadata). Give each deployment its own when several share one Ray cluster: a task "
+                        "only re-attaches to a job its own deployment submitted.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "ml-prod",
+                        "default": "airflow",
+                    },
+                },
+            },
+        },
         "operators": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.operators.mlflow_model"]},

@@ -8,10 +8,15 @@ submits a new one (suffix -2, -3, ...) only after a failed or stopped one.
 
 Deferrable by default: the worker slot is released while `RayJobTrigger` follows the job
 from the triggerer; job log lines reach the task log as they come, either way.
+
+`job_args` is data, never a Jinja template: run-time values go in as objects from
+`operators.run_values` (a trigger Param, an upstream result, the run id) or Airflow XComArgs,
+resolved in Python just before submission. Strings in it reach the job exactly as written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_rayops.backends import get_backend, parse_profile
@@ -27,6 +33,7 @@ from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, Job
 from airflow_provider_rayops.backends.jobs_api import JobOutcome, LogFollower, RayJobsClient
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
+from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
 from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
 
 if TYPE_CHECKING:
@@ -37,21 +44,89 @@ _MAX_READABLE = 96
 _REATTACH = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED)
 
 
-def submission_base(*, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-    """The readable, deterministic stem of a task instance's Ray submission ids.
+DEFAULT_DEPLOYMENT = "airflow"
 
-    `rayops-<dag>--<task>[--m<map>]--<run>-<hash8>`: sanitised and cut for readability, the
-    hash of the exact four values keeps long or similar ids apart.
+
+def deployment_id() -> str:
+    """This Airflow deployment's name in the Ray jobs it submits: `[rayops] deployment_id`
+    (AIRFLOW__RAYOPS__DEPLOYMENT_ID). Set it when several deployments share one Ray cluster."""
+    from airflow.configuration import conf
+
+    return conf.get("rayops", "deployment_id", fallback=DEFAULT_DEPLOYMENT) or DEFAULT_DEPLOYMENT
+
+
+@dataclasses.dataclass(frozen=True)
+class JobIdentity:
+    """Which task instance, of which Airflow deployment and DAG run, a Ray job belongs to.
+
+    It makes the submission id (`base`) and is recorded in the job's metadata; a job is only
+    re-attached when its metadata says it is ours (`owns`). The DAG run's start time is part
+    of it, so two deployments that both left `deployment_id` at its default still never share
+    a job, and a DAG run cleared and started again gets new ids.
     """
-    readable = f"{dag_id}--{task_id}" + (f"--m{map_index}" if map_index is not None and map_index >= 0 else "")
-    readable = _UNSAFE.sub("_", f"{readable}--{run_id}")[:_MAX_READABLE].strip("_.-")
-    digest = hashlib.sha1(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:8]
-    return f"rayops-{readable}-{digest}"
+
+    deployment: str
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+    run_started: str = ""
+
+    @classmethod
+    def of(cls, context: Context, *, deployment: str) -> JobIdentity:
+        ti = context["ti"]
+        dag_run = context.get("dag_run")
+        started = getattr(dag_run, "start_date", None)
+        return cls(
+            deployment=deployment,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            run_started=started.isoformat() if started is not None else "",
+        )
+
+    @property
+    def base(self) -> str:
+        """`rayops-<dag>--<task>[--m<map>]--<run>-<hash20>`: readable, cut to a bounded length; the
+        80-bit hash of every field keeps long, similar or other deployments' ids apart."""
+        readable = f"{self.dag_id}--{self.task_id}" + (f"--m{self.map_index}" if self.map_index >= 0 else "")
+        readable = _UNSAFE.sub("_", f"{readable}--{self.run_id}")[:_MAX_READABLE].strip("_.-")
+        digest = hashlib.sha256(json.dumps(dataclasses.astuple(self)).encode()).hexdigest()[:20]
+        return f"rayops-{readable}-{digest}"
+
+    def metadata(self, *, try_number: int) -> dict[str, str]:
+        return {
+            "rayops_deployment": self.deployment,
+            "rayops_dag_id": self.dag_id,
+            "rayops_run_id": self.run_id,
+            "rayops_task_id": self.task_id,
+            "rayops_map_index": str(self.map_index),
+            "rayops_run_started": self.run_started,
+            "rayops_try_number": str(try_number),
+        }
+
+    def owns(self, job: JobInfo) -> bool:
+        """Whether `job` was submitted for this very task instance (metadata, not just the id)."""
+        mine = self.metadata(try_number=0)
+        return all(job.metadata.get(key) == value for key, value in mine.items() if key != "rayops_try_number")
 
 
 def submission_id(base: str, attempt: int) -> str:
     """The id of the `attempt`-th submission (1, 2, ...) for a task instance."""
     return f"{base}-{attempt}"
+
+
+def first_try_since_clear(ti: Any, retries: int) -> int:
+    """The try number this task instance started at after it was last cleared (1 if never).
+
+    Clearing sets `max_tries = try_number + retries`, so this is Airflow's own formula. A job
+    submitted by an earlier try belongs to a run the user asked to do again: never re-attached.
+    """
+    max_tries = getattr(ti, "max_tries", None)
+    if max_tries is None:
+        return 1
+    return min(max(1, max_tries - (retries or 0) + 1), ti.try_number)
 
 
 class SubmitRayJobOperator(BaseOperator):
@@ -65,7 +140,9 @@ class SubmitRayJobOperator(BaseOperator):
     :param entrypoint_memory: memory (bytes) reserved for the driver.
     :param entrypoint_resources: custom Ray resources reserved for the driver.
     :param job_args: JSON-able dict the job reads with `jobs.job_args()` (sent as env var
-        RAYOPS_JOB_ARGS; visible in the Ray dashboard, so no secrets). Templated.
+        RAYOPS_JOB_ARGS; visible in the Ray dashboard, so no secrets). Never rendered by Jinja:
+        put run-time values in as `run_values` objects or XComArgs; shown resolved in the UI's
+        rendered-template view.
     :param compute: a compute profile as a plain dict (`{"backend": "local"}` when None).
     :param storage_conn_id: a `rayops_s3` connection whose settings reach the job as env vars.
     :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
@@ -80,6 +157,8 @@ class SubmitRayJobOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("entrypoint", "runtime_env", "job_args")
     template_fields_renderers = {"runtime_env": "json", "job_args": "json", "entrypoint": "bash"}
+    # Listed above so the UI shows them as sent, but resolved without Jinja (render_template_fields).
+    data_fields: Sequence[str] = ("job_args",)
     operator_extra_links = (RayJobLink(),)
     ui_color = "#e6f1fb"
 
@@ -121,6 +200,17 @@ class SubmitRayJobOperator(BaseOperator):
 
     # -- execution -----------------------------------------------------------------------
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Jinja for `entrypoint` and `runtime_env`; `job_args` only has its run-time values resolved."""
+        if not jinja_env:
+            jinja_env = self.get_template_env()
+        templated = [name for name in self.template_fields if name not in self.data_fields]
+        self._do_render_template_fields(self, templated, context, jinja_env, set())
+        try:
+            self.job_args = resolve_run_values(self.job_args, context)
+        except RunValueRefused as exc:
+            raise AirflowFailException(str(exc)) from None
+
     def execute(self, context: Context) -> dict[str, Any] | None:
         backend = get_backend(self.compute)
         endpoint = backend.endpoint()
@@ -130,8 +220,8 @@ class SubmitRayJobOperator(BaseOperator):
         self._endpoint = endpoint
         client = RayJobsClient(endpoint)
         ti = context["ti"]
-        base = submission_base(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index)
-        info = self._attach_or_submit(client, base, context)
+        identity = JobIdentity.of(context, deployment=deployment_id())
+        info = self._attach_or_submit(client, identity, context)
         self._submission_id = info.submission_id
         ti.xcom_push(key=XCOM_KEY, value=link_xcom_value(endpoint.dashboard_url, info.submission_id))
         self.log.info("Ray job %s: %s", info.submission_id, endpoint.job_url(info.submission_id))
@@ -166,21 +256,34 @@ class SubmitRayJobOperator(BaseOperator):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _attach_or_submit(self, client: RayJobsClient, base: str, context: Context) -> JobInfo:
+    def _attach_or_submit(self, client: RayJobsClient, identity: JobIdentity, context: Context) -> JobInfo:
+        """Re-attach to this task instance's job of this try or an earlier try since the last clear
+        (pending, running or succeeded: it runs once), else submit the next attempt."""
+        ti = context["ti"]
+        first_try = first_try_since_clear(ti, self.retries)
         attempt, latest = 1, None
-        while (info := client.get_job(submission_id(base, attempt))) is not None:
+        while (info := client.get_job(submission_id(identity.base, attempt))) is not None:
             latest, attempt = info, attempt + 1
-        if latest is not None and latest.status in _REATTACH:
+        if latest is not None and not identity.owns(latest):
+            self.log.warning(
+                "Ray job %s has this task's id but not its identity (deployment %r, run %r); not re-attaching",
+                latest.submission_id, latest.metadata.get("rayops_deployment"), latest.metadata.get("rayops_run_id"),
+            )  # fmt: skip
+        elif latest is not None and int(latest.metadata.get("rayops_try_number", "0")) < first_try:
+            self.log.info(
+                "Ray job %s (%s) was submitted before this task was cleared (try %s < %s); submitting a new one",
+                latest.submission_id, latest.status.value, latest.metadata.get("rayops_try_number"), first_try,
+            )  # fmt: skip
+        elif latest is not None and latest.status in _REATTACH:
             self.log.info(
                 "Re-attaching to Ray job %s (%s) submitted by an earlier try of this task",
                 latest.submission_id,
                 latest.status.value,
             )
             return latest
-        if latest is not None:
+        elif latest is not None:
             self.log.info("Earlier Ray job %s ended %s; submitting a new one", latest.submission_id, latest.status.value)
-        sid = submission_id(base, attempt)
-        ti = context["ti"]
+        sid = submission_id(identity.base, attempt)
         try:
             client.submit(
                 submission_id=sid,
@@ -190,13 +293,7 @@ class SubmitRayJobOperator(BaseOperator):
                 entrypoint_num_gpus=self.entrypoint_num_gpus,
                 entrypoint_memory=self.entrypoint_memory,
                 entrypoint_resources=self.entrypoint_resources,
-                metadata={
-                    "rayops_dag_id": ti.dag_id,
-                    "rayops_run_id": ti.run_id,
-                    "rayops_task_id": ti.task_id,
-                    "rayops_map_index": str(ti.map_index),
-                    "rayops_try_number": str(ti.try_number),
-                },
+                metadata=identity.metadata(try_number=ti.try_number),
             )
             self.log.info("Submitted Ray job %s: %s", sid, self.entrypoint)
         except JobAlreadyExists:

@@ -12,7 +12,6 @@ import os
 
 import pytest
 
-from airflow_provider_rayops.operators.ray_job import submission_base, submission_id
 
 SUCCEEDS_DAG = "ray_job_on_triggerer_succeeds"
 FAILS_DAG = "ray_job_on_triggerer_fails"
@@ -81,7 +80,8 @@ def test_ray_job_task_is_deferred_while_the_job_runs(airflow_stack, runs):
 
 def test_ray_job_trigger_runs_in_the_triggerer_from_its_stored_kwargs(airflow_stack, ray_head, runs):
     run = runs[SUCCEEDS_DAG]
-    sid = submission_id(submission_base(dag_id=run.dag_id, run_id=run.run_id, task_id="job"), 1)
+    sid = airflow_stack.xcom(run.dag_id, run.run_id, "job", key="ray_job")["submission_id"]
+    assert sid.startswith(f"rayops-{SUCCEEDS_DAG}--job--manual__") and sid.endswith("-1")
     trigger_log = airflow_stack.trigger_log(run.dag_id, run.run_id, "job")
     # submission_id and compute came through serialize() -> database -> triggerer intact.
     assert f"Following Ray job {sid} at {ray_head.endpoint.job_url(sid)}" in trigger_log
@@ -110,3 +110,25 @@ def test_failed_ray_job_fails_the_task_with_its_last_log_lines(airflow_stack, ru
     failure = log[log.index("RayJobFailed") :]
     assert "loading data" in failure
     assert "ValueError: column churned is missing" in failure
+
+
+def test_a_cleared_task_runs_its_job_again_instead_of_re_attaching(airflow_stack, ray_head, runs):
+    """Clearing a finished task (the UI's Clear) means "do it again": before, the new try found
+    the old SUCCEEDED job by its deterministic id and succeeded without running anything."""
+    run = runs[SUCCEEDS_DAG]
+    first = airflow_stack.xcom(run.dag_id, run.run_id, "job", key="ray_job")["submission_id"]
+    airflow_stack.api(
+        "POST",
+        f"/api/v2/dags/{SUCCEEDS_DAG}/clearTaskInstances",
+        {"dry_run": False, "task_ids": ["job"], "dag_run_id": run.run_id, "only_failed": False},
+    )
+    again = airflow_stack.wait_for_run(run.dag_id, run.run_id)
+    assert again.state == "success"
+    assert again.task_instances["job"].try_number == 2
+    second = airflow_stack.xcom(run.dag_id, run.run_id, "job", key="ray_job")["submission_id"]
+    assert second != first
+    client = ray_head.client()
+    jobs = [client.get_job(first), client.get_job(second)]
+    assert [job.status.value for job in jobs] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [job.metadata["rayops_try_number"] for job in jobs] == ["1", "2"]
+    assert "step two: training" in client.get_logs(second)

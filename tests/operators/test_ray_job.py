@@ -12,9 +12,10 @@ import pydantic
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable, JobStatus, RayJobFailed
+from airflow_provider_rayops.backends.base import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
-from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator, submission_base, submission_id
+from airflow_provider_rayops.operators.run_values import RunFact, TriggerParam
+from airflow_provider_rayops.operators.ray_job import JobIdentity, SubmitRayJobOperator, submission_id
 from tests.fixtures.airflow_db import run_dag_test
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -27,8 +28,8 @@ def _python(code: str) -> str:
     return f"python -c '{code}'"
 
 
-def _run(dag: DAG):
-    return run_dag_test(dag)
+def _run(dag: DAG, **kwargs):
+    return run_dag_test(dag, **kwargs)
 
 
 def _only_ti(run):
@@ -63,16 +64,32 @@ def _wait_for_job(client, dag_id: str, status: JobStatus, timeout: float = 60):
 # -- submission ids ---------------------------------------------------------------------
 
 
+def _identity(**changes) -> JobIdentity:
+    fields = dict(deployment="airflow", dag_id="churn", run_id="manual__2026-01-01T00:00:00+00:00", task_id="ingest.snapshot")
+    return JobIdentity(**{**fields, **changes})
+
+
 def test_submission_ids_are_readable_deterministic_and_distinct():
-    base = submission_base(dag_id="churn", run_id="manual__2026-01-01T00:00:00+00:00", task_id="ingest.snapshot")
-    assert base == submission_base(dag_id="churn", run_id="manual__2026-01-01T00:00:00+00:00", task_id="ingest.snapshot")
+    base = _identity().base
+    assert base == _identity().base
     assert base.startswith("rayops-churn--ingest.snapshot--manual__2026-01-01T00_00_00_00_00-")
+    assert len(base.rsplit("-", 1)[1]) == 20  # 80 bits of hash, not 32
     assert submission_id(base, 2) == base + "-2"
-    mapped = submission_base(dag_id="churn", run_id="r", task_id="t", map_index=3)
-    assert "--m3--" in mapped and mapped != submission_base(dag_id="churn", run_id="r", task_id="t")
-    long_a = submission_base(dag_id="d" * 200, run_id="r", task_id="a")
-    long_b = submission_base(dag_id="d" * 200, run_id="r", task_id="b")
-    assert long_a != long_b and len(long_a) < 120
+    mapped = _identity(map_index=3).base
+    assert "--m3--" in mapped and mapped != base
+    long_a = _identity(dag_id="d" * 200, task_id="a").base
+    long_b = _identity(dag_id="d" * 200, task_id="b").base
+    assert long_a != long_b and len(long_a) < 130
+
+
+def test_another_deployment_or_dag_run_gets_other_ids_and_is_not_owned():
+    mine = _identity(run_started="2026-01-01T00:00:01.123456+00:00")
+    theirs = _identity(deployment="staging", run_started=mine.run_started)
+    same_name_other_airflow = _identity(run_started="2026-01-01T00:00:01.654321+00:00")
+    assert len({mine.base, theirs.base, same_name_other_airflow.base}) == 3
+    job = JobInfo(submission_id=mine.base + "-1", status=JobStatus.RUNNING, metadata=theirs.metadata(try_number=1))
+    assert not mine.owns(job)
+    assert mine.owns(JobInfo(submission_id=mine.base + "-1", status=JobStatus.RUNNING, metadata=mine.metadata(try_number=3)))
 
 
 def test_job_args_travel_as_json_beside_the_users_env_vars():
@@ -93,8 +110,9 @@ def test_a_malformed_compute_profile_is_refused_when_the_dag_is_built():
         SubmitRayJobOperator(task_id="t", entrypoint="python -m x", compute={"backend": "local", "cpus": 2})
 
 
-def test_entrypoint_runtime_env_and_job_args_are_templated():
+def test_job_args_are_shown_rendered_but_never_go_through_jinja():
     assert set(SubmitRayJobOperator.template_fields) == {"entrypoint", "runtime_env", "job_args"}
+    assert SubmitRayJobOperator.data_fields == ("job_args",)
 
 
 # -- against the real head --------------------------------------------------------------
@@ -105,7 +123,13 @@ def test_a_successful_job_returns_its_result_through_xcom(airflow_db, ray_head):
         SubmitRayJobOperator(
             task_id="echo",
             entrypoint=ECHO_ARGS,
-            job_args={"source": "file:///data/{{ dag.dag_id }}.parquet"},
+            # Text reaches the job verbatim (config is data, never a template); run values resolve.
+            job_args={
+                "source": "file:///data/{{ dag.dag_id }}.parquet",
+                "secret": "{{ conn.rayops_s3_test.password }}",
+                "dag": RunFact("dag_id"),
+                "epochs": TriggerParam("epochs", 3),
+            },
             entrypoint_num_cpus=0.1,
             compute=ray_head.compute,
             poll_interval=0.3,
@@ -113,16 +137,24 @@ def test_a_successful_job_returns_its_result_through_xcom(airflow_db, ray_head):
     run = _run(dag)
     ti = _only_ti(run)
     assert (run.state, ti.state) == ("success", "success")
-    assert ti.xcom_pull(task_ids="echo") == {"echo": {"source": "file:///data/rayops_test_success.parquet"}}
+    assert ti.xcom_pull(task_ids="echo") == {
+        "echo": {
+            "source": "file:///data/{{ dag.dag_id }}.parquet",
+            "secret": "{{ conn.rayops_s3_test.password }}",
+            "dag": "rayops_test_success",
+            "epochs": 3,
+        }
+    }
     link = ti.xcom_pull(task_ids="echo", key="ray_job")
     assert link["dashboard_url"] == ray_head.dashboard_url
-    assert link["submission_id"] == submission_id(
-        submission_base(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index), 1
-    )
+    assert link["submission_id"].endswith("-1")
+    assert link["submission_id"].startswith("rayops-rayops_test_success--echo--manual__")
     assert ti.xcom_pull(task_ids="echo", key="_link_RayJobLink") == link["job_url"]
     job = ray_head.client().get_job(link["submission_id"])
     assert job.status is JobStatus.SUCCEEDED
     assert job.metadata["rayops_task_id"] == "echo"
+    assert job.metadata["rayops_deployment"] == "airflow" and job.metadata["rayops_try_number"] == "1"
+    assert job.metadata["rayops_run_started"] == run.start_date.isoformat()
 
 
 def test_non_deferrable_mode_waits_in_the_worker_and_streams_the_job_logs(airflow_db, ray_head, capsys):
@@ -265,7 +297,9 @@ def test_a_retry_re_attaches_to_the_running_job_so_it_runs_once(airflow_db, ray_
     assert (ti.state, ti.try_number) == ("success", 2)
     assert ti.xcom_pull(task_ids="once") == {"ok": True}
     assert runs_file.read_text() == "ran\n"
-    base = submission_base(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+    sid = ti.xcom_pull(task_ids="once", key="ray_job")["submission_id"]
+    base = sid.rsplit("-", 1)[0]
+    assert sid == submission_id(base, 1)
     assert ray_head.client().get_job(submission_id(base, 1)).status is JobStatus.SUCCEEDED
     assert ray_head.client().get_job(submission_id(base, 2)) is None
 
@@ -290,7 +324,7 @@ def test_a_retry_after_a_failed_job_submits_a_new_one(airflow_db, ray_head, tmp_
     ti = _only_ti(run)
     assert (ti.state, ti.try_number) == ("success", 2)
     assert ti.xcom_pull(task_ids="flaky") == {"attempt": 2}
-    base = submission_base(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+    base = ti.xcom_pull(task_ids="flaky", key="ray_job")["submission_id"].rsplit("-", 1)[0]
     client = ray_head.client()
     assert client.get_job(submission_id(base, 1)).status is JobStatus.FAILED
     assert client.get_job(submission_id(base, 2)).status is JobStatus.SUCCEEDED
