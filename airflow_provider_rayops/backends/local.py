@@ -20,9 +20,16 @@ machine's address unless multi-node clusters are off (RAY_ENABLE_WINDOWS_OR_OSX_
 the flag Ray uses for single-node laptops), which a local head is by definition.
 
 The token reaches Ray's processes as a file path (RAY_AUTH_TOKEN_PATH), not as the token
-itself, so a job that prints its environment does not print the token. Airflow's own
-secrets (AIRFLOW_CONN_*, AIRFLOW_VAR_*, keys) are kept out of the head's environment, which
-every job driver inherits. No Airflow import here.
+itself, so a job that prints its environment does not print the token. Every job driver
+inherits the head's environment, and the head inherits it from whichever process started it
+first, so it is built from an allowlist (`HEAD_ENV_NAMES`, `HEAD_ENV_PREFIXES`, and the
+profile's `env` for more): Airflow's settings and secrets, cloud credentials and proxies
+stay out. What a job needs (storage and MLflow credentials) reaches it per job, from
+Airflow connections, in its runtime_env.
+
+The state folder, Ray's temp folder and every folder created on the way are 0700 and must
+belong to this user (a folder someone else made under /tmp is refused, not used). No Airflow
+import here.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -63,26 +71,36 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 45.0
 # Generous: on a loaded 2-core machine the dashboard can take seconds to answer.
 PROBE_TIMEOUT_S = 10.0
-LOCK_TIMEOUT_S = START_TIMEOUT_S + STOP_TIMEOUT_S + 30.0
+START_ATTEMPTS = 2
+# After SIGKILL: waiting for the process group to go, then for the reap.
+KILL_WAIT_S = 5.0
 # `ray start` writes the GCS address here once the node is fully up (after the dashboard
 # already answers); a head stopped before that point hangs 30 s draining.
 CLUSTER_ADDRESS_FILE = "ray_current_cluster"
 
-_SECRET_ENV_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_")
-_SECRET_ENV_NAMES = frozenset(
+# What the head (and so every job driver) may inherit from the process that starts it.
+HEAD_ENV_NAMES = frozenset(
     {
-        "RAY_AUTH_TOKEN",
-        "RAY_ADDRESS",
-        "AIRFLOW__CORE__FERNET_KEY",
-        "AIRFLOW__API__SECRET_KEY",
-        "AIRFLOW__API_AUTH__JWT_SECRET",
-        "AIRFLOW__WEBSERVER__SECRET_KEY",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+        "PATH", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+        "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "RAYOPS_HOME",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
     }
-)
+)  # fmt: skip
+HEAD_ENV_PREFIXES = ("LC_", "RAY_", "NCCL_", "NVIDIA_", "TORCH_")
+# Ray settings that are secrets or would point the head elsewhere: never inherited.
+HEAD_ENV_REFUSED = frozenset({"RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"})
 
 # Heads started by this process, kept so they are reaped (no zombie) when stopped from here.
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def worst_case_lock_hold_s(*, start: float = START_TIMEOUT_S, stop: float = STOP_TIMEOUT_S, probe: float = PROBE_TIMEOUT_S,
+                           attempts: int = START_ATTEMPTS, kill: float = KILL_WAIT_S) -> float:  # fmt: skip
+    """The longest `ensure_head` can hold the lock: probe the recorded head, wait for a slow one of
+    ours, stop it, then start a new one (each try: wait for it, probe, kill a failed start)."""
+    return probe + (start + probe) + (stop + 2 * kill) + attempts * (start + probe + 2 * kill)
 
 
 def rayops_home() -> Path:
@@ -140,6 +158,17 @@ class LocalBackend(ComputeBackend):
     def log_path(self) -> Path:
         return self.state_dir / LOG_FILE
 
+    # Instance attributes, so a test can shrink them together; the lock wait follows from them.
+    start_timeout_s = START_TIMEOUT_S
+    stop_timeout_s = STOP_TIMEOUT_S
+    probe_timeout_s = PROBE_TIMEOUT_S
+
+    @property
+    def lock_timeout_s(self) -> float:
+        """Longer than any holder can keep the lock, so a waiter never gives up on a healthy one."""
+        hold = worst_case_lock_hold_s(start=self.start_timeout_s, stop=self.stop_timeout_s, probe=self.probe_timeout_s)
+        return hold + 30.0
+
     # -- the interface -------------------------------------------------------------------
 
     def endpoint(self) -> RayEndpoint:
@@ -196,13 +225,14 @@ class LocalBackend(ComputeBackend):
         """Use the head for the `with` block; afterwards stop it unless another live process holds a lease.
 
         For processes that share one state folder and each want the head gone when the last
-        of them is done (concurrent test sessions, a demo script). Leases are files named
-        by pid under `leases/`; those of dead processes do not count.
+        of them is done (concurrent test sessions, a demo script). Leases are files under
+        `leases/` named `<pid>-<process start time>`, so a lease of a dead process whose pid the
+        system gave to another one does not count.
         """
         leases = self.state_dir / LEASES_DIR
-        mine = leases / str(os.getpid())
+        mine = leases / lease_name(os.getpid())
         with self._locked():
-            leases.mkdir(exist_ok=True)
+            private_dir(leases)
             mine.touch()
         try:
             yield self.ensure_head()
@@ -211,7 +241,7 @@ class LocalBackend(ComputeBackend):
                 mine.unlink(missing_ok=True)
                 holders = []
                 for lease in leases.iterdir():
-                    if lease.name.isdigit() and _alive(int(lease.name)):
+                    if lease_is_live(lease.name):
                         holders.append(lease)
                     else:
                         lease.unlink(missing_ok=True)
@@ -256,10 +286,10 @@ class LocalBackend(ComputeBackend):
         token = self._read_token()
         if token is None:
             return False
-        return _probe(dashboard_url + path, token) == 200
+        return _probe(dashboard_url + path, token, timeout=self.probe_timeout_s) == 200
 
     def _wait_answers(self, dashboard_url: str) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._answers(dashboard_url):
                 return True
@@ -268,9 +298,9 @@ class LocalBackend(ComputeBackend):
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.state_dir)
         with open(self.state_dir / LOCK_FILE, "a+") as lock:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            deadline = time.monotonic() + self.lock_timeout_s
             while True:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,7 +308,7 @@ class LocalBackend(ComputeBackend):
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise BackendNotAvailable(
-                            f"another process holds {lock.name} for over {LOCK_TIMEOUT_S:.0f}s"
+                            f"another process holds {lock.name} for over {self.lock_timeout_s:.0f}s"
                         ) from None
                     time.sleep(0.2)
             try:
@@ -294,10 +324,12 @@ class LocalBackend(ComputeBackend):
         return Path(tempfile.gettempdir()) / f"rayops-{digest}"
 
     def _head_env(self) -> dict[str, str]:
+        extra = tuple(self._profile.env)
         env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in _SECRET_ENV_NAMES and not k.startswith(_SECRET_ENV_PREFIXES)
+            name: value
+            for name, value in os.environ.items()
+            if name not in HEAD_ENV_REFUSED
+            and (name in HEAD_ENV_NAMES or name.startswith(HEAD_ENV_PREFIXES) or _listed(name, extra))
         }
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
@@ -308,10 +340,10 @@ class LocalBackend(ComputeBackend):
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         return env
 
-    def _start(self, *, attempts: int = 2) -> HeadState:
+    def _start(self, *, attempts: int = START_ATTEMPTS) -> HeadState:
         self._ensure_token()
         temp_dir = self._temp_dir()
-        temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(temp_dir)
         num_cpus = self._profile.num_cpus or os.cpu_count() or 1
         last_error: BackendNotAvailable | None = None
         for _ in range(attempts):
@@ -374,7 +406,7 @@ class LocalBackend(ComputeBackend):
 
     def _wait_ready(self, proc: subprocess.Popen, dashboard_url: str, temp_dir: Path, log_offset: int) -> str:
         """Wait until the node is fully started and the Jobs API takes our token; returns the GCS address."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             code = proc.poll()
             if code is not None:
@@ -388,7 +420,7 @@ class LocalBackend(ComputeBackend):
                 return gcs_address
             time.sleep(0.5)
         raise BackendNotAvailable(
-            f"the embedded Ray head did not answer at {dashboard_url} within {START_TIMEOUT_S:.0f}s; "
+            f"the embedded Ray head did not answer at {dashboard_url} within {self.start_timeout_s:.0f}s; "
             f"{self.log_path} says:\n{self._log_tail(log_offset)}"
         )
 
@@ -408,21 +440,72 @@ class LocalBackend(ComputeBackend):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         _kill_group(pid)
         # Reap it once SIGKILL has landed, or a child of ours lingers as a zombie that still
         # answers signals and looks alive to a later check.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + KILL_WAIT_S
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
-def _probe(url: str, token: str) -> int | None:
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only this user can enter: created (with any missing parents) 0700,
+    tightened to 0700 if it exists, refused if it is a symlink or belongs to someone else."""
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+            os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise BackendNotAvailable(f"{path} is {'a symlink' if stat.S_ISLNK(info.st_mode) else 'not a folder'}; refusing to keep Ray's state there")
+    if info.st_uid != os.geteuid():
+        raise BackendNotAvailable(
+            f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): someone else could "
+            "read the token or Ray's sockets there; remove it, or set the local profile's state_dir elsewhere"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _listed(name: str, patterns: tuple[str, ...]) -> bool:
+    """`NAME` matches `NAME`; `PREFIX_*` matches names starting with PREFIX_."""
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
+
+
+def _process_start(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc): with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def lease_name(pid: int) -> str:
+    return f"{pid}-{_process_start(pid) or 'unknown'}"
+
+
+def lease_is_live(name: str) -> bool:
+    """Whether the process a lease file names is still the one that wrote it."""
+    pid, _, started = name.partition("-")
+    if not pid.isdigit() or not _alive(int(pid)):
+        return False
+    return started == (_process_start(int(pid)) or "unknown")
+
+
+def _probe(url: str, token: str, *, timeout: float = PROBE_TIMEOUT_S) -> int | None:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -488,7 +571,7 @@ def _reap(pid: int) -> None:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + KILL_WAIT_S
     while time.monotonic() < deadline and _alive(pgid):
         time.sleep(0.1)
 

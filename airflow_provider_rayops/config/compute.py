@@ -45,6 +45,11 @@ class LocalProfile(_Strict):
         default=None,
         description="Folder holding the head's state, logs and auth token; default: $RAYOPS_HOME/ray (RAYOPS_HOME defaults to ~/.rayops).",
     )
+    env: list[str] = Field(
+        default_factory=list,
+        description="More environment variables the head (and so every job) inherits from the process that starts "
+        "it: names, or prefixes ending in * (e.g. HF_*). Secrets belong in connections, not here.",
+    )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import pathlib
+import signal
 import stat
+import tempfile
 import subprocess
 import sys
 import threading
@@ -15,9 +20,17 @@ import urllib.request
 import pytest
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.backends.base import BackendNotAvailable, JobStatus
 from airflow_provider_rayops.backends.jobs_api import RayJobsClient
-from airflow_provider_rayops.backends.local import MAX_TEMP_DIR_CHARS, LocalBackend
+from airflow_provider_rayops.backends.local import (
+    MAX_TEMP_DIR_CHARS,
+    LocalBackend,
+    lease_is_live,
+    lease_name,
+    _kill_group,
+    private_dir,
+    worst_case_lock_hold_s,
+)
 from airflow_provider_rayops.config.compute import LocalProfile
 
 
@@ -114,7 +127,7 @@ def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_p
         assert json.loads((state_dir / "head.json").read_text())["temp_dir"] == head.temp_dir
 
         (state_dir / "leases").mkdir(exist_ok=True)
-        (state_dir / "leases" / str(other_holder.pid)).touch()
+        (state_dir / "leases" / lease_name(other_holder.pid)).touch()
         with backends[0].lease() as leased:
             assert leased == head
         assert backends[0].running() == head  # the other holder still lives
@@ -141,3 +154,176 @@ def test_the_command_line_shows_where_the_head_is_but_not_its_token(ray_head):
     assert f"dashboard: {ray_head.dashboard_url}" in proc.stdout
     assert str(ray_head.token_path) in proc.stdout
     assert ray_head.endpoint.token not in proc.stdout
+
+
+# -- the state folder ---------------------------------------------------------------------------
+
+
+def test_every_folder_created_for_the_state_is_private_and_an_existing_one_is_tightened(tmp_path):
+    existing = tmp_path / "home"
+    existing.mkdir(mode=0o755)
+    os.chmod(existing, 0o755)
+    state = existing / "a" / "b" / "ray"
+    private_dir(state)
+    for folder in (existing / "a", existing / "a" / "b", state):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # not ours to change: we did not create it
+    os.chmod(state, 0o777)
+    private_dir(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_folder_someone_else_owns_or_a_symlink_is_refused(tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    with pytest.raises(BackendNotAvailable, match="is a symlink"):
+        private_dir(link)
+    if os.geteuid() != 0:
+        pytest.skip("changing a folder's owner needs root")
+    theirs = tmp_path / "rayops-theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)  # nobody
+    with pytest.raises(BackendNotAvailable, match=r"belongs to uid 65534, not to this user"):
+        private_dir(theirs)
+
+
+def test_the_short_temp_folder_under_tmp_is_refused_when_another_user_made_it(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("changing a folder's owner needs root")
+    backend = LocalBackend(LocalProfile(backend="local", state_dir=str(tmp_path / ("long-" * 12) / "ray")))
+    planted = backend._temp_dir()
+    assert str(planted).startswith(tempfile.gettempdir())
+    planted.mkdir(exist_ok=True)
+    os.chown(planted, 65534, 65534)
+    try:
+        with pytest.raises(BackendNotAvailable, match="belongs to uid 65534"):
+            backend.ensure_head()
+    finally:
+        planted.rmdir()
+
+
+def test_a_lease_names_its_process_by_pid_and_start_time(tmp_path):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        name = lease_name(holder.pid)
+        assert lease_is_live(name)
+        pid, _, started = name.partition("-")
+        assert not lease_is_live(f"{pid}-{int(started) - 1}")  # the same pid, another process
+        assert not lease_is_live(f"{pid}")  # an old-style lease: no start time
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not lease_is_live(name)
+
+
+def test_a_waiter_outlasts_a_holder_that_keeps_the_lock_for_the_worst_case(tmp_path):
+    """The lock wait follows from the same bounds as the longest hold (it was 195 s against ~445 s)."""
+
+    class Quick(LocalBackend):  # the real bounds scaled down to a fraction of a second
+        start_timeout_s, stop_timeout_s, probe_timeout_s = 0.2, 0.1, 0.05
+
+    holder, waiter = (Quick(LocalProfile(backend="local", state_dir=str(tmp_path / "ray"))) for _ in range(2))
+    hold = worst_case_lock_hold_s(start=0.2, stop=0.1, probe=0.05)
+    assert waiter.lock_timeout_s > hold and LocalBackend(LocalProfile(backend="local")).lock_timeout_s > worst_case_lock_hold_s()
+    entered = threading.Event()
+
+    def hold_lock():
+        with holder._locked():
+            entered.set()
+            time.sleep(hold)
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    entered.wait(10)
+    start = time.monotonic()
+    with waiter._locked():
+        waited = time.monotonic() - start
+    thread.join()
+    assert waited >= hold * 0.9
+
+
+# -- a head of its own, started from an environment full of secrets -----------------------------------
+
+CANARIES = {
+    "AIRFLOW__CELERY__BROKER_URL": "redis://:broker-canary@127.0.0.1:1/0",
+    "AIRFLOW__SECRETS__BACKEND_KWARGS": '{"token": "secrets-backend-canary"}',
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": "echo sql-cmd-canary",
+    "AWS_SECRET_ACCESS_KEY": "aws-canary",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/gcp-canary.json",
+    "AZURE_CLIENT_SECRET": "azure-canary",
+    "HTTPS_PROXY": "http://user:proxy-canary@proxy:3128",
+}
+
+
+@pytest.fixture(scope="module")
+def spare_head(tmp_path_factory):
+    """A head only these tests use (they stop its dashboard and kill it), started from an
+    environment holding Airflow's settings, cloud credentials and a proxy password."""
+    state_dir = tmp_path_factory.mktemp("spare") / "ray"
+    backend = LocalBackend(LocalProfile(backend="local", num_cpus=1, state_dir=str(state_dir), env=["TEAM_*"]))
+    saved = dict(os.environ)
+    os.environ.update(CANARIES, TEAM_SETTING="team-value", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1")
+    try:
+        backend.ensure_head()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield backend
+    backend.stop()
+
+
+def test_jobs_inherit_only_the_allowed_environment(spare_head):
+    status, logs = _run(
+        RayJobsClient(spare_head.endpoint()),
+        "env-" + str(time.time_ns()),
+        "python -c 'import os; print(sorted(os.environ))'",
+    )
+    assert status is JobStatus.SUCCEEDED, logs
+    status, values = _run(RayJobsClient(spare_head.endpoint()), "env-v-" + str(time.time_ns()), "env")
+    for name, value in CANARIES.items():
+        assert f"'{name}'" not in logs and value not in values, name
+    assert "TEAM_SETTING=team-value" in values  # the profile's env: [TEAM_*]
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1" in values  # Ray's own settings pass
+
+
+def _dashboard_pid(backend: LocalBackend) -> int:
+    port = backend.read_state().dashboard_url.rsplit(":", 1)[1]
+    for proc in pathlib.Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if any(part.endswith(b"dashboard/dashboard.py") for part in cmdline) and f"--port={port}".encode() in cmdline:
+                return int(proc.name)
+    raise AssertionError("no dashboard process found")
+
+
+def test_a_submission_to_a_dashboard_that_stopped_answering_times_out(spare_head):
+    client = RayJobsClient(spare_head.endpoint(), timeout_s=2)
+    client._jobs_client()  # connected while it answered
+    pid = _dashboard_pid(spare_head)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(BackendNotAvailable, match="cannot reach the Ray dashboard"):
+            client.submit(submission_id="hang-" + str(time.time_ns()), entrypoint="true")
+        assert time.monotonic() - start < 30  # Ray's own client would wait forever
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_head_that_dies_while_a_task_waits_ends_it_within_the_bound(spare_head):
+    from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
+
+    sid = "dies-" + str(time.time_ns())
+    RayJobsClient(spare_head.endpoint()).submit(
+        submission_id=sid, entrypoint="python -c 'import time; time.sleep(300)'", entrypoint_num_cpus=0.1
+    )
+    trigger = RayJobTrigger(submission_id=sid, compute=spare_head.profile_dict(), poll_interval=0.3, unreachable_timeout=3)
+    killer = threading.Timer(3.0, lambda: _kill_group(spare_head.read_state().pid))
+    killer.start()
+    start = time.monotonic()
+    outcome = asyncio.run(trigger.follow())
+    elapsed = time.monotonic() - start
+    killer.join()
+    assert outcome.status == "ERROR"
+    assert "the Ray dashboard did not answer for" in outcome.message and "(limit 3s)" in outcome.message
+    assert elapsed < 60, elapsed
