@@ -163,7 +163,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render_task(task: PlannedTask) -> dict:
     """The task as a run with default params would send it; values known only at run time
     (upstream results, the run's identity) show as <placeholders>."""
-    out: dict = {"task_id": task.full_id, "upstream": list(task.upstream)}
+    out: dict = {"task_id": task.full_id, "upstream": list(task.upstream), "timeout_s": task.timeout_s}
     if task.submission is None:
         out["operator"] = REGISTRY_OPERATORS[task.operator]
         out["arguments"] = preview_run_values(task.arguments)

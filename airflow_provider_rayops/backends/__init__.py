@@ -23,6 +23,7 @@ from airflow_provider_rayops.backends.base import (
     JobStatus,
     RayEndpoint,
     RayJobFailed,
+    RayJobTimedOut,
     RayopsComputeError,
 )
 from airflow_provider_rayops.config.compute import ComputeProfile, KubeRayProfile, LocalProfile, RayClusterProfile
@@ -38,6 +39,7 @@ __all__ = [
     "JobStatus",
     "RayEndpoint",
     "RayJobFailed",
+    "RayJobTimedOut",
     "RayopsComputeError",
     "get_backend",
     "parse_profile",

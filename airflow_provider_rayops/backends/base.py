@@ -155,6 +155,31 @@ class RayJobFailed(RayopsComputeError):
         )
 
 
+class RayJobTimedOut(RayopsComputeError):
+    """The task's time limit ran out while its Ray job still ran; the job was stopped."""
+
+    def __init__(
+        self, *, submission_id: str, message: str, last_log_lines: Sequence[str] = (), dashboard_url: str | None = None
+    ) -> None:
+        self.submission_id = submission_id
+        self.message = message
+        self.last_log_lines = tuple(last_log_lines)
+        self.dashboard_url = dashboard_url
+        text = f"Ray job {submission_id}: {message}"
+        if dashboard_url:
+            text += f"\nDashboard: {job_url(dashboard_url, submission_id)}"
+        if self.last_log_lines:
+            text += f"\n--- last {len(self.last_log_lines)} log lines ---\n" + "\n".join(self.last_log_lines)
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (_rebuild_timed_out, (self.submission_id, self.message, self.last_log_lines, self.dashboard_url))
+
+
+def _rebuild_timed_out(submission_id, message, last_log_lines, dashboard_url) -> RayJobTimedOut:
+    return RayJobTimedOut(submission_id=submission_id, message=message, last_log_lines=last_log_lines, dashboard_url=dashboard_url)
+
+
 def _rebuild_job_failed(submission_id, status, message, last_log_lines, dashboard_url) -> RayJobFailed:
     return RayJobFailed(
         submission_id=submission_id,

@@ -2,9 +2,11 @@
 
 Both speak to the dashboard of a `RayEndpoint` with the token in `Authorization: Bearer`,
 which is what Ray 2.60's token mode checks (ray/_private/authentication). They never log
-headers. Submission goes through Ray's own `JobSubmissionClient`, which also packages and
-uploads a local `working_dir` / `py_modules` of the runtime_env; reads and stops are plain
-HTTP with timeouts (Ray's client sets none).
+headers. Every request has a timeout. Submission goes through Ray's own `JobSubmissionClient`
+(it also packages and uploads a local `working_dir` / `py_modules` of the runtime_env), made
+to pass our timeout to every request it sends (Ray's sets none); reads and stops are plain
+HTTP. A job's log is followed through the dashboard's websocket tail, so each poll moves
+only new text (`LogFollower` keeps what it needs: the last lines and the result).
 
 `JobOutcome` is the one shape both paths end in: the operator's result or failure is built
 from it, and the trigger's event payload is its `to_event()`.
@@ -14,6 +16,7 @@ No Airflow here.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -28,14 +31,19 @@ from airflow_provider_rayops.backends.base import (
     JobStatus,
     RayEndpoint,
     RayJobFailed,
+    RayJobTimedOut,
 )
-from airflow_provider_rayops.jobs.runtime import parse_result
+from airflow_provider_rayops.jobs.runtime import RESULT_MARKER, parse_result
 
 HTTP_TIMEOUT_S = 30.0
 # Lines longer than this are cut in the failure message and event payload (they live in the DB).
 MAX_LINE_CHARS = 2000
 # The outcome status when a job could not be followed to its end (not a Ray status).
 ERROR_STATUS = "ERROR"
+# The outcome status when the task's time limit ran out and the job was stopped.
+TIMEOUT_STATUS = "TIMEOUT"
+# A line still without its newline is handed out once it grows past this (bounded memory).
+MAX_PARTIAL_LINE_CHARS = 1 << 20
 
 
 def _refused(endpoint: RayEndpoint, status: int, body: str) -> BackendNotAvailable:
@@ -153,17 +161,25 @@ class RayJobsClient:
 
     def _jobs_client(self):
         if self._submission_client is None:
-            from ray.job_submission import JobSubmissionClient
-
             # Checked first with our own client: Ray's would print a long generic auth hint.
             self.version()
             try:
-                self._submission_client = JobSubmissionClient(
-                    self.endpoint.dashboard_url, headers=self.endpoint.headers()
-                )
+                self._submission_client = _timed_submission_client(self.endpoint, self.timeout_s)
             except ConnectionError as exc:
                 raise _unreachable(self.endpoint, exc) from None
         return self._submission_client
+
+
+def _timed_submission_client(endpoint: RayEndpoint, timeout_s: float):
+    """Ray's JobSubmissionClient, with a timeout on every HTTP request it sends (uploads included)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method, endpoint_path, **kwargs):
+            kwargs.setdefault("timeout", timeout_s)
+            return super()._do_request(method, endpoint_path, **kwargs)
+
+    return TimedJobSubmissionClient(endpoint.dashboard_url, headers=endpoint.headers())
 
 
 class AsyncRayJobsClient:
@@ -231,34 +247,98 @@ class AsyncRayJobsClient:
         self._check(status, body)
         return bool(json.loads(body).get("stopped"))
 
+    async def tail_logs(self, submission_id: str):
+        """The job's log as the driver writes it, in chunks, from its start; ends when the job ends.
+
+        The dashboard's websocket tail: after the first pass over what is written already, only
+        new text crosses the wire. A dropped connection raises BackendNotAvailable.
+        """
+        import aiohttp
+
+        if self._session is None:
+            raise RuntimeError("use AsyncRayJobsClient in `async with`")
+        url = self.endpoint.dashboard_url.rstrip("/") + f"/api/jobs/{submission_id}/logs/tail"
+        try:
+            # No total timeout on a stream that lasts as long as the job; a silent peer is caught
+            # by the heartbeat instead.
+            async with self._session.ws_connect(
+                url, timeout=aiohttp.ClientWSTimeout(ws_close=self.timeout_s), heartbeat=self.timeout_s,
+            ) as ws:  # fmt: skip
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        yield message.data
+                    elif message.type == aiohttp.WSMsgType.ERROR:
+                        raise _unreachable(self.endpoint, ws.exception() or ConnectionError("websocket error"))
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 404:
+                raise JobNotFound(submission_id, self.endpoint.dashboard_url) from None
+            if exc.status in (401, 403):
+                raise _refused(self.endpoint, exc.status, exc.message) from None
+            raise _unreachable(self.endpoint, exc) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _unreachable(self.endpoint, exc) from None
+
 
 class LogFollower:
-    """Turns successive snapshots of a job's whole log into the lines not seen yet.
+    """Turns a job's log text, fed in chunks as it arrives, into complete lines handed out once.
 
-    The Jobs API returns the full driver log on each call; this keeps the offset of the last
-    complete line handed out, so each line is logged once and a half-written line waits.
+    It keeps only what the end of the job needs, however long the log: the last
+    `FAILURE_LOG_LINES` non-empty lines (for a failure message) and the last result line
+    (`::rayops-result::{json}`). `consumed` counts the characters seen; after `restart()` (a
+    new stream that starts the log over) that many characters are skipped.
     """
 
     def __init__(self) -> None:
-        self._offset = 0
+        self.consumed = 0
+        self._skip = 0
+        self._partial = ""
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=FAILURE_LOG_LINES)
+        self.result: dict[str, Any] | None = None
 
-    def new_lines(self, logs: str, *, final: bool = False) -> list[str]:
-        if len(logs) < self._offset:  # a different log (should not happen): start over
-            self._offset = 0
-        chunk = logs[self._offset :]
-        if not final:
-            cut = chunk.rfind("\n")
-            if cut < 0:
-                return []
-            chunk = chunk[: cut + 1]
-        self._offset += len(chunk)
-        return chunk.splitlines()
+    def restart(self) -> None:
+        """The next chunk starts the log from its beginning again."""
+        self._skip = self.consumed
 
+    def feed(self, chunk: str) -> list[str]:
+        """The complete lines `chunk` finishes."""
+        if self._skip:
+            dropped = chunk[: self._skip]
+            self._skip -= len(dropped)
+            chunk = chunk[len(dropped) :]
+        if not chunk:
+            return []
+        self.consumed += len(chunk)
+        text = self._partial + chunk
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_PARTIAL_LINE_CHARS:
+            lines.append(self._partial)
+            self._partial = ""
+        return self._keep(lines)
 
-def tail_lines(logs: str, n: int = FAILURE_LOG_LINES) -> list[str]:
-    """The last `n` non-empty lines of a log, each cut to a bounded length."""
-    lines = [line for line in logs.splitlines() if line.strip()][-n:]
-    return [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " [...]" for line in lines]
+    def catch_up(self, whole_log: str) -> list[str]:
+        """The lines of `whole_log` (the log from its start) not handed out yet."""
+        return self.feed(whole_log[self.consumed :]) if len(whole_log) > self.consumed else []
+
+    def finish(self) -> list[str]:
+        """The last line, if the log does not end with a newline."""
+        rest, self._partial = self._partial, ""
+        return self._keep([rest]) if rest else []
+
+    def new_lines(self, whole_log: str, *, final: bool = False) -> list[str]:
+        """For clients that re-read the whole log: the complete lines not handed out yet."""
+        if len(whole_log) < self.consumed:  # a different log (should not happen): start over
+            self.consumed, self._partial = 0, ""
+        lines = self.catch_up(whole_log)
+        return lines + (self.finish() if final else [])
+
+    def _keep(self, lines: list[str]) -> list[str]:
+        for line in lines:
+            if line.strip():
+                self.last_lines.append(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " [...]")
+            if RESULT_MARKER in line:
+                self.result = parse_result(line) or self.result
+        return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,20 +357,34 @@ class JobOutcome:
     last_log_lines: tuple[str, ...] = ()
 
     @classmethod
-    def of_job(cls, info: JobInfo, logs: str, *, dashboard_url: str) -> JobOutcome:
+    def of_job(cls, info: JobInfo, log: LogFollower | str, *, dashboard_url: str) -> JobOutcome:
+        """How a terminal job ended, from its followed log (or its whole log text)."""
+        if isinstance(log, str):
+            text, log = log, LogFollower()
+            log.new_lines(text, final=True)
         succeeded = info.status is JobStatus.SUCCEEDED
         return cls(
             submission_id=info.submission_id,
             status=info.status.value,
             dashboard_url=dashboard_url,
             message=info.message or "",
-            result=(parse_result(logs) or {}) if succeeded else None,
-            last_log_lines=() if succeeded else tuple(tail_lines(logs)),
+            result=(log.result or {}) if succeeded else None,
+            last_log_lines=() if succeeded else tuple(log.last_lines),
         )
 
     @classmethod
     def error(cls, *, submission_id: str, dashboard_url: str, message: str) -> JobOutcome:
         return cls(submission_id=submission_id, status=ERROR_STATUS, dashboard_url=dashboard_url, message=message)
+
+    @classmethod
+    def timed_out(cls, *, submission_id: str, dashboard_url: str, message: str, log: LogFollower) -> JobOutcome:
+        return cls(
+            submission_id=submission_id,
+            status=TIMEOUT_STATUS,
+            dashboard_url=dashboard_url,
+            message=message,
+            last_log_lines=tuple(log.last_lines),
+        )
 
     @classmethod
     def from_event(cls, payload: Mapping[str, Any]) -> JobOutcome:
@@ -323,6 +417,11 @@ class JobOutcome:
             return dict(self.result or {})
         if self.status == ERROR_STATUS:
             raise BackendNotAvailable(f"lost track of Ray job {self.submission_id}: {self.message}")
+        if self.status == TIMEOUT_STATUS:
+            raise RayJobTimedOut(
+                submission_id=self.submission_id, message=self.message, last_log_lines=self.last_log_lines,
+                dashboard_url=self.dashboard_url or None,
+            )  # fmt: skip
         raise RayJobFailed(
             submission_id=self.submission_id,
             status=self.status,

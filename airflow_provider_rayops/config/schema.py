@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from airflow_provider_rayops.config.compute import ComputeProfile, ScalingSpec
 
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _URI = r"^(file|s3)://.+"
 # Metrics the evaluate stage computes, and which way is better.
 EVALUATION_METRICS: dict[str, str] = {
@@ -37,11 +37,17 @@ _CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly",
 
 
 def parse_duration(text: str) -> float:
-    """'250ms', '60s', '5m', '1h' -> seconds."""
+    """'250ms', '60s', '5m', '1h', '7d' -> seconds."""
     match = _DURATION.match(text.strip())
     if not match:
-        raise ValueError(f"expected a duration such as 250ms, 60s, 5m or 1h, found {text!r}")
+        raise ValueError(f"expected a duration such as 250ms, 60s, 5m, 1h or 7d, found {text!r}")
     return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def _duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError(f"expected a duration above zero, found {value!r}")
+    return value
 
 
 class Spec(BaseModel):
@@ -280,6 +286,29 @@ class TrackingSpec(Spec):
     experiment: str | None = Field(default=None, description="MLflow experiment name; default: the pipeline name.")
 
 
+class TimeoutsSpec(Spec):
+    """How long each stage may run before its task fails (Airflow's execution_timeout). A Ray job
+    still running then is stopped; the task is retried like any timeout."""
+
+    ingest: str = Field(default="2h", description="Reading, checking and snapshotting the data.")
+    train: str = Field(default="24h", description="One training run on Ray Train.")
+    tune: str = Field(default="48h", description="The whole hyperparameter search.")
+    evaluate: str = Field(default="2h", description="Scoring the model and the champion.")
+    promote: str = Field(default="30m", description="Each registry step (register, champion).")
+    approval: str = Field(default="7d", description="How long a human approval may wait for an answer.")
+    unreachable: str = Field(
+        default="60s", description="How long a waiting task tolerates a Ray dashboard that does not answer (head gone)."
+    )
+
+    @field_validator("ingest", "train", "tune", "evaluate", "promote", "approval", "unreachable")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return _duration(value)
+
+    def seconds(self, stage: str) -> float:
+        return parse_duration(getattr(self, stage))
+
+
 class PipelineSpec(Spec):
     """One ML pipeline: one YAML file in dag_configs/, one lifecycle DAG."""
 
@@ -291,6 +320,7 @@ class PipelineSpec(Spec):
     start_date: str = Field(default="2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date the schedule counts from (UTC).")
     retries: int = Field(default=1, ge=0, description="Airflow retries of each task (a retried Ray job re-attaches, never duplicates).")
     retry_delay: str = Field(default="30s", description="Wait between retries (250ms, 60s, 5m, 1h).")
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec, description="Time limits per stage.")
     compute: str = Field(default="local", description="Name of a compute profile from defaults.yaml.")
     compute_profiles: dict[str, ComputeProfile] = Field(
         default_factory=dict, description="Compute profiles by name; normally given once in defaults.yaml."

@@ -59,7 +59,12 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                     for key, value in planned.arguments.items()
                 }
                 operator = getattr(mlflow_model, REGISTRY_OPERATORS[planned.operator])
-                tasks[planned.full_id] = operator(task_id=planned.task_id, task_group=group, doc_md=planned.doc, **arguments)
+                limit = dt.timedelta(seconds=planned.timeout_s)
+                # A person's answer is waited for by Airflow's HITL response timeout, not execution_timeout.
+                timeouts = {"response_timeout": limit} if planned.operator == "approve" else {"execution_timeout": limit}
+                tasks[planned.full_id] = operator(
+                    task_id=planned.task_id, task_group=group, doc_md=planned.doc, **timeouts, **arguments
+                )
                 continue
             sub = planned.submission
             assert sub is not None
@@ -77,6 +82,8 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 storage_conn_id=spec.storage.conn_id,
                 with_mlflow=sub.with_mlflow,
                 mlflow_conn_id=spec.tracking.conn_id,
+                execution_timeout=dt.timedelta(seconds=planned.timeout_s),
+                unreachable_timeout=plan.unreachable_timeout_s,
             )
         for planned in plan.tasks:
             for up in planned.upstream:

@@ -6,6 +6,7 @@ Keeping the plan free of Airflow makes it cheap to compute and easy to test.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class PlannedTask:
     upstream: tuple[str, ...] = ()
     operator: str = "ray_job"  # ray_job | register | approve | promote
     arguments: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None  # the stage's time limit (timeouts.<stage>)
 
     @property
     def full_id(self) -> str:
@@ -78,6 +80,7 @@ class PipelinePlan:
     params: list[RunParam]
     tasks: list[PlannedTask]
     retry_delay_s: float = field(default=30.0)
+    unreachable_timeout_s: float = field(default=60.0)
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -96,6 +99,7 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         tasks.append(_plan_evaluate(spec, snapshot_task=tasks[0], model_task=tasks[-1]))
     if spec.promote is not None:
         tasks += _plan_promote(spec, evaluate_task=tasks[-1])
+    tasks = [_with_timeout(task, spec) for task in tasks]
     return PipelinePlan(
         dag_id=spec.pipeline,
         spec=spec,
@@ -103,7 +107,13 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         params=params,
         tasks=tasks,
         retry_delay_s=parse_duration(spec.retry_delay),
+        unreachable_timeout_s=spec.timeouts.seconds("unreachable"),
     )
+
+
+def _with_timeout(task: PlannedTask, spec: PipelineSpec) -> PlannedTask:
+    stage = "approval" if task.operator == "approve" else task.stage
+    return dataclasses.replace(task, timeout_s=spec.timeouts.seconds(stage))
 
 
 def _plan_ingest(loaded: LoadedPipeline, params: list[RunParam]) -> PlannedTask:

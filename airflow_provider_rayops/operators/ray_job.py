@@ -16,7 +16,9 @@ resolved in Python just before submission. Strings in it reach the job exactly a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import re
@@ -25,16 +27,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_rayops.backends import get_backend, parse_profile
-from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, JobStatus, RayEndpoint
-from airflow_provider_rayops.backends.jobs_api import JobOutcome, LogFollower, RayJobsClient
+from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, JobStatus, RayEndpoint, RayJobTimedOut
+from airflow_provider_rayops.backends.jobs_api import JobOutcome, RayJobsClient
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
 from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
-from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
+from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, RayJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MAX_READABLE = 96
 _REATTACH = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+# Airflow's trigger timeout fires this long after our own deadline, only if the trigger could not.
+DEFER_GRACE_S = 120.0
 
 
 DEFAULT_DEPLOYMENT = "airflow"
@@ -150,6 +154,11 @@ class SubmitRayJobOperator(BaseOperator):
     :param mlflow_conn_id: a `rayops_mlflow` connection.
     :param deferrable: release the worker slot while the job runs (default).
     :param poll_interval: seconds between status polls.
+    :param unreachable_timeout: seconds the Ray dashboard may fail to answer while the task
+        waits before the task fails (the head died, the network broke).
+
+    `execution_timeout` bounds the whole wait, deferred or not: when it runs out, the Ray job is
+    stopped and the task fails with AirflowTaskTimeout (and is retried like any timeout).
 
     Returns what the job reported with `jobs.report_result()` (`{}` if nothing). A FAILED or
     STOPPED job raises `RayJobFailed` with the job's last log lines.
@@ -178,6 +187,7 @@ class SubmitRayJobOperator(BaseOperator):
         mlflow_conn_id: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 2.0,
+        unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -195,6 +205,7 @@ class SubmitRayJobOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.unreachable_timeout = unreachable_timeout
         self._endpoint: RayEndpoint | None = None
         self._submission_id: str | None = None
 
@@ -229,16 +240,21 @@ class SubmitRayJobOperator(BaseOperator):
         if info.status.is_terminal():
             outcome = JobOutcome.of_job(info, client.get_logs(info.submission_id), dashboard_url=endpoint.dashboard_url)
             return self._finish(outcome)
+        remaining = self._time_left(ti)
+        trigger = RayJobTrigger(
+            submission_id=info.submission_id,
+            compute=backend.profile_dict(),
+            poll_interval=self.poll_interval,
+            unreachable_timeout=self.unreachable_timeout,
+            deadline=time.time() + remaining if remaining is not None else None,
+        )
         if self.deferrable:
-            self.defer(
-                trigger=RayJobTrigger(
-                    submission_id=info.submission_id,
-                    compute=backend.profile_dict(),
-                    poll_interval=self.poll_interval,
-                ),
-                method_name="execute_complete",
-            )
-        return self._finish(self._follow(client, info.submission_id, endpoint))
+            # Airflow 3.3 does not apply execution_timeout to deferred time: the trigger stops the
+            # job at the deadline itself, and Airflow's trigger timeout is the backstop.
+            timeout = dt.timedelta(seconds=remaining + DEFER_GRACE_S) if remaining is not None else None
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+        # In the worker, the same follower; Airflow's own timeout calls on_kill, which stops the job.
+        return self._finish(asyncio.run(trigger.follow(log=self.log)))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         """Resume after the trigger; everything needed is in `event` (dag.test() passes nothing else)."""
@@ -318,23 +334,18 @@ class SubmitRayJobOperator(BaseOperator):
             runtime_env["env_vars"] = env_vars
         return runtime_env
 
-    def _follow(self, client: RayJobsClient, sid: str, endpoint: RayEndpoint) -> JobOutcome:
-        follower = LogFollower()
-        while True:
-            info = client.get_job(sid)
-            if info is None:
-                return JobOutcome.error(
-                    submission_id=sid, dashboard_url=endpoint.dashboard_url, message="the job disappeared from the cluster"
-                )
-            terminal = info.status.is_terminal()
-            logs = client.get_logs(sid)
-            for line in follower.new_lines(logs, final=terminal):
-                self.log.info("%s", line)
-            if terminal:
-                return JobOutcome.of_job(info, logs, dashboard_url=endpoint.dashboard_url)
-            time.sleep(self.poll_interval)
+    def _time_left(self, ti: Any) -> float | None:
+        """Seconds of execution_timeout left for this try (None: no limit)."""
+        if self.execution_timeout is None:
+            return None
+        started = getattr(ti, "start_date", None)
+        elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() if started is not None else 0.0
+        return max(1.0, self.execution_timeout.total_seconds() - max(0.0, elapsed))
 
     def _finish(self, outcome: JobOutcome) -> dict[str, Any]:
-        result = outcome.raise_for_status()
+        try:
+            result = outcome.raise_for_status()
+        except RayJobTimedOut as exc:
+            raise AirflowTaskTimeout(str(exc)) from None
         self.log.info("Ray job %s succeeded; result: %s", outcome.submission_id, json.dumps(result, sort_keys=True))
         return result

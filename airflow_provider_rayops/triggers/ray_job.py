@@ -1,20 +1,26 @@
 """RayJobTrigger: follows one Ray job from the triggerer until it ends, logging its output.
 
-It holds no secret: its kwargs (stored in Airflow's database) are the submission id and the
-compute profile, and it resolves the dashboard address and token itself, without blocking
-the event loop (the connection through `aget_connection`, the local head's files in a thread).
-HTTP goes through aiohttp. It yields exactly one event, whose payload is everything
-`SubmitRayJobOperator.execute_complete` needs (`dag.test()` passes only the event):
+It holds no secret: its kwargs (stored in Airflow's database) are the submission id, the
+compute profile and its bounds, and it resolves the dashboard address and token itself,
+without blocking the event loop (the connection through `aget_connection`, the local head's
+files in a thread). HTTP goes through aiohttp; the job's log arrives through the dashboard's
+websocket tail, so only new text crosses the wire. It yields exactly one event, whose payload
+is everything `SubmitRayJobOperator.execute_complete` needs (`dag.test()` passes only the event):
 
-    {"submission_id": str, "status": "SUCCEEDED" | "FAILED" | "STOPPED" | "ERROR",
+    {"submission_id": str, "status": "SUCCEEDED" | "FAILED" | "STOPPED" | "ERROR" | "TIMEOUT",
      "dashboard_url": str, "message": str, "result": dict | None, "last_log_lines": [str]}
 
-ERROR means the job could not be followed (head gone, token refused, job unknown).
+ERROR means the job could not be followed (head gone or unreachable for longer than
+`unreachable_timeout`, token refused, job unknown). TIMEOUT means `deadline` (the task's
+execution_timeout) passed first: the trigger stopped the job. Airflow 3.3 does not apply
+execution_timeout to a deferred task, so this bound is the trigger's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,10 +33,16 @@ from airflow_provider_rayops.backends.jobs_api import AsyncRayJobsClient, JobOut
 
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
 UNREACHABLE_TIMEOUT_S = 60.0
+# After the job ends, how long the log stream may take to deliver its last lines.
+LOG_DRAIN_TIMEOUT_S = 15.0
 
 
 class RayJobTrigger(BaseTrigger):
-    """Polls a Ray job every `poll_interval` seconds; logs new job log lines; fires once at the end."""
+    """Polls a Ray job's status every `poll_interval` seconds while streaming its log; fires once at the end.
+
+    :param deadline: Unix time after which the job is stopped and the event is TIMEOUT (None: no limit).
+    :param unreachable_timeout: seconds the dashboard may fail to answer before the event is ERROR.
+    """
 
     def __init__(
         self,
@@ -39,12 +51,14 @@ class RayJobTrigger(BaseTrigger):
         compute: dict[str, Any] | None = None,
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.submission_id = submission_id
         self.compute = dict(compute) if compute else {"backend": "local"}
         self.poll_interval = float(poll_interval)
         self.unreachable_timeout = float(unreachable_timeout)
+        self.deadline = float(deadline) if deadline is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -54,6 +68,7 @@ class RayJobTrigger(BaseTrigger):
                 "compute": self.compute,
                 "poll_interval": self.poll_interval,
                 "unreachable_timeout": self.unreachable_timeout,
+                "deadline": self.deadline,
             },
         )
 
@@ -61,49 +76,101 @@ class RayJobTrigger(BaseTrigger):
         outcome = await self.follow()
         yield TriggerEvent(outcome.to_event())
 
-    async def follow(self) -> JobOutcome:
-        """Follow the job to its end; never raises for a job or cluster problem (those become ERROR)."""
+    async def follow(self, log: logging.Logger | None = None) -> JobOutcome:
+        """Follow the job to its end, job log lines to `log` (default: the trigger's); never raises
+        for a job or cluster problem (those end as ERROR)."""
+        log = log or self.log
         dashboard_url = ""
         try:
             endpoint = await self._endpoint()
             dashboard_url = endpoint.dashboard_url
-            self.log.info("Following Ray job %s at %s", self.submission_id, endpoint.job_url(self.submission_id))
-            async with AsyncRayJobsClient(endpoint) as client:
-                return await self._poll(client, dashboard_url)
+            log.info("Following Ray job %s at %s", self.submission_id, endpoint.job_url(self.submission_id))
+            # Each request waits at most as long as the dashboard may be unreachable in all.
+            async with AsyncRayJobsClient(endpoint, timeout_s=min(30.0, self.unreachable_timeout)) as client:
+                return await self._follow(client, dashboard_url, log)
         except RayopsComputeError as exc:
-            self.log.error("Lost Ray job %s: %s", self.submission_id, exc)
+            log.error("Lost Ray job %s: %s", self.submission_id, exc)
             return JobOutcome.error(submission_id=self.submission_id, dashboard_url=dashboard_url, message=str(exc))
 
-    async def _poll(self, client: AsyncRayJobsClient, dashboard_url: str) -> JobOutcome:
+    async def _follow(self, client: AsyncRayJobsClient, dashboard_url: str, log: logging.Logger) -> JobOutcome:
         follower = LogFollower()
+        tail = asyncio.create_task(self._tail(client, follower, log))
         failing_since: float | None = None
-        while True:
-            try:
-                info = await client.get_job(self.submission_id)
+        try:
+            while True:
+                if self.deadline is not None and time.time() >= self.deadline:
+                    return await self._time_out(client, dashboard_url, follower, log)
+                try:
+                    info = await client.get_job(self.submission_id)
+                except RayopsComputeError as exc:
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since >= self.unreachable_timeout:
+                        raise RayopsComputeError(
+                            f"the Ray dashboard did not answer for {now - failing_since:.0f}s "
+                            f"(limit {self.unreachable_timeout:.0f}s): {exc}"
+                        ) from None
+                    log.warning("Ray dashboard not answering (%s); retrying", exc)
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                failing_since = None
                 if info is None:
                     return JobOutcome.error(
                         submission_id=self.submission_id,
                         dashboard_url=dashboard_url,
-                        message=f"the Ray cluster at {dashboard_url} has no job {self.submission_id} "
-                        "(was the head restarted?)",
+                        message=f"the Ray cluster at {dashboard_url} has no job {self.submission_id} (was the head restarted?)",
                     )
-                terminal = info.status.is_terminal()
-                logs = await client.get_logs(self.submission_id)
-            except RayopsComputeError as exc:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since > self.unreachable_timeout:
-                    raise
-                self.log.warning("Ray dashboard not answering (%s); retrying", exc)
+                if info.status.is_terminal():
+                    await self._drain(tail, client, follower, log)
+                    log.info("Ray job %s ended %s", self.submission_id, info.status.value)
+                    return JobOutcome.of_job(info, follower, dashboard_url=dashboard_url)
                 await asyncio.sleep(self.poll_interval)
-                continue
-            failing_since = None
-            for line in follower.new_lines(logs, final=terminal):
-                self.log.info("%s", line)
-            if terminal:
-                self.log.info("Ray job %s ended %s", self.submission_id, info.status.value)
-                return JobOutcome.of_job(info, logs, dashboard_url=dashboard_url)
+        finally:
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await tail
+
+    async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: logging.Logger) -> None:
+        """Log each line as the job writes it; reconnect (skipping what was seen) if the stream drops
+        before the job has ended."""
+        while True:
+            try:
+                async for chunk in client.tail_logs(self.submission_id):
+                    for line in follower.feed(chunk):
+                        log.info("%s", line)
+                info = await client.get_job(self.submission_id)
+                if info is None or info.status.is_terminal():
+                    return
+            except RayopsComputeError as exc:
+                log.debug("Log stream of Ray job %s dropped (%s); reconnecting", self.submission_id, exc)
             await asyncio.sleep(self.poll_interval)
+            follower.restart()
+
+    async def _drain(self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: logging.Logger) -> None:
+        """Let the log stream deliver the job's last lines; if it cannot, read the rest once."""
+        with contextlib.suppress(TimeoutError, RayopsComputeError):
+            await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
+        if not tail.done() or follower.consumed == 0:
+            # The stream is stuck, or the job ended before its log could be streamed at all.
+            with contextlib.suppress(RayopsComputeError):
+                for line in follower.catch_up(await client.get_logs(self.submission_id)):
+                    log.info("%s", line)
+        for line in follower.finish():
+            log.info("%s", line)
+
+    async def _time_out(self, client: AsyncRayJobsClient, dashboard_url: str, follower: LogFollower, log: logging.Logger) -> JobOutcome:
+        try:
+            stopped = await client.stop(self.submission_id)
+            what = "the Ray job was stopped" if stopped else "the Ray job had just ended"
+        except RayopsComputeError as exc:
+            what = f"stopping the Ray job failed ({exc}); stop it from the dashboard"
+        log.error("Ray job %s exceeded the task's time limit; %s", self.submission_id, what)
+        return JobOutcome.timed_out(
+            submission_id=self.submission_id,
+            dashboard_url=dashboard_url,
+            message=f"the task's execution_timeout ran out while the job still ran; {what}",
+            log=follower,
+        )
 
     async def on_kill(self) -> None:
         """The user killed the deferred task (mark failed / success, clear): stop the Ray job too."""

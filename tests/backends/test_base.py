@@ -14,7 +14,7 @@ from airflow_provider_rayops.backends.base import (
     RayJobFailed,
     job_url,
 )
-from airflow_provider_rayops.backends.jobs_api import JobOutcome, LogFollower, tail_lines
+from airflow_provider_rayops.backends.jobs_api import FAILURE_LOG_LINES, JobOutcome, LogFollower
 
 
 def test_only_stopped_succeeded_and_failed_are_terminal():
@@ -73,11 +73,25 @@ def test_log_follower_hands_out_each_complete_line_once():
     assert follower.new_lines("a\nb\nc\nlast", final=True) == ["last"]
 
 
-def test_tail_lines_keeps_the_last_non_empty_lines_and_cuts_long_ones():
-    logs = "\n".join(f"line {i}" for i in range(50)) + "\n\n" + "x" * 5000
-    tail = tail_lines(logs, 3)
-    assert tail[:2] == ["line 48", "line 49"]
-    assert tail[2].endswith("[...]") and len(tail[2]) < 2100
+def test_log_follower_keeps_only_the_last_lines_and_the_result_of_a_long_stream():
+    follower = LogFollower()
+    text = "".join(f"line {i}\n" for i in range(10_000)).replace("line 5000\n", '::rayops-result::{"auc": 0.9}\n')
+    for start in range(0, len(text), 7):  # chunks that split lines anywhere
+        follower.feed(text[start : start + 7])
+    follower.feed("\n" + "x" * 5000)
+    assert follower.finish() == ["x" * 5000]
+    assert len(follower.last_lines) == FAILURE_LOG_LINES
+    assert list(follower.last_lines)[-3:-1] == ["line 9998", "line 9999"]
+    assert follower.last_lines[-1].endswith("[...]") and len(follower.last_lines[-1]) < 2100
+    assert follower.result == {"auc": 0.9}
+
+
+def test_log_follower_skips_what_it_saw_when_a_stream_starts_over():
+    follower = LogFollower()
+    assert follower.feed("one\ntw") == ["one"]
+    follower.restart()
+    assert follower.feed("one\n") == []
+    assert follower.feed("two\nthree\n") == ["two", "three"]
 
 
 def test_an_outcome_round_trips_through_a_trigger_event():

@@ -127,6 +127,28 @@ def test_require_approval_puts_a_human_approval_between_register_and_champion(co
     assert dag.get_task("promote.champion").upstream_task_ids == {"promote.approve", "promote.register"}
 
 
+def test_every_stage_has_its_time_limit_from_the_yaml(configs, monkeypatch):
+    import datetime as dt
+
+    churn = configs / "churn.yaml"
+    churn.write_text(
+        churn.read_text().replace("require_approval: false", "require_approval: true")
+        + "timeouts: {train: 90m, approval: 2d, unreachable: 20s}\n"
+    )
+    dag = dagbag(configs, monkeypatch).get_dag("churn")
+    limits = {t.task_id: t.execution_timeout for t in dag.tasks}
+    assert limits == {
+        "ingest.snapshot": dt.timedelta(hours=2),
+        "train.fit": dt.timedelta(minutes=90),
+        "evaluate.score": dt.timedelta(hours=2),
+        "promote.register": dt.timedelta(minutes=30),
+        "promote.approve": None,  # a person's answer is bounded by the approval's response timeout
+        "promote.champion": dt.timedelta(minutes=30),
+    }
+    assert dag.get_task("promote.approve").response_timeout == dt.timedelta(days=2)
+    assert dag.get_task("train.fit").unreachable_timeout == 20.0
+
+
 def test_a_tune_section_replaces_the_train_task_with_a_search(configs, monkeypatch):
     churn = configs / "churn.yaml"
     churn.write_text(

@@ -331,6 +331,32 @@ def test_a_retry_after_a_failed_job_submits_a_new_one(airflow_db, ray_head, tmp_
     assert ti.xcom_pull(task_ids="flaky", key="ray_job")["submission_id"] == submission_id(base, 2)
 
 
+def test_execution_timeout_bounds_a_deferred_wait_and_stops_the_job(airflow_db, ray_head):
+    """Airflow 3.3 does not apply execution_timeout to deferred time: the trigger enforces it."""
+    failures = _Failures()
+    with _dag("rayops_test_timeout") as dag:
+        SubmitRayJobOperator(
+            task_id="slow",
+            entrypoint=_python('print("started", flush=True); import time; time.sleep(300)'),
+            entrypoint_num_cpus=0.1,
+            compute=ray_head.compute,
+            poll_interval=0.3,
+            execution_timeout=dt.timedelta(seconds=6),
+            on_failure_callback=failures,
+        )
+    run = _run(dag)
+    ti = _only_ti(run)
+    assert ti.state == "failed"
+    [error] = failures.exceptions
+    assert type(error).__name__ == "AirflowTaskTimeout"
+    assert "execution_timeout ran out while the job still ran; the Ray job was stopped" in str(error)
+    sid = ti.xcom_pull(task_ids="slow", key="ray_job")["submission_id"]
+    deadline = time.monotonic() + 30
+    while ray_head.client().get_job(sid).status is not JobStatus.STOPPED:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
 def test_the_ray_backend_submits_through_an_airflow_connection(airflow_db, ray_head, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_RAYOPS_TEST_CLUSTER",

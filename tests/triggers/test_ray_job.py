@@ -192,3 +192,36 @@ def test_the_ray_backend_resolves_its_connection_inside_the_trigger(ray_head, mo
     events, _ = _run_trigger(trigger)
     assert [e.payload["status"] for e in events] == ["SUCCEEDED"]
     assert ray_head.endpoint.token not in json.dumps(trigger.serialize()[1])
+
+
+def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, monkeypatch):
+    """Before, every poll downloaded the driver's whole log; now the websocket tail moves only new text."""
+    from airflow_provider_rayops.backends.jobs_api import AsyncRayJobsClient
+
+    whole_log_reads = []
+    real = AsyncRayJobsClient.get_logs
+
+    async def counted(self, submission_id):
+        whole_log_reads.append(submission_id)
+        return await real(self, submission_id)
+
+    monkeypatch.setattr(AsyncRayJobsClient, "get_logs", counted)
+    code = "import time\nfor i in range(8):\n    print(f\"line {i}\", flush=True); time.sleep(0.3)\n"
+    sid = _submit(ray_head, f"python -c '{code}'")
+    events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.2))
+    assert events[0].payload["status"] == "SUCCEEDED"
+    assert whole_log_reads == []
+
+
+def test_a_deadline_stops_the_job_and_ends_as_timeout(ray_head):
+    sid = _submit(ray_head, SLEEPS)
+    _wait_log(ray_head, sid, "sleeping")
+    trigger = RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3, deadline=time.time() + 2)
+    events, _ = _run_trigger(trigger)
+    payload = events[0].payload
+    assert payload["status"] == "TIMEOUT"
+    assert payload["message"] == "the task's execution_timeout ran out while the job still ran; the Ray job was stopped"
+    assert payload["last_log_lines"][-1] == "sleeping"
+    _wait_status(ray_head, sid, JobStatus.STOPPED, timeout=30)
+    # the deadline survives the trip through the database
+    assert RayJobTrigger(**trigger.serialize()[1]).deadline == trigger.deadline
