@@ -109,6 +109,17 @@ def test_params_are_validated_when_triggering(airflow_db):
         dag.test(run_conf={"source": "/not/a/uri"})
 
 
+def test_a_source_given_at_trigger_time_outside_the_allowed_roots_fails_before_any_job(airflow_db, capsys):
+    dag = dagbag().get_dag("churn")
+    run = dag.test(run_conf={"source": "file:///etc/passwd"})
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    assert states["ingest.snapshot"] == ("failed", 1)  # refused, not retried
+    assert states["train.fit"][0] == "upstream_failed"
+    assert "param source='file:///etc/passwd' lies outside the pipeline's allowed roots" in capsys.readouterr().out
+    [ingest] = [ti for ti in run.get_task_instances() if ti.task_id == "ingest.snapshot"]
+    assert ingest.xcom_pull(task_ids="ingest.snapshot", key="ray_job") is None  # nothing was submitted
+
+
 def test_every_param_default_passes_its_own_schema():
     dag = dagbag().get_dag("churn")
     for name in dag.params:

@@ -43,6 +43,8 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
     configs = tmp_path / "dag_configs"
     configs.mkdir()
     shutil.copy(ROOT / "dag_configs" / "defaults.yaml", configs)
+    with open(configs / "defaults.yaml", "a") as defaults:  # the platform lets pipelines write to the test bucket
+        defaults.write(f"security:\n  storage_roots: ['s3://{S3_BUCKET}/']\n")
     compute = json.dumps(ray_head.compute)
     (configs / "churn_it.yaml").write_text(
         textwrap.dedent(
@@ -52,7 +54,7 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
             compute_profiles:
               test-head: {compute}
             storage: {{root: "{prefix}/artifacts", conn_id: rayops_s3_test}}
-            tracking: {{conn_id: mlflow_test, experiment: churn-it}}
+            tracking: {{conn_id: mlflow_test, experiment: "churn-it {{{{ 7 * 7 }}}}"}}
             data: {{source: "{prefix}/raw/churn.parquet", target: churned, min_rows: 1000}}
             train:
               entrypoint: rayops.builtin:tabular_mlp
@@ -109,6 +111,9 @@ def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipe
     assert tags["rayops.snapshot_uri"] == snapshot["snapshot_uri"]
     assert tags["rayops.config_hash"] and tags["rayops.ray_job_id"]
     assert mlflow_run.data.metrics["eval_auc"] == pytest.approx(evaluated["metrics"]["auc"])
+    # Config text reached the job as data: the experiment is named as written, not rendered to "churn-it 49".
+    experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment(mlflow_run.info.experiment_id)
+    assert experiment.name == "churn-it {{ 7 * 7 }}"
 
     # The audit question, from MLflow alone: why is this version serving?
     registered = xcom["promote.register"]
