@@ -34,3 +34,19 @@ data:
   source: file://data/churn.parquet
   target: churned
 """
+
+
+def load(path: Path, env: dict[str, str] | None = None):
+    """Validate one pipeline file over its folder's defaults.yaml, in the given environment."""
+    from airflow_provider_rayops.config.loader import load_defaults, load_pipeline
+
+    return load_pipeline(path, defaults=load_defaults(path.parent, env=env or {}), env=env or {})
+
+
+def errors_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    """Every error of one pipeline file, as `rayops validate` prints them."""
+    from airflow_provider_rayops.config.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load(path, env)
+    return [str(i) for i in info.value.issues]

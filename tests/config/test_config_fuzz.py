@@ -24,6 +24,8 @@ from airflow_provider_rayops.config.cache import load_config_dir_cached
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.factory.dags import build_pipeline_dag
 
+from tests.fixtures.templates import jinja_in_templated_fields
+
 from .conftest import ROOT
 
 EXAMPLES = int(os.environ.get("RAYOPS_FUZZ_EXAMPLES", "300"))
@@ -168,20 +170,6 @@ def _raw_mutation(draw, text: bytes) -> bytes:
     return b"\n".join(lines)
 
 
-TEMPLATE_MARKS = ("{{", "{%", "{#")
-
-
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _strings(item)
-
-
 @pytest.fixture(scope="module")
 def counter():
     seen = {"cases": 0, "valid": 0, "errors": 0}
@@ -227,9 +215,6 @@ def test_any_config_ends_valid_or_as_its_own_located_error(data, project, counte
         [loaded] = [p for p in result.pipelines if p.file == str(path)]
         dag = build_pipeline_dag(loaded)
         for task in dag.tasks:
-            data_fields = getattr(task, "data_fields", ())
-            for name in task.template_fields:
-                if name not in data_fields:
-                    assert not any(m in s for s in _strings(getattr(task, name)) for m in TEMPLATE_MARKS), (task.task_id, name)
+            assert jinja_in_templated_fields(task) == [], task.task_id
         assert SECRET not in repr([t.__dict__ for t in dag.tasks]) + repr(dict(dag.params))
     assert not CANARY.exists(), "config text ran code"

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 
-from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import load_config_dir, load_defaults, load_pipeline
 
-from .conftest import MINIMAL
-
-
-def errors_of(path, env=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_pipeline(path, defaults=load_defaults(path.parent), env=env or {})
-    return [str(i) for i in info.value.issues]
+from .conftest import MINIMAL, errors_of
 
 
 def test_valid_minimal_pipeline_loads_with_defaults(write, config_dir):

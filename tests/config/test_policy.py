@@ -11,22 +11,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_rayops.config.cache import load_config_dir_cached
-from airflow_provider_rayops.config.errors import ConfigError
-from airflow_provider_rayops.config.loader import load_defaults, load_pipeline
 
-from .conftest import MINIMAL, ROOT
+from .conftest import MINIMAL, ROOT, errors_of, load
 
 SECRET = "fernet-key-do-not-leak-7f3a"
-
-
-def load(path: Path, env: dict[str, str] | None = None):
-    return load_pipeline(path, defaults=load_defaults(path.parent, env=env or {}), env=env or {})
-
-
-def errors_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(path, env)
-    return [str(i) for i in info.value.issues]
 
 
 def add_security(config_dir: Path, text: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_rayops.config.loader import load_config_dir
 from airflow_provider_rayops.factory.dags import build_pipeline_dag
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
+from tests.fixtures.templates import jinja_in_templated_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 RCE = "{{ lipsum.__globals__['os'].popen('id').read() }}"
@@ -44,20 +45,6 @@ promote:
   require_approval: true
 """
 
-TEMPLATE_MARKS = ("{{", "{%", "{#")
-
-
-def strings_in(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings_in(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from strings_in(item)
-
-
 @pytest.fixture
 def jinja_dag(tmp_path):
     folder = tmp_path / "dag_configs"
@@ -73,12 +60,7 @@ def jinja_dag(tmp_path):
 def test_no_config_string_reaches_a_templated_field(jinja_dag):
     assert not jinja_dag.render_template_as_native_obj
     for task in jinja_dag.tasks:
-        data_fields = getattr(task, "data_fields", ())
-        for name in task.template_fields:
-            if name in data_fields:
-                continue
-            for text in strings_in(getattr(task, name)):
-                assert not any(mark in text for mark in TEMPLATE_MARKS), (task.task_id, name, text)
+        assert jinja_in_templated_fields(task) == [], task.task_id
 
 
 def test_every_config_string_reaches_the_job_verbatim(jinja_dag):
