@@ -15,6 +15,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_rayops.hooks import checked
+
 from airflow_provider_rayops.jobs.tracking import embedded_tracking_uri
 
 
@@ -45,7 +47,7 @@ class MlflowHook(BaseHook):
     def tracking_uri(self) -> str:
         if not self.mlflow_conn_id:
             return embedded_tracking_uri()
-        conn = self.get_connection(self.mlflow_conn_id)
+        conn = checked(self.get_connection(self.mlflow_conn_id), conn_id=self.mlflow_conn_id, conn_type=self.conn_type)
         if not conn.host:
             raise ValueError(f"connection {self.mlflow_conn_id!r}: host must be the tracking server URL, e.g. http://mlflow:5000")
         host = conn.host if "://" in conn.host else f"http://{conn.host}"
@@ -55,7 +57,7 @@ class MlflowHook(BaseHook):
         """MLflow's own environment variables for a Ray job. Holds credentials: never log them."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri()}
         if self.mlflow_conn_id:
-            conn = self.get_connection(self.mlflow_conn_id)
+            conn = checked(self.get_connection(self.mlflow_conn_id), conn_id=self.mlflow_conn_id, conn_type=self.conn_type)
             if conn.login:
                 env["MLFLOW_TRACKING_USERNAME"] = conn.login
                 env["MLFLOW_TRACKING_PASSWORD"] = conn.password or ""

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_rayops.hooks import checked
+
 from airflow_provider_rayops.backends.base import BackendNotAvailable, RayEndpoint
 
 
@@ -43,11 +45,12 @@ class RayHook(BaseHook):
 
     def get_endpoint(self) -> RayEndpoint:
         """The dashboard URL and token of the connection."""
-        return endpoint_from_connection(self.get_connection(self.ray_conn_id), conn_id=self.ray_conn_id)
+        conn = checked(self.get_connection(self.ray_conn_id), conn_id=self.ray_conn_id, conn_type=self.conn_type)
+        return endpoint_from_connection(conn, conn_id=self.ray_conn_id)
 
     async def aget_endpoint(self) -> RayEndpoint:
         """The same, from async code (triggers): the connection is read without blocking the loop."""
-        conn = await self.aget_connection(self.ray_conn_id)
+        conn = checked(await self.aget_connection(self.ray_conn_id), conn_id=self.ray_conn_id, conn_type=self.conn_type)
         return endpoint_from_connection(conn, conn_id=self.ray_conn_id)
 
     def get_conn(self):

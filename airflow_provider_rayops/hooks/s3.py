@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_rayops.hooks import checked
+
 from airflow_provider_rayops.storage import S3Settings, StorageConfigError, StorageError
 from airflow_provider_rayops.storage.settings import DEFAULT_REGION
 
@@ -52,7 +54,7 @@ class S3StorageHook(BaseHook):
 
     def get_settings(self) -> S3Settings:
         """The connection as `S3Settings`; StorageConfigError if its endpoint cannot work."""
-        conn = self.get_connection(self.s3_conn_id)
+        conn = checked(self.get_connection(self.s3_conn_id), conn_id=self.s3_conn_id, conn_type=self.conn_type)
         extra = conn.extra_dejson or {}
         return S3Settings(
             endpoint_url=_endpoint(conn.host, conn.port),

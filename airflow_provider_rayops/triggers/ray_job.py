@@ -34,9 +34,10 @@ from airflow_provider_rayops.backends.jobs_api import AsyncRayJobsClient, JobOut
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
 UNREACHABLE_TIMEOUT_S = 60.0
 # After the job ends, how long the log stream may take to deliver its last lines before the rest
-# is read in one request. Ray's tail starts seconds late and ends a second or more after the job
-# (it sleeps between reads), which would add that much to every stage.
-LOG_DRAIN_TIMEOUT_S = 0.5
+# is read in one request. Ray's tail reads the file once a second and stops a second or two after
+# the job; a stream that has not delivered anything yet (a job shorter than Ray's start-up of the
+# tail) is not waited for at all.
+LOG_DRAIN_TIMEOUT_S = 5.0
 
 
 class RayJobTrigger(BaseTrigger):
@@ -149,12 +150,12 @@ class RayJobTrigger(BaseTrigger):
             follower.restart()
 
     async def _drain(self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: logging.Logger) -> None:
-        """Let the log stream deliver the job's last lines; if it lags, read the rest in one request
-        (the only whole-log read; polls never fetch the log)."""
-        with contextlib.suppress(TimeoutError, RayopsComputeError):
-            await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
+        """Let the log stream deliver the job's last lines; if it has not started or lags, read the
+        rest in one request (the only whole-log read; polls never fetch the log)."""
+        if follower.consumed:
+            with contextlib.suppress(TimeoutError, RayopsComputeError):
+                await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
         if not tail.done() or follower.consumed == 0:
-            # The stream is stuck, or the job ended before its log could be streamed at all.
             with contextlib.suppress(RayopsComputeError):
                 for line in follower.catch_up(await client.get_logs(self.submission_id)):
                     log.info("%s", line)

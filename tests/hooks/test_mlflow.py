@@ -44,3 +44,17 @@ def test_a_failing_server_is_reported_without_credentials(monkeypatch):
     ok, message = MlflowHook("mlflow_down").test_connection()
     assert not ok
     assert "hunter2" not in message
+
+
+def test_a_pipeline_cannot_hand_another_kind_of_connection_to_its_jobs(monkeypatch):
+    """Pipeline YAML names connections by id and their values reach Ray jobs: only rayops' own types."""
+    import pytest
+
+    from airflow_provider_rayops.hooks import WrongConnectionType
+    from airflow_provider_rayops.hooks.s3 import S3StorageHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "login": "AKIA", "password": "cloud-secret"}))
+    with pytest.raises(WrongConnectionType, match="connection 'aws_default' is of type 'aws'; rayops reads only connections of type 'rayops_mlflow'"):
+        MlflowHook("aws_default").job_env()
+    with pytest.raises(WrongConnectionType, match="of type 'rayops_s3' here"):
+        S3StorageHook("aws_default").job_env()

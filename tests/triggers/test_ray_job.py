@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import datetime
 import importlib
 import json
 import socket
@@ -111,22 +110,11 @@ def test_serialize_round_trips_through_an_importable_class_with_plain_kwargs(ray
     assert ray_head.endpoint.token not in json.dumps(kwargs)
 
 
-def _logged_at(output: str, message: str) -> datetime.datetime:
-    """When the trigger logged `message` (Airflow's structlog lines start with an ISO timestamp)."""
-    for line in output.splitlines():
-        stamp, _, rest = line.partition(" [info     ] ")
-        if rest.split("  ")[0].strip() == message:
-            return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    raise AssertionError(f"{message!r} was not logged:\n{output}")
-
-
-def test_a_succeeding_job_gives_one_event_with_its_result_and_logs_lines_as_they_come(ray_head, capsys):
+def test_a_succeeding_job_gives_one_event_with_its_result(ray_head):
     sid = _submit(ray_head, SUCCEEDS)
-    trigger = RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3)
-    events, longest_stall = _run_trigger(trigger)
+    events, longest_stall = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3))
     assert len(events) == 1
-    payload = events[0].payload
-    assert payload == {
+    assert events[0].payload == {
         "submission_id": sid,
         "status": "SUCCEEDED",
         "dashboard_url": ray_head.dashboard_url,
@@ -134,10 +122,41 @@ def test_a_succeeding_job_gives_one_event_with_its_result_and_logs_lines_as_they
         "result": {"uri": "file:///out", "auc": 0.9},
         "last_log_lines": [],
     }
-    output = capsys.readouterr().out
-    # The job sleeps 1.5 s between its two lines: the first was logged while it still ran.
-    assert (_logged_at(output, "step two") - _logged_at(output, "step one")).total_seconds() > 1.0
     assert longest_stall < 0.5
+
+
+class _Recorder:
+    """A logger for `follow(log=...)` that records lines and acts when one appears."""
+
+    def __init__(self, when: str, then) -> None:
+        self.lines: list[str] = []
+        self.when, self.then = when, then
+
+    def info(self, message, *args):
+        line = message % args if args else message
+        self.lines.append(line)
+        if line == self.when:
+            self.then()
+
+    warning = error = debug = info
+
+
+def test_log_lines_reach_the_task_log_while_the_job_still_runs(ray_head, tmp_path):
+    """The job prints "step one", then waits for the test to have seen it before "step two":
+    the run only succeeds if lines arrive while it runs, whatever the machine's speed."""
+    seen = tmp_path / "seen"
+    code = (
+        "import pathlib, sys, time; print(\"step one\", flush=True); deadline = time.time() + 120\n"
+        f"while not pathlib.Path(\"{seen}\").exists():\n"
+        "    time.sleep(0.1)\n"
+        "    if time.time() > deadline: sys.exit(\"step one never reached the log\")\n"
+        "print(\"step two\", flush=True)"
+    )
+    sid = _submit(ray_head, f"python -c '{code}'")
+    log = _Recorder("step one", seen.touch)
+    outcome = asyncio.run(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.3).follow(log=log))
+    assert outcome.status == "SUCCEEDED", outcome.last_log_lines
+    assert log.lines.index("step one") < log.lines.index("step two")
 
 
 def test_a_failing_job_gives_its_last_log_lines_in_the_event(ray_head):
@@ -206,7 +225,8 @@ def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, m
         return await real(self, submission_id)
 
     monkeypatch.setattr(AsyncRayJobsClient, "get_logs", counted)
-    code = "import time\nfor i in range(8):\n    print(f\"line {i}\", flush=True); time.sleep(0.3)\n"
+    # long enough for Ray's tail to start streaming (it begins a few seconds into a job)
+    code = "import time\nfor i in range(12):\n    print(f\"line {i}\", flush=True); time.sleep(0.6)\n"
     sid = _submit(ray_head, f"python -c '{code}'")
     events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.2))
     assert events[0].payload["status"] == "SUCCEEDED"
