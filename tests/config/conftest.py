@@ -50,3 +50,13 @@ def errors_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load(path, env)
     return [str(i) for i in info.value.issues]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many cases the config fuzz test tried, in every run's output."""
+    from tests.config.test_config_fuzz import FUZZ_STATS
+
+    if FUZZ_STATS["cases"]:
+        terminalreporter.write_line(
+            f"config fuzz: {FUZZ_STATS['cases']} cases, {FUZZ_STATS['valid']} valid, {FUZZ_STATS['errors']} located errors"
+        )

@@ -170,11 +170,13 @@ def _raw_mutation(draw, text: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+# Printed at the end of every run by tests/config/conftest.py (pytest_terminal_summary).
+FUZZ_STATS = {"cases": 0, "valid": 0, "errors": 0}
+
+
 @pytest.fixture(scope="module")
 def counter():
-    seen = {"cases": 0, "valid": 0, "errors": 0}
-    yield seen
-    print(f"\nconfig fuzz: {seen['cases']} cases, {seen['valid']} valid, {seen['errors']} located errors")
+    return FUZZ_STATS
 
 
 @pytest.fixture(scope="module")
