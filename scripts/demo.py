@@ -62,15 +62,17 @@ def summarize(result: dict) -> str:
 def show_registry(state: Path) -> None:
     from mlflow import MlflowClient
 
+    from airflow_provider_rayops import tag_names as names
+
     client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
     for model in client.search_registered_models():
         print(f"registered model {model.name}: aliases {dict(sorted(model.aliases.items()))}")
         for version in sorted(client.search_model_versions(f"name='{model.name}'"), key=lambda v: int(v.version)):
             tags = version.tags
             print(
-                f"  v{version.version}: gates_passed={tags.get('rayops.gates_passed')} "
-                f"approval={tags.get('rayops.approval')} snapshot={tags.get('rayops.snapshot_hash', '')[:12]} "
-                f"airflow_run={tags.get('rayops.run_id')}"
+                f"  v{version.version}: gates_passed={tags.get(names.GATES_PASSED)} "
+                f"approval={tags.get(names.APPROVAL)} snapshot={tags.get(names.SNAPSHOT_HASH, '')[:12]} "
+                f"airflow_run={tags.get(names.RUN_ID)}"
             )
 
 

@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.config.schema import EVALUATION_METRICS
 from airflow_provider_rayops.jobs import modeling, tracking
@@ -526,10 +527,10 @@ def log_evaluation(client: MlflowClient, run_id: str, result: Mapping[str, Any])
         client,
         run_id,
         {
-            "rayops.eval.snapshot_uri": result["snapshot_uri"],
-            "rayops.eval.snapshot_hash": result["snapshot_hash"],
-            "rayops.eval.model_uri": result["model_uri"],
-            "rayops.eval.champion": f"{champion['registered_model']}/{champion['version']}" if champion else "none",
+            names.EVAL_SNAPSHOT_URI: result["snapshot_uri"],
+            names.EVAL_SNAPSHOT_HASH: result["snapshot_hash"],
+            names.EVAL_MODEL_URI: result["model_uri"],
+            names.EVAL_CHAMPION: f"{champion['registered_model']}/{champion['version']}" if champion else "none",
         },
     )
     client.log_dict(run_id, dict(result), EVALUATION_ARTIFACT)

@@ -7,7 +7,7 @@
   `rayops.run_key` (a hash of what the caller calls the key, e.g. the task's run_root), and
   `start_or_resume_run` reopens that run instead of creating a second one, so an Airflow
   retry keeps logging into the run of its first try.
-- Lineage tags are `rayops.<name>` (see `LINEAGE_TAGS`); values are strings.
+- Lineage tags are `rayops.<name>` (airflow_provider_rayops/tag_names.py); values are strings.
 - Metrics are logged once per (key, step): a retry that replays epochs does not duplicate them.
 - Params are logged once; a retry that brings a different value for a param is refused
   (`ParamConflict`), since it would resume another training's checkpoints.
@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_rayops import tag_names as names
+
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
@@ -34,25 +36,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-RUN_KEY_TAG = "rayops.run_key"
-RUN_KIND_TAG = "rayops.kind"
-CHECKPOINT_TAG = "rayops.checkpoint"
-MODEL_FORMAT_TAG = "rayops.model_format"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 MODEL_NAME = "model"
-# Lineage the train job records on its run (the caller gives most of them; see jobs/train.py).
-LINEAGE_TAGS = (
-    "snapshot_uri",
-    "snapshot_hash",
-    "config_hash",
-    "config_git_commit",
-    "pipeline",
-    "dag_id",
-    "run_id",
-    "task_id",
-    "try_number",
-    "ray_job_id",
-)
 _TAG_MAX = 5000
 _BATCH_MAX = 1000
 
@@ -136,7 +121,7 @@ def find_run(mlflow_client: MlflowClient, experiment_id: str, key: str) -> Run |
     """The run tagged with this run key (any status), oldest first if several."""
     runs = mlflow_client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+        filter_string=f"tags.`{names.RUN_KEY}` = '{key}'",
         run_view_type=3,  # ViewType.ALL: a deleted run is still the run of this key
         order_by=["attributes.start_time ASC"],
         max_results=10,
@@ -155,7 +140,7 @@ def start_or_resume_run(
 ) -> tuple[str, bool]:
     """(run_id, resumed): the run of `key` (reopened as RUNNING) or a new one; `tags` are set either way."""
     existing = find_run(mlflow_client, experiment_id, key)
-    all_tags = {RUN_KEY_TAG: key, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}), **dict(tags or {})}
+    all_tags = {names.RUN_KEY: key, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}), **dict(tags or {})}
     if existing is not None:
         run_id = existing.info.run_id
         if existing.info.lifecycle_stage == "deleted":
@@ -169,7 +154,7 @@ def start_or_resume_run(
 
 def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
     """`rayops.<name>` tags from a lineage dict; None values are left out, others stringified."""
-    return {f"rayops.{name}": value for name, value in _tag_values(lineage).items()}
+    return {names.tag(name): value for name, value in _tag_values(lineage).items()}
 
 
 def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -264,7 +249,7 @@ def logged_model_uri(experiment_id: str, run_id: str, *, checkpoint: str) -> str
         return None
     for model in models:
         ready = str(getattr(model.status, "value", model.status)) == "READY"
-        if ready and model.name == MODEL_NAME and (model.tags or {}).get(CHECKPOINT_TAG) == checkpoint:
+        if ready and model.name == MODEL_NAME and (model.tags or {}).get(names.CHECKPOINT) == checkpoint:
             return model.model_uri
     return None
 
@@ -295,7 +280,7 @@ def log_torch_model(
     # Created first, in the run's experiment: left to log_model, a model logged by run id
     # without an active run lands in the default experiment.
     logged = mlflow_client.create_logged_model(
-        experiment_id, name=MODEL_NAME, source_run_id=run_id, tags={CHECKPOINT_TAG: checkpoint}
+        experiment_id, name=MODEL_NAME, source_run_id=run_id, tags={names.CHECKPOINT: checkpoint}
     )
     common = dict(
         name=MODEL_NAME,
@@ -315,7 +300,7 @@ def log_torch_model(
         logger.warning("torch.export could not export the model (%s: %s); logging it pickled", type(exc).__name__, exc)
         info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
         model_format = "pickle"
-    mlflow_client.set_logged_model_tags(logged.model_id, {MODEL_FORMAT_TAG: model_format})
+    mlflow_client.set_logged_model_tags(logged.model_id, {names.MODEL_FORMAT: model_format})
     return info.model_uri
 
 

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.config.schema import CheckpointSpec, ScalingSpec
 from airflow_provider_rayops.jobs import builtin, modeling, tracking
@@ -309,9 +310,9 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     }
     tags = {
         **tracking.lineage_tags(lineage),
-        tracking.RUN_KIND_TAG: "train",
-        "rayops.run_root": run_root,
-        "rayops.entrypoint": spec.entrypoint,
+        names.RUN_KIND: "train",
+        names.RUN_ROOT: run_root,
+        names.ENTRYPOINT: spec.entrypoint,
     }
     with tracking.tracked_run(
         client,
@@ -432,10 +433,10 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
         client,
         run_id,
         {
-            "rayops.checkpoint_uri": outcome.checkpoint_uri,
-            "rayops.model_uri": model_uri,
-            "rayops.epochs_completed": outcome.epochs_completed,
-            "rayops.resumed_from_epoch": outcome.resumed_from_epoch,
+            names.CHECKPOINT_URI: outcome.checkpoint_uri,
+            names.MODEL_URI: model_uri,
+            names.EPOCHS_COMPLETED: outcome.epochs_completed,
+            names.RESUMED_FROM_EPOCH: outcome.resumed_from_epoch,
         },
     )
     final = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items() if k != "epoch"}
@@ -453,13 +454,13 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
 
 def _run_settings(spec: TrainJobArgs) -> dict[str, Any]:
     return {
-        "rayops.entrypoint": spec.entrypoint,
-        "rayops.num_workers": spec.scaling.num_workers,
-        "rayops.use_gpu": spec.scaling.use_gpu,
-        "rayops.checkpoint_every_epochs": spec.checkpoint.every_epochs,
-        "rayops.checkpoint_keep": spec.checkpoint.keep,
-        "rayops.max_failures": spec.max_failures,
-        "rayops.mixed_precision": spec.mixed_precision,
+        names.ENTRYPOINT: spec.entrypoint,
+        names.NUM_WORKERS: spec.scaling.num_workers,
+        names.USE_GPU: spec.scaling.use_gpu,
+        names.CHECKPOINT_EVERY_EPOCHS: spec.checkpoint.every_epochs,
+        names.CHECKPOINT_KEEP: spec.checkpoint.keep,
+        names.MAX_FAILURES: spec.max_failures,
+        names.MIXED_PRECISION: spec.mixed_precision,
     }
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import Field
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.config.schema import Distribution, TuneSpec
 from airflow_provider_rayops.jobs import builtin, modeling, tracking
@@ -191,7 +192,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         key=tracking.run_key(key_text),
         params={**params, **_search_settings(spec)},
         run_name=spec.run_name or (f"tune {spec.lineage['run_id']}" if spec.lineage.get("run_id") else None),
-        tags={**lineage, tracking.RUN_KIND_TAG: "tune", "rayops.run_root": run_root, "rayops.entrypoint": spec.entrypoint},
+        tags={**lineage, names.RUN_KIND: "tune", names.RUN_ROOT: run_root, names.ENTRYPOINT: spec.entrypoint},
     ) as parent_id:
         trials = search(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
         result = log_search(
@@ -329,11 +330,11 @@ def log_search(
             parent_run_id=parent_id,
             tags={
                 **lineage,
-                tracking.RUN_KIND_TAG: "trial",
-                "rayops.trial_id": trial.trial_id,
-                "rayops.trial_status": trial.status,
-                "rayops.checkpoint_uri": trial.checkpoint_uri,
-                "rayops.error": trial.error,
+                names.RUN_KIND: "trial",
+                names.TRIAL_ID: trial.trial_id,
+                names.TRIAL_STATUS: trial.status,
+                names.CHECKPOINT_URI: trial.checkpoint_uri,
+                names.ERROR: trial.error,
             },
         )
         tracking.log_params_once(client, run_id, trial.params)
@@ -350,16 +351,16 @@ def log_search(
     model_uri = tracking.logged_model_uri(experiment_id, best_run, checkpoint=best.checkpoint_uri)
     if model_uri is None:
         model_uri = _log_checkpoint_model(client, experiment_id=experiment_id, run_id=best_run, checkpoint_uri=best.checkpoint_uri, snapshot=snapshot, step=best.epochs)
-    tracking.set_tags(client, best_run, {"rayops.model_uri": model_uri, "rayops.best_trial": "true"})
+    tracking.set_tags(client, best_run, {names.MODEL_URI: model_uri, names.BEST_TRIAL: "true"})
     final = {k: v for k, v in best.history[-1].items() if k != "epoch" and _finite(v)}
     tracking.set_tags(
         client,
         parent_id,
         {
-            "rayops.best_trial_id": best.trial_id,
-            "rayops.best_run_id": best_run,
-            "rayops.model_uri": model_uri,
-            "rayops.checkpoint_uri": best.checkpoint_uri,
+            names.BEST_TRIAL_ID: best.trial_id,
+            names.BEST_RUN_ID: best_run,
+            names.MODEL_URI: model_uri,
+            names.CHECKPOINT_URI: best.checkpoint_uri,
         },
     )
     tracking.log_history(client, parent_id, [{"epoch": best.epochs, **{f"best_{k}": v for k, v in final.items()}}])
@@ -419,13 +420,13 @@ def _log_checkpoint_model(client: Any, *, experiment_id: str, run_id: str, check
 
 
 def _latest_checkpoint(folder_uri: str) -> str | None:
-    names = {
+    folders = {
         uri[len(folder_uri.rstrip("/")) + 1 :].split("/", 1)[0]
         for uri in storage.list_uris(folder_uri)
         if f"/{builtin.CHECKPOINT_DIR_PREFIX}" in uri
     }
-    names = sorted(n for n in names if n.startswith(builtin.CHECKPOINT_DIR_PREFIX) and storage.exists(storage.join_uri(folder_uri, n, modeling.MODEL_SPEC_FILE)))
-    return storage.join_uri(folder_uri, names[-1]) if names else None
+    done = sorted(n for n in folders if n.startswith(builtin.CHECKPOINT_DIR_PREFIX) and storage.exists(storage.join_uri(folder_uri, n, modeling.MODEL_SPEC_FILE)))
+    return storage.join_uri(folder_uri, done[-1]) if done else None
 
 
 def _trial_id(result: Any) -> str:
@@ -466,13 +467,13 @@ def _search_settings(spec: TuneJobArgs) -> dict[str, Any]:
     search = spec.search
     return {
         **train_job._run_settings(spec),
-        "rayops.search.num_samples": search.num_samples,
-        "rayops.search.max_concurrent": search.max_concurrent,
-        "rayops.search.metric": search.metric,
-        "rayops.search.mode": search.mode,
-        "rayops.search.scheduler": search.scheduler,
-        "rayops.search.grace_period": search.grace_period,
-        "rayops.search.space": {name: dist.model_dump(exclude_none=True) for name, dist in search.search_space.items()},
+        names.SEARCH_PREFIX + "num_samples": search.num_samples,
+        names.SEARCH_PREFIX + "max_concurrent": search.max_concurrent,
+        names.SEARCH_PREFIX + "metric": search.metric,
+        names.SEARCH_PREFIX + "mode": search.mode,
+        names.SEARCH_PREFIX + "scheduler": search.scheduler,
+        names.SEARCH_PREFIX + "grace_period": search.grace_period,
+        names.SEARCH_PREFIX + "space": {name: dist.model_dump(exclude_none=True) for name, dist in search.search_space.items()},
     }
 
 

@@ -26,6 +26,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.links.mlflow import XCOM_KEY, MlflowModelVersionLink, link_xcom_value
 from airflow_provider_rayops.registry import gates as gate_logic
@@ -199,8 +200,8 @@ class RegisterMLflowModelOperator(BaseOperator):
             )
             tags = {
                 **lineage,
-                promotion.EVALUATION_URI_TAG: evaluation.get("evaluation_uri"),
-                promotion.REGISTERED_BY_TAG: registered_by,
+                names.EVALUATION_URI: evaluation.get("evaluation_uri"),
+                names.REGISTERED_BY: registered_by,
             }
             version, created = promotion.register_version(
                 client, registered_model=self.registered_model, model_uri=model_uri, run_id=run_id, tags=tags, description=description
@@ -333,18 +334,18 @@ def approval_body(
     """The approval form's markdown: verdict, gate table, lineage, what each answer does."""
     tags = version.tags or {}
     results = promotion.gate_results_of(version)
-    passed = tags.get(promotion.GATES_PASSED_TAG) == "true"
+    passed = tags.get(names.GATES_PASSED) == "true"
     serving = f"v{champion.version}" if champion is not None else "none yet (this would be the first)"
     lines = [
         f"**{name} v{version.version}** {'passed every gate' if passed else 'did NOT pass every gate'} "
-        f"(policy `{tags.get(promotion.POLICY_HASH_TAG, '?')}`). Current `{champion_alias}`: {serving}.",
+        f"(policy `{tags.get(names.POLICY_HASH, '?')}`). Current `{champion_alias}`: {serving}.",
         "",
         gate_logic.gate_table(results, markdown=True),
         "",
-        f"- Data: `{tags.get('rayops.snapshot_uri', '?')}` (hash `{tags.get('rayops.snapshot_hash', '?')}`)",
-        f"- Config: `{tags.get('rayops.config_hash', '?')}` at git `{tags.get('rayops.config_git_commit', '?')}`",
-        f"- Trained by: DAG `{tags.get('rayops.dag_id', '?')}` run `{tags.get('rayops.run_id', '?')}`; "
-        f"training run `{tags.get(promotion.TRAIN_RUN_TAG, version.run_id)}`",
+        f"- Data: `{tags.get(names.SNAPSHOT_URI, '?')}` (hash `{tags.get(names.SNAPSHOT_HASH, '?')}`)",
+        f"- Config: `{tags.get(names.CONFIG_HASH, '?')}` at git `{tags.get(names.CONFIG_GIT_COMMIT, '?')}`",
+        f"- Trained by: DAG `{tags.get(names.DAG_ID, '?')}` run `{tags.get(names.RUN_ID, '?')}`; "
+        f"training run `{tags.get(names.TRAIN_RUN_ID, version.run_id)}`",
     ]
     if url:
         lines.append(f"- [Open v{version.version} in MLflow]({url})")
@@ -416,17 +417,17 @@ class PromoteMLflowModelOperator(BaseOperator):
                 decision = self._record_person(client, number, approval)
             else:
                 written = promotion.record_policy_approval(client, name, number, at=_now())
-                decision = {"decision": "policy", "by": written[promotion.APPROVED_BY_TAG], "comment": None}
+                decision = {"decision": "policy", "by": written[names.APPROVED_BY], "comment": None}
             moved = promotion.promote_to_champion(
                 client, name, number, champion_alias=self.champion_alias, previous_alias=self.previous_alias,
                 challenger_alias=self.challenger_alias,
             )  # fmt: skip
             tags = client.get_model_version(name, number).tags or {}
-            if moved.changed or promotion.PROMOTED_AT_TAG not in tags:
+            if moved.changed or names.PROMOTED_AT not in tags:
                 promotion.set_version_tags(client, name, number, {
-                    promotion.PROMOTED_AT_TAG: _now(),
-                    promotion.PROMOTED_BY_TAG: _task_label(context),
-                    promotion.REPLACED_VERSION_TAG: moved.previous or "",
+                    names.PROMOTED_AT: _now(),
+                    names.PROMOTED_BY: _task_label(context),
+                    names.REPLACED_VERSION: moved.previous or "",
                 })  # fmt: skip
             url = promotion.model_version_ui_url(tracking_uri, name, number)
         if moved.changed:

@@ -7,7 +7,7 @@ Aliases, never stages:
     <previous>    the champion before the current one: rollback is `models:/<name>@previous`
 
 Everything the audit question needs ("why is this version serving?") is on the version itself,
-as `rayops.*` tags (see the *_TAG constants): the lineage copied from the training run (data
+as `rayops.*` tags (names in airflow_provider_rayops/tag_names.py): the lineage copied from the training run (data
 snapshot and hash, config hash and git commit, Airflow dag/run/try, Ray job id), the gate
 results and the policy they came from, and who or which policy approved it. `audit_record`
 reads them back.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.registry.gates import GateResult, fmt, gate_policy_hash, normalize_gates
 
 if TYPE_CHECKING:
@@ -37,31 +38,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# -- tags on a model version --------------------------------------------------------------------
-TRAIN_RUN_TAG = "rayops.train_run_id"  # the training run the version was registered from
-LOGGED_MODEL_TAG = "rayops.logged_model_uri"  # the logged model (`models:/m-...`) it was registered from
-EVALUATION_URI_TAG = "rayops.evaluation_uri"  # runs:/<run>/evaluation.json
-REGISTERED_BY_TAG = "rayops.registered_by"  # the Airflow task instance that registered it
-GATES_TAG = "rayops.gates"  # JSON list of GateResult dicts
-GATE_TAG_PREFIX = "rayops.gate."  # rayops.gate.<i>: "PASS auc >= 0.8: 0.86 >= 0.8 (margin 0.06)"
-GATES_PASSED_TAG = "rayops.gates_passed"  # "true" / "false"
-GATES_FAILED_TAG = "rayops.gates_failed"  # "; "-joined names of failed gates, "" when none
-GATES_URI_TAG = "rayops.gates_uri"  # runs:/<train run>/gates.json (the JSON artifact)
-GATE_POLICY_TAG = "rayops.gate_policy"  # JSON of the gate set the version was judged by
-POLICY_HASH_TAG = "rayops.policy_hash"  # gate_policy_hash() of it
-APPROVAL_TAG = "rayops.approval"  # "approved" / "rejected" (by a person) or "policy"
-APPROVED_BY_TAG = "rayops.approved_by"  # the person's name (also on a rejection: who decided)
-APPROVED_BY_ID_TAG = "rayops.approved_by_id"
-APPROVAL_COMMENT_TAG = "rayops.approval_comment"
-APPROVED_AT_TAG = "rayops.approved_at"  # ISO 8601
-APPROVAL_POLICY_TAG = "rayops.approval_policy"  # with approval "policy": the gate set that approved
-PROMOTED_AT_TAG = "rayops.promoted_at"
-PROMOTED_BY_TAG = "rayops.promoted_by"  # the Airflow task instance that moved the champion alias
-REPLACED_VERSION_TAG = "rayops.replaced_version"  # the champion it replaced ("" for the first)
-
 GATES_ARTIFACT = "gates.json"
 # Run tags that are bookkeeping of the run, not lineage of the model: not copied onto versions.
-_RUN_ONLY_TAGS = ("rayops.run_key", "rayops.kind", "rayops.eval.")
+_RUN_ONLY_TAGS = (names.RUN_KEY, names.RUN_KIND, names.EVAL_PREFIX)
 _TAG_MAX = 50_000
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
@@ -128,10 +107,10 @@ def find_version(client: MlflowClient, name: str, *, run_id: str, model_uri: str
     model_id = logged_model_id(model_uri)
     found = []
     for version in _versions_of_run(client, name, run_id):
-        same_run = version.run_id == run_id or (version.tags or {}).get(TRAIN_RUN_TAG) == run_id
+        same_run = version.run_id == run_id or (version.tags or {}).get(names.TRAIN_RUN_ID) == run_id
         version_model = getattr(version, "model_id", None)
         same_model = (model_id is not None and version_model == model_id) or version.source == model_uri or (
-            (version.tags or {}).get(LOGGED_MODEL_TAG) == model_uri
+            (version.tags or {}).get(names.LOGGED_MODEL_URI) == model_uri
         )
         if same_run and same_model and version.current_stage != "Deleted":
             found.append(version)
@@ -158,7 +137,7 @@ def register_version(
     `tags` and `description` are set either way, so a retry finishes what a crashed try began.
     """
     ensure_registered_model(client, registered_model)
-    all_tags = {TRAIN_RUN_TAG: run_id, LOGGED_MODEL_TAG: model_uri, **dict(tags or {})}
+    all_tags = {names.TRAIN_RUN_ID: run_id, names.LOGGED_MODEL_URI: model_uri, **dict(tags or {})}
     existing = find_version(client, registered_model, run_id=run_id, model_uri=model_uri)
     if existing is not None:
         logger.info("%s v%s was registered from run %s already; reusing it", registered_model, existing.version, run_id)
@@ -203,7 +182,7 @@ def _link_logged_model(client: MlflowClient, model_uri: str, name: str, version:
 def lineage_from_run(client: MlflowClient, run_id: str) -> dict[str, str]:
     """The training run's `rayops.*` lineage tags (snapshot, config, Airflow run, Ray job...)."""
     tags = client.get_run(run_id).data.tags
-    return {k: v for k, v in tags.items() if k.startswith("rayops.") and not k.startswith(_RUN_ONLY_TAGS)}
+    return {k: v for k, v in tags.items() if k.startswith(names.PREFIX) and not k.startswith(_RUN_ONLY_TAGS)}
 
 
 def set_version_tags(client: MlflowClient, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
@@ -241,31 +220,31 @@ def record_gate_results(
     policy = normalize_gates(gates)
     passed = all(r.passed for r in results)
     tags: dict[str, Any] = {
-        GATES_TAG: [r.to_dict() for r in results],
-        GATES_PASSED_TAG: "true" if passed else "false",
-        GATES_FAILED_TAG: "; ".join(r.name for r in results if not r.passed),
-        GATE_POLICY_TAG: policy,
-        POLICY_HASH_TAG: gate_policy_hash(policy),
+        names.GATES: [r.to_dict() for r in results],
+        names.GATES_PASSED: "true" if passed else "false",
+        names.GATES_FAILED: "; ".join(r.name for r in results if not r.passed),
+        names.GATE_POLICY: policy,
+        names.POLICY_HASH: gate_policy_hash(policy),
     }
     for i, result in enumerate(results):
-        tags[f"{GATE_TAG_PREFIX}{i}"] = gate_line(result)
+        tags[f"{names.GATE_PREFIX}{i}"] = gate_line(result)
     if run_id:
         document = {
             "registered_model": name,
             "version": str(version),
             "passed": passed,
             "policy": policy,
-            "policy_hash": tags[POLICY_HASH_TAG],
-            "results": tags[GATES_TAG],
+            "policy_hash": tags[names.POLICY_HASH],
+            "results": tags[names.GATES],
         }
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / GATES_ARTIFACT
             path.write_text(json.dumps(document, indent=2, sort_keys=True))
             client.log_artifact(run_id, str(path))
-        tags[GATES_URI_TAG] = f"runs:/{run_id}/{GATES_ARTIFACT}"
+        tags[names.GATES_URI] = f"runs:/{run_id}/{GATES_ARTIFACT}"
     current = client.get_model_version(name, str(version)).tags or {}
     for key in current:
-        if key.startswith(GATE_TAG_PREFIX) and key[len(GATE_TAG_PREFIX) :].isdigit() and int(key[len(GATE_TAG_PREFIX) :]) >= len(results):
+        if key.startswith(names.GATE_PREFIX) and key[len(names.GATE_PREFIX) :].isdigit() and int(key[len(names.GATE_PREFIX) :]) >= len(results):
             client.delete_model_version_tag(name, str(version), key)
     set_version_tags(client, name, version, tags)
     return _tag_values(tags)
@@ -277,7 +256,7 @@ def gate_line(result: GateResult) -> str:
 
 def gate_results_of(version: ModelVersion) -> list[GateResult]:
     """The gate results recorded on a version (empty when none were)."""
-    raw = (version.tags or {}).get(GATES_TAG)
+    raw = (version.tags or {}).get(names.GATES)
     return [GateResult.from_dict(item) for item in json.loads(raw)] if raw else []
 
 
@@ -359,11 +338,11 @@ def record_approval(
 ) -> dict[str, str]:
     """A person's decision on the version: who, when, what they said."""
     tags = {
-        APPROVAL_TAG: "approved" if approved else "rejected",
-        APPROVED_BY_TAG: user_name or user_id or "unknown",
-        APPROVED_BY_ID_TAG: user_id,
-        APPROVAL_COMMENT_TAG: comment or "",
-        APPROVED_AT_TAG: at,
+        names.APPROVAL: "approved" if approved else "rejected",
+        names.APPROVED_BY: user_name or user_id or "unknown",
+        names.APPROVED_BY_ID: user_id,
+        names.APPROVAL_COMMENT: comment or "",
+        names.APPROVED_AT: at,
     }
     set_version_tags(client, name, version, tags)
     return _tag_values(tags)
@@ -377,11 +356,11 @@ def record_policy_approval(client: MlflowClient, name: str, version: str | int, 
     """
     tags = require_gates_passed(client, name, version).tags or {}
     written = {
-        APPROVAL_TAG: "policy",
-        APPROVAL_POLICY_TAG: tags.get(GATE_POLICY_TAG, "[]"),
-        POLICY_HASH_TAG: tags.get(POLICY_HASH_TAG),
-        APPROVED_BY_TAG: f"policy {tags.get(POLICY_HASH_TAG)}",
-        APPROVED_AT_TAG: at,
+        names.APPROVAL: "policy",
+        names.APPROVAL_POLICY: tags.get(names.GATE_POLICY, "[]"),
+        names.POLICY_HASH: tags.get(names.POLICY_HASH),
+        names.APPROVED_BY: f"policy {tags.get(names.POLICY_HASH)}",
+        names.APPROVED_AT: at,
     }
     set_version_tags(client, name, version, written)
     return _tag_values(written)
@@ -390,11 +369,11 @@ def record_policy_approval(client: MlflowClient, name: str, version: str | int, 
 def require_gates_passed(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
     """The version, if its recorded gates all passed; else `PromotionRefused`."""
     found = client.get_model_version(name, str(version))
-    state = (found.tags or {}).get(GATES_PASSED_TAG)
+    state = (found.tags or {}).get(names.GATES_PASSED)
     if state is None:
         raise PromotionRefused(registered_model=name, version=str(version), reason="it carries no gate results (not registered by rayops)")
     if state != "true":
-        raise PromotionRefused(registered_model=name, version=str(version), reason=f"gates failed: {(found.tags or {}).get(GATES_FAILED_TAG)}")
+        raise PromotionRefused(registered_model=name, version=str(version), reason=f"gates failed: {(found.tags or {}).get(names.GATES_FAILED)}")
     return found
 
 
@@ -425,15 +404,15 @@ def describe_version(
     lines = [f"{registered_model}: registered from training run {run_id} (model {model_uri})."]
     if registered_by:
         lines.append(f"Registered by Airflow task {registered_by}.")
-    dag, airflow_run = lineage.get("rayops.dag_id"), lineage.get("rayops.run_id")
+    dag, airflow_run = lineage.get(names.DAG_ID), lineage.get(names.RUN_ID)
     if dag or airflow_run:
-        lines.append(f"Trained by Airflow DAG {dag or '?'} run {airflow_run or '?'} (try {lineage.get('rayops.try_number', '?')}); "
-                     f"Ray job {lineage.get('rayops.ray_job_id') or 'unknown'}.")
-    snapshot = lineage.get("rayops.snapshot_uri") or evaluation.get("snapshot_uri")
+        lines.append(f"Trained by Airflow DAG {dag or '?'} run {airflow_run or '?'} (try {lineage.get(names.TRY_NUMBER, '?')}); "
+                     f"Ray job {lineage.get(names.RAY_JOB_ID) or 'unknown'}.")
+    snapshot = lineage.get(names.SNAPSHOT_URI) or evaluation.get("snapshot_uri")
     if snapshot:
-        lines.append(f"Data: {snapshot} (content hash {lineage.get('rayops.snapshot_hash') or evaluation.get('snapshot_hash') or 'unknown'}).")
-    if lineage.get("rayops.config_hash"):
-        lines.append(f"Pipeline config {lineage['rayops.config_hash']} at git {lineage.get('rayops.config_git_commit') or 'unknown'}.")
+        lines.append(f"Data: {snapshot} (content hash {lineage.get(names.SNAPSHOT_HASH) or evaluation.get('snapshot_hash') or 'unknown'}).")
+    if lineage.get(names.CONFIG_HASH):
+        lines.append(f"Pipeline config {lineage[names.CONFIG_HASH]} at git {lineage.get(names.CONFIG_GIT_COMMIT) or 'unknown'}.")
     metrics = evaluation.get("metrics") or {}
     if metrics:
         shown = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items())
@@ -464,28 +443,28 @@ def audit_record(client: MlflowClient, name: str, *, alias: str | None = None, v
         "registered_model": name,
         "version": str(found.version),
         "aliases": aliases,
-        "train_run_id": tags.get(TRAIN_RUN_TAG) or found.run_id,
-        "model_uri": tags.get(LOGGED_MODEL_TAG) or found.source,
-        "snapshot_uri": tags.get("rayops.snapshot_uri"),
-        "snapshot_hash": tags.get("rayops.snapshot_hash"),
-        "config_hash": tags.get("rayops.config_hash"),
-        "config_git_commit": tags.get("rayops.config_git_commit"),
+        "train_run_id": tags.get(names.TRAIN_RUN_ID) or found.run_id,
+        "model_uri": tags.get(names.LOGGED_MODEL_URI) or found.source,
+        "snapshot_uri": tags.get(names.SNAPSHOT_URI),
+        "snapshot_hash": tags.get(names.SNAPSHOT_HASH),
+        "config_hash": tags.get(names.CONFIG_HASH),
+        "config_git_commit": tags.get(names.CONFIG_GIT_COMMIT),
         "airflow": {k: tags.get(f"rayops.{k}") for k in ("dag_id", "run_id", "task_id", "try_number")},
-        "ray_job_id": tags.get("rayops.ray_job_id"),
-        "gates_passed": tags.get(GATES_PASSED_TAG) == "true",
+        "ray_job_id": tags.get(names.RAY_JOB_ID),
+        "gates_passed": tags.get(names.GATES_PASSED) == "true",
         "gates": [r.to_dict() for r in gate_results_of(found)],
-        "gates_uri": tags.get(GATES_URI_TAG),
-        "policy_hash": tags.get(POLICY_HASH_TAG),
+        "gates_uri": tags.get(names.GATES_URI),
+        "policy_hash": tags.get(names.POLICY_HASH),
         "approval": {
-            "decision": tags.get(APPROVAL_TAG),
-            "by": tags.get(APPROVED_BY_TAG),
-            "by_id": tags.get(APPROVED_BY_ID_TAG),
-            "comment": tags.get(APPROVAL_COMMENT_TAG),
-            "at": tags.get(APPROVED_AT_TAG),
-            "policy": json.loads(tags[APPROVAL_POLICY_TAG]) if tags.get(APPROVAL_POLICY_TAG) else None,
+            "decision": tags.get(names.APPROVAL),
+            "by": tags.get(names.APPROVED_BY),
+            "by_id": tags.get(names.APPROVED_BY_ID),
+            "comment": tags.get(names.APPROVAL_COMMENT),
+            "at": tags.get(names.APPROVED_AT),
+            "policy": json.loads(tags[names.APPROVAL_POLICY]) if tags.get(names.APPROVAL_POLICY) else None,
         },
-        "promoted_at": tags.get(PROMOTED_AT_TAG),
-        "promoted_by": tags.get(PROMOTED_BY_TAG),
-        "replaced_version": tags.get(REPLACED_VERSION_TAG),
+        "promoted_at": tags.get(names.PROMOTED_AT),
+        "promoted_by": tags.get(names.PROMOTED_BY),
+        "replaced_version": tags.get(names.REPLACED_VERSION),
         "description": found.description,
     }

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, task
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.operators.mlflow_model import (
     ApproveModelVersionOperator,
     GateFailed,
@@ -103,8 +104,8 @@ def test_a_first_model_passes_the_champion_gate_by_rule_and_becomes_champion(lif
     assert gain["passed"] and "passes by rule" in gain["detail"]
     assert first["aliases"] == {"champion": "1"}  # no deploy stage: promoted at once, challenger consumed
     tags = mlflow_registry.client().get_model_version(lifecycle["name"], "1").tags
-    assert tags[promotion.APPROVAL_TAG] == "policy" and tags[promotion.POLICY_HASH_TAG] == registration["policy_hash"]
-    assert tags[promotion.REPLACED_VERSION_TAG] == ""
+    assert tags[names.APPROVAL] == "policy" and tags[names.POLICY_HASH] == registration["policy_hash"]
+    assert tags[names.REPLACED_VERSION] == ""
 
 
 def test_a_better_challenger_becomes_champion_and_the_old_champion_keeps_previous(lifecycle, mlflow_registry):
@@ -116,7 +117,7 @@ def test_a_better_challenger_becomes_champion_and_the_old_champion_keeps_previou
     assert (promoted["version"], promoted["previous_version"], promoted["changed"]) == ("2", "1", True)
     assert better["aliases"] == {"champion": "2", "previous": "1"}
     tags = mlflow_registry.client().get_model_version(lifecycle["name"], "2").tags
-    assert tags[promotion.REPLACED_VERSION_TAG] == "1" and tags[promotion.GATES_PASSED_TAG] == "true"
+    assert tags[names.REPLACED_VERSION] == "1" and tags[names.GATES_PASSED] == "true"
 
 
 def test_a_worse_challenger_fails_its_gates_the_run_skips_promotion_and_the_champion_stays(lifecycle, mlflow_registry):
@@ -128,10 +129,10 @@ def test_a_worse_challenger_fails_its_gates_the_run_skips_promotion_and_the_cham
     assert registration["version"] == "3" and not registration["passed"]
     assert "auc >= 0.6" in registration["failed"] and "auc gain over champion >= 0" in registration["failed"]
     tags = mlflow_registry.client().get_model_version(lifecycle["name"], "3").tags
-    assert tags[promotion.GATES_PASSED_TAG] == "false"
+    assert tags[names.GATES_PASSED] == "false"
     assert tags["rayops.gate.0"].startswith("FAIL auc >= 0.6: ") and " < 0.6 by " in tags["rayops.gate.0"]
     assert "over champion v2" in tags["rayops.gate.1"]
-    assert promotion.APPROVAL_TAG not in tags
+    assert names.APPROVAL not in tags
 
 
 def test_each_version_has_a_description_a_person_can_read(lifecycle, mlflow_registry):
@@ -171,7 +172,7 @@ def test_a_per_class_floor_breach_fails_the_run_when_configured_to(airflow_db, m
     assert isinstance(error, GateFailed) and [r.name for r in error.failed] == ["recall of every class >= 0.4"]
     assert error.failed[0].value == pytest.approx(worst) and f"class 'True' {worst:.4g} < 0.4 by {0.4 - worst:.4g}" in str(error)
     tags = mlflow_registry.client().get_model_version(name, "1").tags
-    assert tags[promotion.GATES_FAILED_TAG] == "recall of every class >= 0.4"
+    assert tags[names.GATES_FAILED] == "recall of every class >= 0.4"
     assert _aliases(mlflow_registry, name) == {}
 
 
@@ -195,7 +196,7 @@ def test_a_retried_register_task_does_not_create_a_second_version(airflow_db, ml
     assert registration["version"] == "1" and registration["created"] is False  # found, not created again
     versions = mlflow_registry.client().search_model_versions(f"name = '{name}'")
     assert [v.version for v in versions] == ["1"]
-    assert versions[0].tags[promotion.GATES_PASSED_TAG] == "true"
+    assert versions[0].tags[names.GATES_PASSED] == "true"
     assert _aliases(mlflow_registry, name) == {"champion": "1"}
 
 
@@ -277,8 +278,8 @@ def test_an_approved_version_is_promoted_with_the_approvers_name_and_comment(app
     assert decision["chosen_options"] == ["Approve"] and decision["responded_by_user"] == {"id": "alice", "name": "alice"}
     assert approved["tis"]["promote"].xcom_pull(task_ids="promote")["approval"] == {"decision": "approved", "by": "alice", "comment": "AUC up, recall floor met"}
     tags = mlflow_registry.client().get_model_version(approved["name"], "1").tags
-    assert (tags[promotion.APPROVAL_TAG], tags[promotion.APPROVED_BY_TAG], tags[promotion.APPROVAL_COMMENT_TAG]) == ("approved", "alice", "AUC up, recall floor met")
-    assert tags[promotion.APPROVED_AT_TAG].startswith(str(dt.date.today().year))
+    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("approved", "alice", "AUC up, recall floor met")
+    assert tags[names.APPROVED_AT].startswith(str(dt.date.today().year))
     assert _aliases(mlflow_registry, approved["name"]) == {"champion": "1"}
 
 
@@ -302,7 +303,7 @@ def test_a_rejected_version_is_not_promoted_and_the_champion_stays(airflow_db, m
     assert run.state == "success" and (tis["approve"].state, tis["promote"].state) == ("success", "skipped")
     assert _aliases(mlflow_registry, name) == {"champion": "1"}  # and no challenger: v2 no longer waits
     tags = client.get_model_version(name, "2").tags
-    assert (tags[promotion.APPROVAL_TAG], tags[promotion.APPROVED_BY_TAG], tags[promotion.APPROVAL_COMMENT_TAG]) == ("rejected", "bob", "wait for the Q3 data")
+    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("rejected", "bob", "wait for the Q3 data")
 
 
 # -- the audit question ----------------------------------------------------------------------------
@@ -321,9 +322,9 @@ def test_why_a_version_serves_is_answered_from_mlflow_alone(approved, mlflow_reg
     assert (tags["rayops.config_hash"], tags["rayops.config_git_commit"]) == ("cfg-strong-1a2b3c", "0123456789abcdef0123456789abcdef01234567")
     assert (tags["rayops.dag_id"], tags["rayops.run_id"], tags["rayops.try_number"]) == ("churn", "manual__2026-01-01T00:00:00+00:00-strong", "1")
     assert tags["rayops.ray_job_id"] == "rayops-churn--train.fit--strong-1" and serving.run_id == strong.run_id
-    assert tags[promotion.REGISTERED_BY_TAG].startswith(f"rayops_test_{approved['name']}/")
-    assert tags[promotion.GATES_PASSED_TAG] == "true" and len(promotion.gate_results_of(serving)) == len(GATES)
-    assert (tags[promotion.APPROVED_BY_TAG], tags[promotion.APPROVAL_COMMENT_TAG]) == ("alice", "AUC up, recall floor met")
+    assert tags[names.REGISTERED_BY].startswith(f"rayops_test_{approved['name']}/")
+    assert tags[names.GATES_PASSED] == "true" and len(promotion.gate_results_of(serving)) == len(GATES)
+    assert (tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("alice", "AUC up, recall floor met")
     record = promotion.audit_record(client, approved["name"], alias="champion")
     assert record["approval"]["by"] == "alice" and record["snapshot_hash"] == tags["rayops.snapshot_hash"]
     assert all(g["passed"] for g in record["gates"]) and record["gates_uri"] == f"runs:/{strong.run_id}/gates.json"

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.jobs import evaluate, tracking
 from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 
@@ -108,7 +109,7 @@ def log_training(registry: MlflowRegistry, checkpoint: Path, *, name: str) -> Tr
         "try_number": 1,
         "ray_job_id": f"rayops-churn--train.fit--{name}-1",
     }
-    tags = {**tracking.lineage_tags(lineage), tracking.RUN_KIND_TAG: "train"}
+    tags = {**tracking.lineage_tags(lineage), names.RUN_KIND: "train"}
     run_id, model_uri = log_as_training_run(checkpoint, snapshot, experiment=EXPERIMENT, tags=tags)
     return TrainedModel(name=name, run_id=run_id, model_uri=model_uri, lineage=tracking.lineage_tags(lineage))
 

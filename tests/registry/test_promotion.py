@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.registry import promotion
 from airflow_provider_rayops.registry.gates import evaluate_gates
 from tests.registry.models import mlflow_registry, registry_snapshot, trained  # noqa: F401 (fixtures)
@@ -26,7 +27,7 @@ def test_a_version_is_registered_from_the_training_runs_logged_model(mlflow_regi
     assert created and version.version == "1" and version.run_id == strong.run_id
     assert version.source == strong.model_uri  # REST drops model_id from versions; the source keeps it
     tags = client.get_model_version(name, "1").tags
-    assert tags[promotion.TRAIN_RUN_TAG] == strong.run_id and tags["rayops.snapshot_hash"] == strong.lineage["rayops.snapshot_hash"]
+    assert tags[names.TRAIN_RUN_ID] == strong.run_id and tags["rayops.snapshot_hash"] == strong.lineage["rayops.snapshot_hash"]
     linked = json.loads(client.get_logged_model(promotion.logged_model_id(strong.model_uri)).tags["mlflow.modelVersions"])
     assert {"name": name, "version": "1"} in linked
 
@@ -63,15 +64,15 @@ def test_gate_results_are_version_tags_and_a_json_artifact(mlflow_registry, trai
     results = evaluate_gates(GATES, evaluation)
     promotion.record_gate_results(client, name, version.version, results, gates=GATES, run_id=weak.run_id)
     tags = client.get_model_version(name, version.version).tags
-    assert tags[promotion.GATES_PASSED_TAG] == "false" and tags[promotion.GATES_FAILED_TAG] == "auc >= 0.5"
+    assert tags[names.GATES_PASSED] == "false" and tags[names.GATES_FAILED] == "auc >= 0.5"
     assert tags["rayops.gate.0"] == "FAIL auc >= 0.5: 0.4 < 0.5 by 0.1"
     assert tags["rayops.gate.1"].startswith("PASS auc gain over champion >= 0: no champion")
-    assert json.loads(tags[promotion.GATE_POLICY_TAG]) == GATES
-    assert tags[promotion.GATES_URI_TAG] == f"runs:/{weak.run_id}/gates.json"
+    assert json.loads(tags[names.GATE_POLICY]) == GATES
+    assert tags[names.GATES_URI] == f"runs:/{weak.run_id}/gates.json"
     local = client.download_artifacts(weak.run_id, "gates.json", str(tmp_path))
     document = json.loads(open(local).read())
     assert document["passed"] is False and [r["passed"] for r in document["results"]] == [False, True]
-    assert document["policy_hash"] == tags[promotion.POLICY_HASH_TAG]
+    assert document["policy_hash"] == tags[names.POLICY_HASH]
 
 
 def test_policy_approval_refuses_a_version_whose_gates_failed(mlflow_registry, trained):

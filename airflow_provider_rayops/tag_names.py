@@ -1,0 +1,87 @@
+"""The `rayops.*` vocabulary on MLflow runs, logged models and model versions: one name per fact.
+
+The jobs write these names and the registry, the operators and the demo read them; MLflow alone
+answers "why is this model serving?" with them (README: Promotion and lineage). Every name any
+part of rayops writes or reads is defined here and nowhere else. No imports: the jobs, the
+registry and the Airflow side all use this module.
+"""
+
+from __future__ import annotations
+
+PREFIX = "rayops."
+
+# -- lineage: who and what produced a training run (copied onto its model version) -------------------
+SNAPSHOT_URI = "rayops.snapshot_uri"
+SNAPSHOT_HASH = "rayops.snapshot_hash"
+CONFIG_HASH = "rayops.config_hash"
+CONFIG_GIT_COMMIT = "rayops.config_git_commit"
+CONFIG_FILE = "rayops.config_file"
+PIPELINE = "rayops.pipeline"
+DAG_ID = "rayops.dag_id"
+RUN_ID = "rayops.run_id"
+TASK_ID = "rayops.task_id"
+TRY_NUMBER = "rayops.try_number"
+RAY_JOB_ID = "rayops.ray_job_id"
+
+
+def tag(key: str) -> str:
+    """The tag name of a lineage key (the plan's and the jobs' lineage dicts): `snapshot_uri` -> `rayops.snapshot_uri`."""
+    return PREFIX + key
+
+
+# -- a training or tuning run ---------------------------------------------------------------------
+RUN_KEY = "rayops.run_key"  # finds the run again on a retry (one run per Airflow task run)
+RUN_KIND = "rayops.kind"  # train | tune | trial
+RUN_ROOT = "rayops.run_root"  # storage folder of the run's checkpoints
+ENTRYPOINT = "rayops.entrypoint"  # the training loop
+CHECKPOINT_URI = "rayops.checkpoint_uri"  # the checkpoint the model came from
+MODEL_URI = "rayops.model_uri"  # the logged model (models:/m-...)
+EPOCHS_COMPLETED = "rayops.epochs_completed"
+RESUMED_FROM_EPOCH = "rayops.resumed_from_epoch"
+TRIAL_ID = "rayops.trial_id"
+TRIAL_STATUS = "rayops.trial_status"
+ERROR = "rayops.error"
+BEST_TRIAL = "rayops.best_trial"  # "true" on the best trial's run
+BEST_TRIAL_ID = "rayops.best_trial_id"
+BEST_RUN_ID = "rayops.best_run_id"
+# On a logged model
+CHECKPOINT = "rayops.checkpoint"  # the checkpoint a logged model was built from (one model each)
+MODEL_FORMAT = "rayops.model_format"
+
+# -- params of a run (MLflow params, not tags) ------------------------------------------------------
+NUM_WORKERS = "rayops.num_workers"
+USE_GPU = "rayops.use_gpu"
+CHECKPOINT_EVERY_EPOCHS = "rayops.checkpoint_every_epochs"
+CHECKPOINT_KEEP = "rayops.checkpoint_keep"
+MAX_FAILURES = "rayops.max_failures"
+MIXED_PRECISION = "rayops.mixed_precision"
+SEARCH_PREFIX = "rayops.search."  # rayops.search.<num_samples|max_concurrent|metric|mode|scheduler|grace_period|space>
+
+# -- the evaluation, on the training run -----------------------------------------------------------
+EVAL_PREFIX = "rayops.eval."
+EVAL_SNAPSHOT_URI = "rayops.eval.snapshot_uri"
+EVAL_SNAPSHOT_HASH = "rayops.eval.snapshot_hash"
+EVAL_MODEL_URI = "rayops.eval.model_uri"
+EVAL_CHAMPION = "rayops.eval.champion"  # "<registered model>/<version>" or "none"
+
+# -- on a model version: registration, gates, approval, promotion -----------------------------------
+TRAIN_RUN_ID = "rayops.train_run_id"  # the training run the version was registered from
+LOGGED_MODEL_URI = "rayops.logged_model_uri"  # the logged model (`models:/m-...`) it was registered from
+EVALUATION_URI = "rayops.evaluation_uri"  # runs:/<run>/evaluation.json
+REGISTERED_BY = "rayops.registered_by"  # the Airflow task instance that registered it
+GATES = "rayops.gates"  # JSON list of GateResult dicts
+GATE_PREFIX = "rayops.gate."  # rayops.gate.<i>: "PASS auc >= 0.8: 0.86 >= 0.8 (margin 0.06)"
+GATES_PASSED = "rayops.gates_passed"  # "true" / "false"
+GATES_FAILED = "rayops.gates_failed"  # "; "-joined names of failed gates, "" when none
+GATES_URI = "rayops.gates_uri"  # runs:/<train run>/gates.json (the JSON artifact)
+GATE_POLICY = "rayops.gate_policy"  # JSON of the gate set the version was judged by
+POLICY_HASH = "rayops.policy_hash"  # gate_policy_hash() of it
+APPROVAL = "rayops.approval"  # "approved" / "rejected" (by a person) or "policy"
+APPROVED_BY = "rayops.approved_by"  # the person's name (also on a rejection: who decided)
+APPROVED_BY_ID = "rayops.approved_by_id"
+APPROVAL_COMMENT = "rayops.approval_comment"
+APPROVED_AT = "rayops.approved_at"  # ISO 8601
+APPROVAL_POLICY = "rayops.approval_policy"  # with approval "policy": the gate set that approved
+PROMOTED_AT = "rayops.promoted_at"
+PROMOTED_BY = "rayops.promoted_by"  # the Airflow task instance that moved the champion alias
+REPLACED_VERSION = "rayops.replaced_version"  # the champion it replaced ("" for the first)
