@@ -171,6 +171,7 @@ def _render_task(task: PlannedTask) -> dict:
     sub = task.submission
     out["operator"] = "SubmitRayJobOperator"
     out["submission"] = {
+        "job": f"{sub.contract.name} ({sub.contract.args.__name__} -> {sub.contract.result.__name__})",
         "entrypoint": sub.entrypoint,
         "job_args": preview_run_values(sub.job_args),
         "entrypoint_num_cpus": sub.entrypoint_num_cpus,

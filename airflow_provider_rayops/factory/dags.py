@@ -74,6 +74,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 doc_md=planned.doc,
                 entrypoint=sub.entrypoint,
                 job_args=sub.job_args,
+                contract=sub.contract,
                 entrypoint_num_cpus=sub.entrypoint_num_cpus,
                 entrypoint_num_gpus=sub.entrypoint_num_gpus,
                 entrypoint_memory=sub.entrypoint_memory,

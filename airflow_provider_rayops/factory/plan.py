@@ -14,10 +14,9 @@ from typing import Any
 
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
-from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult
-
-JOBS_MODULE = "airflow_provider_rayops.jobs"
-
+from airflow_provider_rayops.jobs import contracts
+from airflow_provider_rayops.jobs.contracts import JobContract
+from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult, preview_run_values
 
 @dataclass(frozen=True)
 class RunParam:
@@ -31,16 +30,26 @@ class RunParam:
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What SubmitRayJobOperator sends to the Ray Jobs API for one task. `job_args` is plain data
-    from the config plus run-time values (operators/run_values.py); it is never a template."""
+    """What SubmitRayJobOperator sends to the Ray Jobs API for one task: which job (its contract:
+    module, argument and result models) and its arguments. `job_args` is plain data from the
+    config plus run-time values (operators/run_values.py); it is never a template. The plan checks
+    the arguments against the contract when it is made (run-time values as their previews), so a
+    factory mistake is a DAG import error, not a failed run."""
 
-    entrypoint: str
+    contract: JobContract
     job_args: dict[str, Any]
     entrypoint_num_cpus: float | None = None
     entrypoint_num_gpus: float | None = None
     entrypoint_memory: int | None = None
     entrypoint_resources: dict[str, float] | None = None
     with_mlflow: bool = False  # the job gets the MLflow tracking settings in its environment
+
+    def __post_init__(self) -> None:
+        self.contract.args.model_validate(preview_run_values(self.job_args))
+
+    @property
+    def entrypoint(self) -> str:
+        return self.contract.entrypoint
 
 
 # Non-job tasks: PlannedTask.operator -> the class in operators/mlflow_model.py that runs it.
@@ -139,7 +148,7 @@ def _plan_ingest(loaded: LoadedPipeline, params: list[RunParam]) -> PlannedTask:
         task_id="snapshot",
         doc="Read the source, check its schema, split it and write an immutable content-hashed snapshot.",
         submission=JobSubmission(
-            entrypoint=f"python -m {JOBS_MODULE}.ingest",
+            contract=contracts.INGEST,
             job_args={
                 # A source given at trigger time is checked against the allowed roots before submitting.
                 "source": TriggerParam("source", data.source, within=loaded.source_roots, base_dir=loaded.project_dir),
@@ -193,7 +202,7 @@ def _plan_train(spec: PipelineSpec, params: list[RunParam], lineage: dict[str, A
         doc="Train on Ray Train from the snapshot; checkpoints to storage, resumes after a failure; one MLflow run.",
         upstream=(upstream.full_id,),
         submission=JobSubmission(
-            entrypoint=f"python -m {JOBS_MODULE}.train",
+            contract=contracts.TRAIN,
             job_args=args,
             # The driver only coordinates: its CPU goes to the training workers.
             entrypoint_num_cpus=0,
@@ -215,7 +224,7 @@ def _plan_tune(spec: PipelineSpec, lineage: dict[str, Any], upstream: PlannedTas
         doc="Search hyperparameters with Ray Tune (ASHA early stopping); every trial a nested MLflow run.",
         upstream=(upstream.full_id,),
         submission=JobSubmission(
-            entrypoint=f"python -m {JOBS_MODULE}.tune", job_args=args, entrypoint_num_cpus=0, with_mlflow=True
+            contract=contracts.TUNE, job_args=args, entrypoint_num_cpus=0, with_mlflow=True
         ),
     )
 
@@ -229,7 +238,7 @@ def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task
         doc="Score the model (and the serving champion) on the validation snapshot: metrics, per class, latency.",
         upstream=(model_task.full_id,),
         submission=JobSubmission(
-            entrypoint=f"python -m {JOBS_MODULE}.evaluate",
+            contract=contracts.EVALUATE,
             job_args={
                 "model_uri": UpstreamResult(model_task.full_id, "model_uri"),
                 "mlflow_run_id": UpstreamResult(model_task.full_id, "mlflow_run_id"),

@@ -88,12 +88,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
+from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import EVALUATION_METRICS
-from airflow_provider_rayops.jobs import modeling, tracking
+from airflow_provider_rayops.jobs import contracts, modeling, tracking
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -114,49 +113,6 @@ _MLFLOW_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 # -- arguments ---------------------------------------------------------------------------------
-
-
-class LatencySpec(BaseModel):
-    """How the inference latency is measured."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(default=256, ge=1, description="Rows per predict_proba call.")
-    batches: int = Field(default=50, ge=1, description="Timed calls; p50/p95 are over these.")
-    warmup: int = Field(default=5, ge=0, description="Untimed calls first (lazy init, caches).")
-
-
-class EvaluateJobArgs(BaseModel):
-    """The evaluate job's arguments (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_uri: str = Field(min_length=1)
-    snapshot_uri: str = Field(min_length=1)
-    mlflow_run_id: str | None = None
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auc"], min_length=1)
-    registered_model: str | None = None
-    champion_alias: str = Field(default="champion", min_length=1)
-    latency: LatencySpec = Field(default_factory=LatencySpec)
-
-
-def parse_args(args: Mapping[str, Any]) -> EvaluateJobArgs:
-    """Validated args; the first problem becomes a JobInputError naming the argument."""
-    try:
-        spec = EvaluateJobArgs.model_validate(dict(args))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "args"
-        if error["type"] == "missing":
-            raise JobInputError(f"job argument {where!r} is required") from None
-        if error["type"] == "extra_forbidden":
-            raise JobInputError(f"job argument {where!r} is not known; expected some of {', '.join(EvaluateJobArgs.model_fields)}") from None
-        raise JobInputError(f"job argument {where}={error.get('input')!r}: {error['msg']}") from None
-    unknown = [name for name in spec.metrics if name not in KNOWN_METRICS]
-    if unknown:
-        raise JobInputError(f"job argument 'metrics': unknown metric(s) {', '.join(map(repr, unknown))}; known metrics: {', '.join(KNOWN_METRICS)}")
-    spec.metrics = list(dict.fromkeys(spec.metrics))  # a name twice is asked once
-    return spec
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -328,7 +284,7 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def measure_latency(predictor: modeling.Predictor, rows: pa.Table, spec: LatencySpec) -> dict[str, Any]:
+def measure_latency(predictor: modeling.Predictor, rows: pa.Table, spec: contracts.LatencySpec) -> dict[str, Any]:
     """p50/p95 wall time of predict_proba on `spec.batch_size` raw rows, after `spec.warmup` calls."""
     import numpy as np
     import torch
@@ -359,7 +315,7 @@ def measure_latency(predictor: modeling.Predictor, rows: pa.Table, spec: Latency
     }
 
 
-def score(model: LoadedModel, data: ValidationData, spec: EvaluateJobArgs, *, what: str) -> dict[str, Any]:
+def score(model: LoadedModel, data: ValidationData, spec: contracts.EvaluateArgs, *, what: str) -> dict[str, Any]:
     """Metrics, per-class metrics, latency and size of one model on the validation rows.
     FeatureMismatch when the rows do not fit the model."""
     predictor = model.predictor
@@ -432,7 +388,7 @@ def find_champion(client: MlflowClient, name: str, alias: str) -> tuple[Any | No
 
 
 def evaluate_champion(
-    client: MlflowClient, spec: EvaluateJobArgs, data: ValidationData, candidate: dict[str, Any]
+    client: MlflowClient, spec: contracts.EvaluateArgs, data: ValidationData, candidate: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(champion block, None) or (None, why absent); see the module docstring for the block."""
     if not spec.registered_model:
@@ -539,8 +495,8 @@ def log_evaluation(client: MlflowClient, run_id: str, result: Mapping[str, Any])
 # -- the job -----------------------------------------------------------------------------------
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    spec = parse_args(args)
+def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
+    spec = contracts.EvaluateArgs.parse(args)
     data = load_validation(spec.snapshot_uri)
     client = tracking.client()  # also MLflow's global URI, which model downloads use
     if spec.mlflow_run_id:
@@ -576,6 +532,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         "tracking_uri": client.tracking_uri,
         "evaluation_uri": f"runs:/{spec.mlflow_run_id}/{EVALUATION_ARTIFACT}" if spec.mlflow_run_id else None,
     }
+    result = contracts.EvaluateResult.model_validate(result).model_dump(mode="json")
     if spec.mlflow_run_id:
         log_evaluation(client, spec.mlflow_run_id, result)
     return result
@@ -588,8 +545,6 @@ if __name__ == "__main__":
 __all__ = [
     "EVALUATION_ARTIFACT",
     "KNOWN_METRICS",
-    "EvaluateJobArgs",
-    "LatencySpec",
     "binary_auc",
     "classification_metrics",
     "eval_metrics",
@@ -597,5 +552,4 @@ __all__ = [
     "load_validation",
     "main",
     "measure_latency",
-    "parse_args",
 ]

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_rayops import storage
+from airflow_provider_rayops.jobs import contracts
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -254,16 +255,10 @@ def split(table: pa.Table, *, validation: float, seed: int) -> tuple[pa.Table, p
     return table.take(train_rows), table.take(validation_rows)
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    """Entry point for `run_job`: `args` are `ingest`'s keyword arguments (JSON-safe ones)."""
-    allowed = {"source", "target", "snapshot_root", "features", "split_validation", "seed", "min_rows", "format", "column_types"}
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        raise JobInputError(f"unknown job argument(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
-    missing = [name for name in ("source", "target", "snapshot_root") if name not in args]
-    if missing:
-        raise JobInputError(f"missing job argument(s) {', '.join(missing)}")
-    return ingest(**args)
+def main(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Entry point for `run_job`: the arguments of `contracts.IngestArgs`; its `IngestResult`."""
+    spec = contracts.IngestArgs.parse(args)
+    return contracts.IngestResult.model_validate(ingest(**spec.model_dump())).model_dump(mode="json")
 
 
 def _result(snapshot_uri: str, content_hash: str, rows: Mapping[str, int], *, reused: bool) -> dict[str, Any]:

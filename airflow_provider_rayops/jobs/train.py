@@ -51,14 +51,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
-from airflow_provider_rayops.config.schema import CheckpointSpec, ScalingSpec
-from airflow_provider_rayops.jobs import builtin, modeling, tracking
+from airflow_provider_rayops import tag_names as names
+from airflow_provider_rayops.config.schema import CheckpointSpec
+from airflow_provider_rayops.jobs import builtin, contracts, modeling, tracking
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -68,41 +67,6 @@ RAY_TRAIN_RUN_NAME = "train"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 INPUT_EXAMPLE_ROWS = 5
-
-
-class TrainJobArgs(BaseModel):
-    """The train job's arguments (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    snapshot_uri: str = Field(min_length=1)
-    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-    params: dict[str, Any] = Field(default_factory=dict)
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    max_failures: int = Field(default=2, ge=0)
-    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    run_root: str = Field(min_length=1)
-    experiment: str = Field(min_length=1)
-    lineage: dict[str, Any] = Field(default_factory=dict)
-    run_key: str | None = None
-    run_name: str | None = None
-
-
-def parse_args(args: Mapping[str, Any], model: type[BaseModel] = TrainJobArgs) -> Any:
-    """Validate job args; the first problem becomes a JobInputError naming the argument."""
-    try:
-        return model.model_validate(dict(args))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "args"
-        if error["type"] == "missing":
-            raise JobInputError(f"job argument {where!r} is required") from None
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(model.model_fields))
-            raise JobInputError(f"job argument {where!r} is not known; expected some of {allowed}") from None
-        given = error.get("input")
-        raise JobInputError(f"job argument {where}={given!r}: {error['msg']}") from None
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -292,8 +256,8 @@ def _job_env_vars() -> dict[str, str]:
 # -- the job -----------------------------------------------------------------------------------
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    spec: TrainJobArgs = parse_args(args)
+def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
+    spec = contracts.TrainArgs.parse(args)
     entrypoint = resolve_entrypoint(spec.entrypoint)
     params = entrypoint.resolve_params(spec.params)
     snapshot = load_snapshot(spec.snapshot_uri)
@@ -340,7 +304,7 @@ class FitOutcome:
 
 
 def fit(
-    spec: TrainJobArgs,
+    spec: contracts.TrainArgs,
     *,
     entrypoint: Entrypoint,
     params: Mapping[str, Any],
@@ -440,19 +404,19 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
         },
     )
     final = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items() if k != "epoch"}
-    return {
-        "mlflow_run_id": run_id,
-        "experiment_id": experiment_id,
-        "tracking_uri": client.tracking_uri,
-        "model_uri": model_uri,
-        "checkpoint_uri": outcome.checkpoint_uri,
-        "metrics": _json_safe(final),
-        "epochs_completed": outcome.epochs_completed,
-        "resumed_from_epoch": outcome.resumed_from_epoch,
-    }
+    return contracts.TrainResult(
+        mlflow_run_id=run_id,
+        experiment_id=experiment_id,
+        tracking_uri=client.tracking_uri,
+        model_uri=model_uri,
+        checkpoint_uri=outcome.checkpoint_uri,
+        metrics=_json_safe(final),
+        epochs_completed=outcome.epochs_completed,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+    ).model_dump(mode="json")
 
 
-def _run_settings(spec: TrainJobArgs) -> dict[str, Any]:
+def _run_settings(spec: contracts.TrainArgs) -> dict[str, Any]:
     return {
         names.ENTRYPOINT: spec.entrypoint,
         names.NUM_WORKERS: spec.scaling.num_workers,
@@ -490,13 +454,11 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "TrainJobArgs",
     "Entrypoint",
     "Snapshot",
     "FitOutcome",
     "main",
     "fit",
-    "parse_args",
     "resolve_entrypoint",
     "load_snapshot",
     "fit_encoder",

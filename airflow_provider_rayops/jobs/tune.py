@@ -40,12 +40,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
 
-from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops import storage
-from airflow_provider_rayops.config.schema import Distribution, TuneSpec
-from airflow_provider_rayops.jobs import builtin, modeling, tracking
+from airflow_provider_rayops import tag_names as names
+from airflow_provider_rayops.config.schema import Distribution
+from airflow_provider_rayops.jobs import builtin, contracts, modeling, tracking
 from airflow_provider_rayops.jobs import train as train_job
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
@@ -61,12 +60,6 @@ _TUNE_COLUMNS = frozenset(
         "iterations_since_restore", "experiment_tag", "should_checkpoint", "resumed_from_epoch",
     }
 )
-
-
-class TuneJobArgs(train_job.TrainJobArgs):
-    """The train job's arguments plus the search (see the module docstring)."""
-
-    search: TuneSpec = Field(description="The YAML tune section.")
 
 
 def search_space(space: Mapping[str, Distribution]) -> dict[str, Any]:
@@ -88,7 +81,7 @@ def search_space(space: Mapping[str, Distribution]) -> dict[str, Any]:
     return out
 
 
-def check_search(spec: TuneJobArgs, entrypoint: train_job.Entrypoint, params: Mapping[str, Any]) -> None:
+def check_search(spec: contracts.TuneArgs, entrypoint: train_job.Entrypoint, params: Mapping[str, Any]) -> None:
     """Refuse, before anything runs, a search the built-in loop could not carry out."""
     if entrypoint.builtin is None:
         return
@@ -171,8 +164,8 @@ class TrialOutcome:
         return int(self.history[-1]["epoch"]) if self.history else 0
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    spec: TuneJobArgs = train_job.parse_args(args, TuneJobArgs)
+def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
+    spec = contracts.TuneArgs.parse(args)
     entrypoint = train_job.resolve_entrypoint(spec.entrypoint)
     params = entrypoint.resolve_params(spec.params)
     check_search(spec, entrypoint, params)
@@ -203,7 +196,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def search(
-    spec: TuneJobArgs,
+    spec: contracts.TuneArgs,
     *,
     entrypoint: train_job.Entrypoint,
     params: dict[str, Any],
@@ -310,7 +303,7 @@ def search(
 def log_search(
     client: Any,
     *,
-    spec: TuneJobArgs,
+    spec: contracts.TuneArgs,
     trials: list[TrialOutcome],
     experiment_id: str,
     parent_id: str,
@@ -364,7 +357,7 @@ def log_search(
         },
     )
     tracking.log_history(client, parent_id, [{"epoch": best.epochs, **{f"best_{k}": v for k, v in final.items()}}])
-    return _plain({
+    return contracts.TuneResult.model_validate(_plain({
         "mlflow_run_id": best_run,
         "parent_run_id": parent_id,
         "experiment_id": experiment_id,
@@ -386,7 +379,7 @@ def log_search(
             }
             for t in trials
         ],
-    })
+    })).model_dump(mode="json")
 
 
 def _plain(value: Any) -> Any:
@@ -463,7 +456,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _search_settings(spec: TuneJobArgs) -> dict[str, Any]:
+def _search_settings(spec: contracts.TuneArgs) -> dict[str, Any]:
     search = spec.search
     return {
         **train_job._run_settings(spec),

@@ -14,10 +14,8 @@ All the facts land on the model version as `rayops.*` tags (registry/promotion.p
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import datetime as dt
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,30 +81,23 @@ def mlflow_client(mlflow_conn_id: str | None) -> Iterator[tuple[MlflowClient, st
 
 
 def as_mapping(value: Any, *, what: str) -> dict[str, Any] | None:
-    """A dict from an XCom value: a dict, its JSON, or its Python repr (what a Jinja template
-    renders a dict into without native rendering). None and "" and "None" give None."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+    """A dict from an upstream task's result (an XComArg such as `task.output` resolves to it).
+
+    Strings are refused: the factory passes results as typed values, and parsing a rendered
+    template back into a dict is what config-as-data removed."""
+    if value is None:
         return None
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, str):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                parsed = parse(value)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(parsed, Mapping):
-                return dict(parsed)
-    raise RegistrationInputError(f"{what} must be a dict (the upstream task's XCom), found {type(value).__name__}: {str(value)[:200]}")
+    raise RegistrationInputError(
+        f"{what} must be the upstream task's result as a dict (pass that task's `.output`), found {type(value).__name__}: {str(value)[:200]}"
+    )
 
 
 def version_of(value: Any) -> str:
-    """A version number from an int, a string, or the register task's XCom dict."""
-    mapping = value if isinstance(value, Mapping) else None
-    if mapping is None and isinstance(value, str) and value.strip().startswith("{"):
-        mapping = as_mapping(value, what="version")
-    if mapping is not None:
-        value = mapping.get("version")
+    """A version number from an int, a string of digits, or the register task's result dict."""
+    if isinstance(value, Mapping):
+        value = value.get("version")
     text = str(value).strip() if value is not None else ""
     if not text.isdigit():
         raise RegistrationInputError(f"version must be a model version number, found {value!r}")
@@ -182,7 +173,7 @@ class RegisterMLflowModelOperator(BaseOperator):
                 "the evaluation names no training run (mlflow_run_id) or logged model (model_uri); "
                 f"found mlflow_run_id={run_id!r}, model_uri={model_uri!r}"
             )
-        gates = gate_logic.normalize_gates(json.loads(self.gates) if isinstance(self.gates, str) else self.gates)
+        gates = gate_logic.normalize_gates(self.gates)
         results = gate_logic.evaluate_gates(gates, evaluation)
         passed = all(r.passed for r in results)
         ti = context["ti"]

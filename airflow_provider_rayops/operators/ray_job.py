@@ -27,12 +27,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from pydantic import ValidationError
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, JobStatus, RayEndpoint, RayJobTimedOut
 from airflow_provider_rayops.backends.jobs_api import JobOutcome, RayJobsClient
+from airflow_provider_rayops.jobs.contracts import JobContract, describe_error
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
 from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
@@ -49,6 +51,10 @@ DEFER_GRACE_S = 120.0
 
 
 DEFAULT_DEPLOYMENT = "airflow"
+
+
+class JobResultInvalid(AirflowFailException):
+    """A rayops job reported a result its contract does not allow (a version mismatch or a bug); not retried."""
 
 
 def deployment_id() -> str:
@@ -149,6 +155,10 @@ class SubmitRayJobOperator(BaseOperator):
         rendered-template view.
     :param compute: a compute profile as a plain dict (`{"backend": "local"}` when None).
     :param storage_conn_id: a `rayops_s3` connection whose settings reach the job as env vars.
+    :param contract: a `jobs.contracts.JobContract` (rayops' own jobs): the resolved `job_args`
+        are validated against its argument model before anything is submitted (a bad value fails
+        the task without a retry, naming the argument), and the job's result against its result
+        model before it becomes the task's XCom.
     :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
         credentials) from `mlflow_conn_id`, or the embedded local store when that is None.
     :param mlflow_conn_id: a `rayops_mlflow` connection.
@@ -181,6 +191,7 @@ class SubmitRayJobOperator(BaseOperator):
         entrypoint_memory: int | None = None,
         entrypoint_resources: dict[str, float] | None = None,
         job_args: dict[str, Any] | None = None,
+        contract: JobContract | None = None,
         compute: dict[str, Any] | None = None,
         storage_conn_id: str | None = None,
         with_mlflow: bool = False,
@@ -198,6 +209,7 @@ class SubmitRayJobOperator(BaseOperator):
         self.entrypoint_memory = entrypoint_memory
         self.entrypoint_resources = entrypoint_resources
         self.job_args = job_args
+        self.contract = contract
         # Validated now, so a malformed profile is a DAG import error, not a task failure.
         self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True)
         self.storage_conn_id = storage_conn_id
@@ -221,6 +233,12 @@ class SubmitRayJobOperator(BaseOperator):
             self.job_args = resolve_run_values(self.job_args, context)
         except RunValueRefused as exc:
             raise AirflowFailException(str(exc)) from None
+        if self.contract is not None:
+            try:
+                self.job_args = self.contract.args.model_validate(self.job_args or {}).model_dump(mode="json")
+            except ValidationError as exc:
+                what = f"{self.contract.name} job argument"
+                raise AirflowFailException(describe_error(exc, self.contract.args, what=what)) from None
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         backend = get_backend(self.compute)
@@ -347,5 +365,13 @@ class SubmitRayJobOperator(BaseOperator):
             result = outcome.raise_for_status()
         except RayJobTimedOut as exc:
             raise AirflowTaskTimeout(str(exc)) from None
+        if self.contract is not None:
+            try:
+                result = self.contract.result.model_validate(result).model_dump(mode="json")
+            except ValidationError as exc:
+                raise JobResultInvalid(
+                    f"Ray job {outcome.submission_id} reported a result that does not fit the {self.contract.name} "
+                    f"job's contract: {describe_error(exc, self.contract.result, what='result field')}"
+                ) from None
         self.log.info("Ray job %s succeeded; result: %s", outcome.submission_id, json.dumps(result, sort_keys=True))
         return result

@@ -351,6 +351,6 @@ def test_the_job_reports_wrong_input_as_one_line(snapshot):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "rayops job input error: job argument 'metrics': unknown metric(s) 'nope'; known metrics: "
+        "rayops job input error: job argument metrics=['nope']: unknown metric(s) 'nope'; known metrics: "
         "accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss"
     ]

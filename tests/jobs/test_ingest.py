@@ -303,5 +303,5 @@ def test_job_input_error_is_one_line_and_exit_1(storage_root: str) -> None:
 def test_unknown_job_argument_is_an_input_error() -> None:
     from airflow_provider_rayops.jobs.ingest import main
 
-    with pytest.raises(JobInputError, match="unknown job argument"):
+    with pytest.raises(JobInputError, match="job argument 'split' is not known; expected some of column_types, features"):
         main({"source": "file:///x.parquet", "target": "y", "snapshot_root": "file:///s", "split": 0.2})

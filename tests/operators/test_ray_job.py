@@ -395,3 +395,49 @@ def test_a_kuberay_profile_fails_the_task_with_a_clear_message(airflow_db):
         "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
     )
 
+
+
+# -- job contracts ---------------------------------------------------------------------------
+
+
+def test_a_contract_refuses_bad_arguments_before_anything_is_submitted(airflow_db, ray_head):
+    from airflow_provider_rayops.jobs import contracts
+
+    failures = _Failures()
+    with _dag("rayops_test_contract_args") as dag:
+        SubmitRayJobOperator(
+            task_id="ingest",
+            entrypoint=ECHO_ARGS,
+            job_args={"source": "file:///data/x.csv", "snapshot_root": "file:///snaps", "seed": "seven"},
+            contract=contracts.INGEST,
+            compute=ray_head.compute,
+            retries=2,
+            on_failure_callback=failures,
+        )
+    ti = _only_ti(_run(dag))
+    assert (ti.state, ti.try_number) == ("failed", 1)  # not retried: the same args would fail again
+    [error] = failures.exceptions
+    assert str(error) == "ingest job argument 'target' is required"  # the first of its two problems
+    assert ti.xcom_pull(task_ids="ingest", key="ray_job") is None  # nothing was submitted
+
+
+def test_a_result_off_its_contract_fails_the_task(airflow_db, ray_head):
+    from airflow_provider_rayops.jobs import contracts
+
+    failures = _Failures()
+    with _dag("rayops_test_contract_result") as dag:
+        SubmitRayJobOperator(
+            task_id="ingest",
+            entrypoint=ECHO_ARGS,  # reports {"echo": args}: not an IngestResult
+            job_args={"source": "file:///data/x.csv", "target": "y", "snapshot_root": "file:///snaps"},
+            contract=contracts.INGEST,
+            entrypoint_num_cpus=0.1,
+            compute=ray_head.compute,
+            poll_interval=0.3,
+            on_failure_callback=failures,
+        )
+    ti = _only_ti(_run(dag))
+    assert ti.state == "failed"
+    [error] = failures.exceptions
+    assert type(error).__name__ == "JobResultInvalid"
+    assert "does not fit the ingest job's contract: result field 'snapshot_uri' is required" in str(error)
