@@ -162,11 +162,14 @@ class LocalBackend(ComputeBackend):
     start_timeout_s = START_TIMEOUT_S
     stop_timeout_s = STOP_TIMEOUT_S
     probe_timeout_s = PROBE_TIMEOUT_S
+    kill_wait_s = KILL_WAIT_S
 
     @property
     def lock_timeout_s(self) -> float:
         """Longer than any holder can keep the lock, so a waiter never gives up on a healthy one."""
-        hold = worst_case_lock_hold_s(start=self.start_timeout_s, stop=self.stop_timeout_s, probe=self.probe_timeout_s)
+        hold = worst_case_lock_hold_s(
+            start=self.start_timeout_s, stop=self.stop_timeout_s, probe=self.probe_timeout_s, kill=self.kill_wait_s
+        )
         return hold + 30.0
 
     # -- the interface -------------------------------------------------------------------
@@ -446,7 +449,7 @@ class LocalBackend(ComputeBackend):
         _kill_group(pid)
         # Reap it once SIGKILL has landed, or a child of ours lingers as a zombie that still
         # answers signals and looks alive to a later check.
-        deadline = time.monotonic() + KILL_WAIT_S
+        deadline = time.monotonic() + self.kill_wait_s
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 

@@ -227,10 +227,10 @@ def test_a_waiter_outlasts_a_holder_that_keeps_the_lock_for_the_worst_case(tmp_p
     """The lock wait follows from the same bounds as the longest hold (it was 195 s against ~445 s)."""
 
     class Quick(LocalBackend):  # the real bounds scaled down to a fraction of a second
-        start_timeout_s, stop_timeout_s, probe_timeout_s = 0.2, 0.1, 0.05
+        start_timeout_s, stop_timeout_s, probe_timeout_s, kill_wait_s = 0.2, 0.1, 0.05, 0.05
 
     holder, waiter = (Quick(LocalProfile(backend="local", state_dir=str(tmp_path / "ray"))) for _ in range(2))
-    hold = worst_case_lock_hold_s(start=0.2, stop=0.1, probe=0.05)
+    hold = worst_case_lock_hold_s(start=0.2, stop=0.1, probe=0.05, kill=0.05)
     assert waiter.lock_timeout_s > hold and LocalBackend(LocalProfile(backend="local")).lock_timeout_s > worst_case_lock_hold_s()
     entered = threading.Event()
 
@@ -268,6 +268,7 @@ def spare_head(tmp_path_factory):
     environment holding Airflow's settings, cloud credentials and a proxy password."""
     state_dir = tmp_path_factory.mktemp("spare") / "ray"
     backend = LocalBackend(LocalProfile(backend="local", num_cpus=1, state_dir=str(state_dir), env=["TEAM_*"]))
+    backend.stop_timeout_s = 3.0  # no graceful drain needed
     saved = dict(os.environ)
     os.environ.update(CANARIES, TEAM_SETTING="team-value", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1")
     try:
