@@ -96,10 +96,14 @@ def load_config_dir_cached(
     for path in pipeline_files(config_dir):
         try:
             text = read_config_text(path)
-        except ConfigError as exc:
-            if defaults is None:
-                defaults = load_defaults(config_dir, env=env)
-            errors[str(path)] = ConfigError(exc.issues + defaults.issues)
+        except ConfigError:  # too big or not UTF-8: load_pipeline reports it (with defaults' issues)
+            text = None
+        if text is None:
+            defaults = defaults or load_defaults(config_dir, env=env)
+            try:
+                load_pipeline(path, defaults=defaults, env=env, project_dir=project_dir)
+            except ConfigError as exc:
+                errors[str(path)] = exc
             continue
         key = _entry_key(text, defaults_text or "", project_dir, env, policy)
         entry = cache.get(key)
@@ -120,7 +124,7 @@ def load_config_dir_cached(
             loaded.append(result)
     if set(new_cache) != set(cache) or new_cache["policies"] != cache.get("policies"):
         _write_atomically(cache_file, json.dumps(new_cache))
-    return check_unique_names(loaded, errors, env=env)
+    return check_unique_names(loaded, errors)
 
 
 def _policy_from(entry: object) -> SecurityPolicy | None:

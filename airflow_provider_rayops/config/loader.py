@@ -225,8 +225,10 @@ def _load_pipeline(path: Path, *, defaults: Defaults, text: str | None, env: Map
             if not merged.doc_of(path).was_refused(path):
                 issues.append(_issue_from_pydantic(err, data, merged))
     issues += _semantic_issues(data, merged)
+    sources = None
     if spec is not None:
-        issues += _scope_issues(spec, merged, defaults, project_dir)
+        sources = policies.source_roots(defaults.policy, project_dir=project_dir, storage_root=spec.storage.root)
+        issues += _scope_issues(spec, merged, defaults, project_dir, sources)
     if issues or spec is None:
         for source in merged.docs:
             issues = [source.scrub(i) for i in issues]
@@ -238,7 +240,7 @@ def _load_pipeline(path: Path, *, defaults: Defaults, text: str | None, env: Map
         source_text=text,
         config_hash=hashlib.sha256(canonical.encode()).hexdigest(),
         project_dir=str(project_dir.resolve()),
-        source_roots=tuple(policies.source_roots(defaults.policy, project_dir=project_dir, storage_root=spec.storage.root)),
+        source_roots=tuple(sources or ()),
     )
 
 
@@ -262,8 +264,10 @@ def _resolve_relative_uris(data: dict, project_dir: Path) -> None:
             parent[path[-1]] = "file://" + str((project_dir / value[len("file://") :]).resolve())
 
 
-def _scope_issues(spec: PipelineSpec, merged: _Merged, defaults: Defaults, project_dir: Path) -> list[ConfigIssue]:
-    """Where the pipeline reads, writes and imports from must lie inside what the platform allows."""
+def _scope_issues(
+    spec: PipelineSpec, merged: _Merged, defaults: Defaults, project_dir: Path, sources: list[str]
+) -> list[ConfigIssue]:
+    """Where the pipeline reads (under `sources`), writes and imports from must lie inside what the platform allows."""
     policy = defaults.policy
     issues = []
     uris = {("storage", "root"): spec.storage.root, ("data", "source"): spec.data.source}
@@ -278,7 +282,6 @@ def _scope_issues(spec: PipelineSpec, merged: _Merged, defaults: Defaults, proje
     problem = policies.outside_roots_message(spec.storage.root, storage, what="storage.root", key="storage_roots")
     if problem and ("storage", "root") in uris:
         issues.append(merged.issue(("storage", "root"), problem))
-    sources = policies.source_roots(policy, project_dir=project_dir, storage_root=spec.storage.root)
     for key, uri in uris.items():
         if key == ("storage", "root"):
             continue
@@ -514,12 +517,10 @@ def load_config_dir(config_dir: Path, *, env: Mapping[str, str] | None = None, f
             loaded.append(load_pipeline(path, defaults=defaults, env=env, project_dir=project_dir))
         except ConfigError as exc:
             errors[str(path)] = exc
-    return check_unique_names(loaded, errors, env=env)
+    return check_unique_names(loaded, errors)
 
 
-def check_unique_names(
-    loaded: list[LoadedPipeline], errors: dict[str, ConfigError], *, env: Mapping[str, str] | None = None
-) -> ConfigDirResult:
+def check_unique_names(loaded: list[LoadedPipeline], errors: dict[str, ConfigError]) -> ConfigDirResult:
     """Two files may not define the same pipeline: the later file (by name) is the error."""
     names: dict[str, str] = {}
     unique: list[LoadedPipeline] = []

@@ -78,14 +78,19 @@ def _resolved(uris: list[str], project_dir: Path) -> list[str]:
     return out
 
 
+def folder_uri(uri: str) -> str:
+    """`uri` as a folder: with one trailing slash."""
+    return uri.rstrip("/") + "/"
+
+
 def project_root_uri(project_dir: Path) -> str:
-    return f"file://{project_dir.resolve()}/"
+    return folder_uri(f"file://{project_dir.resolve()}")
 
 
 def bucket_or_folder(root: str) -> str:
     """The area a storage root opens for reading: the whole bucket for s3://, the folder for file://."""
     parsed = parse_uri(root)
-    return f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else f"file://{parsed.path.rstrip('/')}/"
+    return f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else folder_uri(str(parsed))
 
 
 def source_roots(policy: SecurityPolicy, *, project_dir: Path, storage_root: str | None) -> list[str]:
@@ -100,7 +105,7 @@ def storage_roots(policy: SecurityPolicy, *, project_dir: Path, platform_root: s
     """Where a pipeline may write, as absolute URIs."""
     roots = [project_root_uri(project_dir)]
     if platform_root:
-        roots.append(resolve_uri(platform_root, base_dir=project_dir).rstrip("/") + "/")
+        roots.append(folder_uri(resolve_uri(platform_root, base_dir=project_dir)))
     return list(dict.fromkeys(roots + _resolved(policy.storage_roots, project_dir)))
 
 
@@ -109,7 +114,7 @@ def outside_roots_message(uri: str, roots: list[str], *, what: str, key: str) ->
     if any(is_within(uri, root) for root in roots):
         return None
     parsed = parse_uri(uri)
-    needed = f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else f"file://{str(Path(parsed.path).parent).rstrip('/')}/"
+    needed = f"s3://{parsed.bucket}/" if parsed.scheme == "s3" else folder_uri(f"file://{Path(parsed.path).parent}")
     return (
         f"{what} {uri} is outside the allowed roots ({', '.join(roots)}); a platform admin can allow it by "
         f"adding a root that contains it (e.g. {needed}) to security.{key} in defaults.yaml"

@@ -72,26 +72,23 @@ class YamlDocument:
     """A parsed YAML file: its plain value and the position of every key path in it.
 
     `value` is None when the file could not be read as YAML at all (see `issues`).
-    `expanded` records the paths whose text came from `${VAR}` expansion and the variable
-    names used, so error messages can say where a value came from without showing it.
+    `expanded` records the paths whose text came from `${VAR}` expansion: the variable names
+    used and the resulting text, so error messages can say where a value came from without
+    showing it.
     """
 
     file: str
     value: Any
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
-    expanded: dict[KeyPath, list[str]] = field(default_factory=dict)
-    expanded_values: dict[KeyPath, str] = field(default_factory=dict)
+    expanded: dict[KeyPath, tuple[list[str], str]] = field(default_factory=dict)
     empty: bool = False  # nothing but blank lines and comments
     refused: set[KeyPath] = field(default_factory=set)  # values dropped with an issue already (not reported twice)
 
     def position(self, path: KeyPath) -> tuple[int, int]:
         """Position of the deepest known prefix of `path` (a missing key points at its parent)."""
-        for end in range(len(path), -1, -1):
-            pos = self.positions.get(tuple(path[:end]))
-            if pos is not None:
-                return pos
-        return (1, 1)
+        depth = self.known_depth(path)
+        return self.positions[tuple(path[:depth])] if depth >= 0 else (1, 1)
 
     def known_depth(self, path: KeyPath) -> int:
         """Length of the longest prefix of `path` this document has a position for (-1: none)."""
@@ -107,9 +104,9 @@ class YamlDocument:
     def scrub(self, issue: ConfigIssue) -> ConfigIssue:
         """The issue with every value that came from the environment replaced by its ${NAME}."""
         message = issue.message
-        for path, value in self.expanded_values.items():
+        for path, (used, value) in self.expanded.items():
             if len(value) >= 3 or issue.key_path == format_path(path):
-                names = "".join("${" + n + "}" for n in self.expanded[path])
+                names = "".join("${" + n + "}" for n in used)
                 message = message.replace(repr(value), names).replace(value, names) if value else message
         if message == issue.message:
             return issue
@@ -121,7 +118,7 @@ class YamlDocument:
 
     def expanded_from(self, path: KeyPath) -> list[str] | None:
         """The ${VAR} names whose values make up the value at `path` or anything inside it."""
-        names = [n for p, vs in self.expanded.items() if p[: len(path)] == tuple(path) for n in vs]
+        names = [n for p, (used, _) in self.expanded.items() if p[: len(path)] == tuple(path) for n in used]
         return names or None
 
 
@@ -442,6 +439,5 @@ def _expand(value: str, path: KeyPath, doc: YamlDocument, env: Any, allowed: Any
     if len(doc.issues) > issues:
         doc.refused.add(path)  # what is left is not the value the author meant: judged no further
     if used:
-        doc.expanded[path] = used
-        doc.expanded_values[path] = out
+        doc.expanded[path] = (used, out)
     return out

@@ -55,10 +55,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from airflow_provider_rayops.config.policy import BUILTIN_MODULE
 from airflow_provider_rayops.jobs import modeling
 from airflow_provider_rayops.jobs.runtime import JobInputError
 
-BUILTIN_MODULE_ALIAS = "rayops.builtin"
+BUILTIN_MODULE_ALIAS = BUILTIN_MODULE  # what train.entrypoint writes; the config policy admits it
 CHECKPOINT_DIR_PREFIX = "checkpoint_epoch_"
 
 # The built-in loop's params, their defaults and what each must be.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_rayops.storage import S3Settings
 
-ColumnKind = Literal["numeric", "bool", "categorical"]
-COLUMN_KINDS: tuple[ColumnKind, ...] = ("numeric", "bool", "categorical")
+ColumnKind = contracts.ColumnKind
+COLUMN_KINDS: tuple[ColumnKind, ...] = typing.get_args(ColumnKind)
 TRAIN_FILE = "train.parquet"
 VALIDATION_FILE = "validation.parquet"
 MANIFEST_VERSION = 1
