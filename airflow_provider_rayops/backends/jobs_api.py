@@ -325,13 +325,6 @@ class LogFollower:
         rest, self._partial = self._partial, ""
         return self._keep([rest]) if rest else []
 
-    def new_lines(self, whole_log: str, *, final: bool = False) -> list[str]:
-        """For clients that re-read the whole log: the complete lines not handed out yet."""
-        if len(whole_log) < self.consumed:  # a different log (should not happen): start over
-            self.consumed, self._partial = 0, ""
-        lines = self.catch_up(whole_log)
-        return lines + (self.finish() if final else [])
-
     def _keep(self, lines: list[str]) -> list[str]:
         for line in lines:
             if line.strip():
@@ -361,7 +354,8 @@ class JobOutcome:
         """How a terminal job ended, from its followed log (or its whole log text)."""
         if isinstance(log, str):
             text, log = log, LogFollower()
-            log.new_lines(text, final=True)
+            log.catch_up(text)
+            log.finish()
         succeeded = info.status is JobStatus.SUCCEEDED
         return cls(
             submission_id=info.submission_id,

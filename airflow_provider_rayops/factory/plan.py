@@ -18,6 +18,7 @@ from airflow_provider_rayops.jobs import contracts
 from airflow_provider_rayops.jobs.contracts import JobContract
 from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult, preview_run_values
 
+
 @dataclass(frozen=True)
 class RunParam:
     """A value a person may override when triggering the DAG from the Airflow UI."""

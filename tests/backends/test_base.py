@@ -67,10 +67,10 @@ def test_ray_job_failed_survives_pickling():
 
 def test_log_follower_hands_out_each_complete_line_once():
     follower = LogFollower()
-    assert follower.new_lines("a\nb") == ["a"]
-    assert follower.new_lines("a\nb\nc\n") == ["b", "c"]
-    assert follower.new_lines("a\nb\nc\n") == []
-    assert follower.new_lines("a\nb\nc\nlast", final=True) == ["last"]
+    assert follower.catch_up("a\nb") == ["a"]
+    assert follower.catch_up("a\nb\nc\n") == ["b", "c"]
+    assert follower.catch_up("a\nb\nc\n") == []
+    assert follower.catch_up("a\nb\nc\nlast") == [] and follower.finish() == ["last"]
 
 
 def test_log_follower_keeps_only_the_last_lines_and_the_result_of_a_long_stream():

@@ -52,10 +52,12 @@ def errors_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
     return [str(i) for i in info.value.issues]
 
 
+# Counted by tests/config/test_config_fuzz.py, printed at the end of every run.
+FUZZ_STATS = {"cases": 0, "valid": 0, "errors": 0}
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many cases the config fuzz test tried, in every run's output."""
-    from tests.config.test_config_fuzz import FUZZ_STATS
-
     if FUZZ_STATS["cases"]:
         terminalreporter.write_line(
             f"config fuzz: {FUZZ_STATS['cases']} cases, {FUZZ_STATS['valid']} valid, {FUZZ_STATS['errors']} located errors"

@@ -26,7 +26,7 @@ from airflow_provider_rayops.factory.dags import build_pipeline_dag
 
 from tests.fixtures.templates import jinja_in_templated_fields
 
-from .conftest import ROOT
+from .conftest import FUZZ_STATS, ROOT
 
 EXAMPLES = int(os.environ.get("RAYOPS_FUZZ_EXAMPLES", "300"))
 SECRET = "fernet-secret-value-7c1d"
@@ -168,10 +168,6 @@ def _raw_mutation(draw, text: bytes) -> bytes:
     elif kind == "document":
         lines.insert(at, b"---")
     return b"\n".join(lines)
-
-
-# Printed at the end of every run by tests/config/conftest.py (pytest_terminal_summary).
-FUZZ_STATS = {"cases": 0, "valid": 0, "errors": 0}
 
 
 @pytest.fixture(scope="module")

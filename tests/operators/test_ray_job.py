@@ -51,6 +51,17 @@ class _Failures:
         self.exceptions.append(context["exception"])
 
 
+def _run_one(dag_id: str, **operator_kwargs):
+    """One SubmitRayJobOperator (task "job" unless given) in a DAG of its own, run with dag.test():
+    (run, its task instance, the exceptions its failed tries raised)."""
+    failures = _Failures()
+    kwargs = {"task_id": "job", "entrypoint_num_cpus": 0.1, "poll_interval": 0.3, **operator_kwargs}
+    with _dag(dag_id) as dag:
+        SubmitRayJobOperator(on_failure_callback=failures, **kwargs)
+    run = _run(dag)
+    return run, _only_ti(run), failures.exceptions
+
+
 def _wait_for_job(client, dag_id: str, status: JobStatus, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -176,19 +187,13 @@ def test_non_deferrable_mode_waits_in_the_worker_and_streams_the_job_logs(airflo
 
 
 def test_a_failing_job_fails_the_task_with_its_last_log_lines(airflow_db, ray_head):
-    failures = _Failures()
-    with _dag("rayops_test_failure") as dag:
-        SubmitRayJobOperator(
-            task_id="fails",
-            entrypoint=_python('print("reading churn.parquet"); raise SystemExit("column churned is missing")'),
-            entrypoint_num_cpus=0.1,
-            compute=ray_head.compute,
-            poll_interval=0.3,
-            on_failure_callback=failures,
-        )
-    run = _run(dag)
-    assert (run.state, _only_ti(run).state) == ("failed", "failed")
-    (error,) = failures.exceptions
+    run, ti, exceptions = _run_one(
+        "rayops_test_failure",
+        entrypoint=_python('print("reading churn.parquet"); raise SystemExit("column churned is missing")'),
+        compute=ray_head.compute,
+    )
+    assert (run.state, ti.state) == ("failed", "failed")
+    (error,) = exceptions
     assert isinstance(error, RayJobFailed)
     assert error.status is JobStatus.FAILED
     assert error.last_log_lines[-2:] == ("reading churn.parquet", "column churned is missing")
@@ -333,21 +338,15 @@ def test_a_retry_after_a_failed_job_submits_a_new_one(airflow_db, ray_head, tmp_
 
 def test_execution_timeout_bounds_a_deferred_wait_and_stops_the_job(airflow_db, ray_head):
     """Airflow 3.3 does not apply execution_timeout to deferred time: the trigger enforces it."""
-    failures = _Failures()
-    with _dag("rayops_test_timeout") as dag:
-        SubmitRayJobOperator(
-            task_id="slow",
-            entrypoint=_python('print("started", flush=True); import time; time.sleep(300)'),
-            entrypoint_num_cpus=0.1,
-            compute=ray_head.compute,
-            poll_interval=0.3,
-            execution_timeout=dt.timedelta(seconds=6),
-            on_failure_callback=failures,
-        )
-    run = _run(dag)
-    ti = _only_ti(run)
+    run, ti, exceptions = _run_one(
+        "rayops_test_timeout",
+        task_id="slow",
+        entrypoint=_python('print("started", flush=True); import time; time.sleep(300)'),
+        compute=ray_head.compute,
+        execution_timeout=dt.timedelta(seconds=6),
+    )
     assert ti.state == "failed"
-    [error] = failures.exceptions
+    [error] = exceptions
     assert type(error).__name__ == "AirflowTaskTimeout"
     assert "execution_timeout ran out while the job still ran; the Ray job was stopped" in str(error)
     sid = ti.xcom_pull(task_ids="slow", key="ray_job")["submission_id"]
@@ -379,17 +378,14 @@ def test_the_ray_backend_submits_through_an_airflow_connection(airflow_db, ray_h
 
 
 def test_a_kuberay_profile_fails_the_task_with_a_clear_message(airflow_db):
-    failures = _Failures()
-    with _dag("rayops_test_kuberay") as dag:
-        SubmitRayJobOperator(
-            task_id="k8s",
-            entrypoint="python -m anything",
-            compute={"backend": "kuberay", "image": "ghcr.io/acme/rayops:1"},
-            on_failure_callback=failures,
-        )
-    run = _run(dag)
-    assert _only_ti(run).state == "failed"
-    (error,) = failures.exceptions
+    _, ti, exceptions = _run_one(
+        "rayops_test_kuberay",
+        task_id="k8s",
+        entrypoint="python -m anything",
+        compute={"backend": "kuberay", "image": "ghcr.io/acme/rayops:1"},
+    )
+    assert ti.state == "failed"
+    (error,) = exceptions
     assert isinstance(error, BackendNotAvailable)
     assert str(error) == (
         "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
@@ -403,20 +399,17 @@ def test_a_kuberay_profile_fails_the_task_with_a_clear_message(airflow_db):
 def test_a_contract_refuses_bad_arguments_before_anything_is_submitted(airflow_db, ray_head):
     from airflow_provider_rayops.jobs import contracts
 
-    failures = _Failures()
-    with _dag("rayops_test_contract_args") as dag:
-        SubmitRayJobOperator(
-            task_id="ingest",
-            entrypoint=ECHO_ARGS,
-            job_args={"source": "file:///data/x.csv", "snapshot_root": "file:///snaps", "seed": "seven"},
-            contract=contracts.INGEST,
-            compute=ray_head.compute,
-            retries=2,
-            on_failure_callback=failures,
-        )
-    ti = _only_ti(_run(dag))
+    _, ti, exceptions = _run_one(
+        "rayops_test_contract_args",
+        task_id="ingest",
+        entrypoint=ECHO_ARGS,
+        job_args={"source": "file:///data/x.csv", "snapshot_root": "file:///snaps", "seed": "seven"},
+        contract=contracts.INGEST,
+        compute=ray_head.compute,
+        retries=2,
+    )
     assert (ti.state, ti.try_number) == ("failed", 1)  # not retried: the same args would fail again
-    [error] = failures.exceptions
+    [error] = exceptions
     assert str(error) == "ingest job argument 'target' is required"  # the first of its two problems
     assert ti.xcom_pull(task_ids="ingest", key="ray_job") is None  # nothing was submitted
 
@@ -424,20 +417,14 @@ def test_a_contract_refuses_bad_arguments_before_anything_is_submitted(airflow_d
 def test_a_result_off_its_contract_fails_the_task(airflow_db, ray_head):
     from airflow_provider_rayops.jobs import contracts
 
-    failures = _Failures()
-    with _dag("rayops_test_contract_result") as dag:
-        SubmitRayJobOperator(
-            task_id="ingest",
-            entrypoint=ECHO_ARGS,  # reports {"echo": args}: not an IngestResult
-            job_args={"source": "file:///data/x.csv", "target": "y", "snapshot_root": "file:///snaps"},
-            contract=contracts.INGEST,
-            entrypoint_num_cpus=0.1,
-            compute=ray_head.compute,
-            poll_interval=0.3,
-            on_failure_callback=failures,
-        )
-    ti = _only_ti(_run(dag))
+    _, ti, exceptions = _run_one(
+        "rayops_test_contract_result",
+        entrypoint=ECHO_ARGS,  # reports {"echo": args}: not an IngestResult
+        job_args={"source": "file:///data/x.csv", "target": "y", "snapshot_root": "file:///snaps"},
+        contract=contracts.INGEST,
+        compute=ray_head.compute,
+    )
     assert ti.state == "failed"
-    [error] = failures.exceptions
+    [error] = exceptions
     assert type(error).__name__ == "JobResultInvalid"
     assert "does not fit the ingest job's contract: result field 'snapshot_uri' is required" in str(error)
