@@ -13,6 +13,10 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# An environment variable name, or a prefix ending in * (never a bare *: that would be everything).
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\*?$"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,10 +49,11 @@ class LocalProfile(_Strict):
         default=None,
         description="Folder holding the head's state, logs and auth token; default: $RAYOPS_HOME/ray (RAYOPS_HOME defaults to ~/.rayops).",
     )
-    env: list[str] = Field(
+    env: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(
         default_factory=list,
         description="More environment variables the head (and so every job) inherits from the process that starts "
-        "it: names, or prefixes ending in * (e.g. HF_*). Secrets belong in connections, not here.",
+        "it: names, or prefixes ending in * (e.g. HF_*). Only defaults.yaml may set it. Secrets belong in "
+        "connections, not here.",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 

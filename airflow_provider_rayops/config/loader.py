@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from airflow_provider_rayops import __version__
 from airflow_provider_rayops.config import policy as policies
 from airflow_provider_rayops.config import stages
+from airflow_provider_rayops.config.compute import ENV_NAME
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.policy import SecurityPolicy
 from airflow_provider_rayops.config.schema import _NAME, _URI, PipelineSpec
@@ -288,6 +289,13 @@ def _scope_issues(
         problem = policies.outside_roots_message(uri, sources, what=format_path(key), key="source_roots")
         if problem:
             issues.append(merged.issue(key, problem))
+    pipeline_doc = merged.docs[0]
+    for name in spec.compute_profiles:
+        key = ("compute_profiles", name, "env")
+        if pipeline_doc.known_depth(key) == len(key):  # widening the head's environment is the platform's call
+            issues.append(
+                pipeline_doc.issue(key, "a compute profile's env belongs in defaults.yaml (the platform team's file); a pipeline cannot widen what jobs inherit")
+            )
     if spec.train is not None:
         module = spec.train.entrypoint.partition(":")[0]
         refusal = policies.entrypoint_refusal(module, policy, project_dir=project_dir)
@@ -444,6 +452,7 @@ def _resolve_model(annotation: Any, node: Any) -> Any:
 
 
 _PATTERN_MEANING = {
+    ENV_NAME: "expected a variable name or a prefix ending in * (e.g. HF_*), never a bare *",
     _URI: "expected a URI starting with file:// or s3://",
     _NAME: "expected a name of lowercase letters, digits, '-' and '_', starting with a letter (at most 63)",
 }

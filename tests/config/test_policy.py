@@ -190,3 +190,15 @@ def test_a_project_file_named_like_an_installed_package_is_refused(write, config
     (config_dir.parent / "yaml.py").write_text("def train(config):\n    pass\n")
     [error] = errors_of(write("p.yaml", MINIMAL + TRAIN.format("yaml:train")))
     assert "module 'yaml' is an installed package" in error
+
+
+def test_only_defaults_may_widen_what_jobs_inherit_from_the_head(write, config_dir):
+    path = write("p.yaml", MINIMAL + "compute_profiles:\n  local: {backend: local, env: [AWS_*]}\n")
+    assert errors_of(path) == [
+        f"{path}:6:27: compute_profiles.local.env: a compute profile's env belongs in defaults.yaml (the platform "
+        "team's file); a pipeline cannot widen what jobs inherit"
+    ]
+    defaults = config_dir / "defaults.yaml"
+    defaults.write_text(defaults.read_text().replace("    backend: local\n", "    backend: local\n    env: ['*']\n", 1))
+    [error] = errors_of(write("q.yaml", MINIMAL.replace("churn", "q")))
+    assert error.endswith("compute_profiles.local.env[0]: expected a variable name or a prefix ending in * (e.g. HF_*), never a bare *, found '*'")
