@@ -33,3 +33,21 @@ def test_connection_types_are_prefixed_and_registered(tmp_path):
 def test_extra_links_and_triggers_are_declared(tmp_path):
     assert "airflow_provider_rayops.links.ray.RayJobLink" in airflow("providers", "links", tmp_path=tmp_path)
     assert "airflow_provider_rayops.triggers.ray_job" in airflow("providers", "triggers", tmp_path=tmp_path)
+
+
+def test_provider_info_fits_airflows_schema_and_names_its_integrations():
+    """Airflow validates provider info only in its own CI; a mistake here breaks `providers list` for everyone."""
+    import json
+
+    import airflow
+    import jsonschema
+
+    from airflow_provider_rayops import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    declared = {item["integration-name"] for item in info["integrations"]}
+    used = {item["integration-name"] for key in ("operators", "hooks", "triggers") for item in info[key]}
+    assert used <= declared, f"integration names used but not declared: {used - declared}"
+    assert declared == {"Ray", "MLflow", "S3 storage"}

@@ -14,36 +14,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from airflow_provider_rayops.backends.base import (
-    BackendNotAvailable,
-    ComputeBackend,
-    JobAlreadyExists,
-    JobInfo,
-    JobNotFound,
-    JobStatus,
-    RayEndpoint,
-    RayJobFailed,
-    RayJobTimedOut,
-    RayopsComputeError,
-)
+from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.config.compute import ComputeProfile, KubeRayProfile, LocalProfile, RayClusterProfile
 
 _PROFILE = TypeAdapter(ComputeProfile)
 
-__all__ = [
-    "BackendNotAvailable",
-    "ComputeBackend",
-    "JobAlreadyExists",
-    "JobInfo",
-    "JobNotFound",
-    "JobStatus",
-    "RayEndpoint",
-    "RayJobFailed",
-    "RayJobTimedOut",
-    "RayopsComputeError",
-    "get_backend",
-    "parse_profile",
-]
+__all__ = ["ComputeBackend", "get_backend", "parse_profile"]
 
 
 def parse_profile(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile | KubeRayProfile | None) -> Any:
@@ -58,8 +34,8 @@ def parse_profile(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile 
 def get_backend(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile | KubeRayProfile | None) -> ComputeBackend:
     """The backend for a compute profile (a plain dict as in YAML, or a profile model).
 
-    Raises pydantic.ValidationError for a malformed profile and BackendNotAvailable for a
-    backend this release cannot run (kuberay).
+    Raises pydantic.ValidationError for a malformed profile and `hooks.ray_jobs_api.BackendNotAvailable`
+    for a backend this release cannot run (kuberay).
     """
     parsed = parse_profile(profile)
     if isinstance(parsed, LocalProfile):

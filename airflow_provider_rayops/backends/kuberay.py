@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
 from airflow_provider_rayops.config.compute import KubeRayProfile
 
 NOT_AVAILABLE_MESSAGE = (

@@ -56,7 +56,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable, ComputeBackend, RayEndpoint
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
+
+from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.config.compute import LocalProfile
 
 STATE_FILE = "head.json"

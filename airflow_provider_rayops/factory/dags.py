@@ -85,6 +85,8 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 mlflow_conn_id=spec.tracking.conn_id,
                 execution_timeout=dt.timedelta(seconds=planned.timeout_s),
                 unreachable_timeout=plan.unreachable_timeout_s,
+                # Pipeline stages run for minutes to days: they always free the worker slot.
+                deferrable=True,
             )
         for planned in plan.tasks:
             for up in planned.upstream:

@@ -17,20 +17,30 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_rayops.hooks import checked
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable, RayEndpoint
+from airflow_provider_rayops.hooks.ray_jobs_api import (
+    HTTP_TIMEOUT_S,
+    AsyncRayJobsClient,
+    BackendNotAvailable,
+    RayEndpoint,
+    RayJobsClient,
+)
 
 
 class RayHook(BaseHook):
-    """Reads a `rayops_ray` connection; gives the `RayEndpoint` and a Jobs API client for it."""
+    """Reads a `rayops_ray` connection; gives its `RayEndpoint` and Jobs API clients (sync and async).
+
+    :param timeout_s: seconds each HTTP request to the dashboard may take.
+    """
 
     conn_name_attr = "ray_conn_id"
     default_conn_name = "rayops_ray_default"
     conn_type = "rayops_ray"
     hook_name = "Ray (rayops)"
 
-    def __init__(self, ray_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, ray_conn_id: str = default_conn_name, *, timeout_s: float = HTTP_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ray_conn_id = ray_conn_id
+        self.timeout_s = timeout_s
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -53,11 +63,13 @@ class RayHook(BaseHook):
         conn = checked(await self.aget_connection(self.ray_conn_id), conn_id=self.ray_conn_id, conn_type=self.conn_type)
         return endpoint_from_connection(conn, conn_id=self.ray_conn_id)
 
-    def get_conn(self):
-        """A blocking Jobs API client (`backends.jobs_api.RayJobsClient`) for the cluster."""
-        from airflow_provider_rayops.backends.jobs_api import RayJobsClient
+    def get_conn(self) -> RayJobsClient:
+        """A blocking Jobs API client for the cluster (submit, status, logs, stop)."""
+        return RayJobsClient(self.get_endpoint(), timeout_s=self.timeout_s)
 
-        return RayJobsClient(self.get_endpoint())
+    async def get_async_conn(self) -> AsyncRayJobsClient:
+        """A non-blocking Jobs API client (status, log tail, stop), for triggers; use it in `async with`."""
+        return AsyncRayJobsClient(await self.aget_endpoint(), timeout_s=self.timeout_s)
 
     def test_connection(self) -> tuple[bool, str]:
         """Ask the dashboard for its version with the token (the UI's Test button)."""

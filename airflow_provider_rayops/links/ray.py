@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_provider_rayops.backends.base import job_url
+from airflow_provider_rayops.hooks.ray_jobs_api import job_url
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -26,14 +26,24 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.configuration import conf
 from airflow.sdk import BaseOperator
-from pydantic import ValidationError
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
+from pydantic import ValidationError
 
 from airflow_provider_rayops.backends import get_backend, parse_profile
-from airflow_provider_rayops.backends.base import JobAlreadyExists, JobInfo, JobStatus, RayEndpoint, RayJobTimedOut
-from airflow_provider_rayops.backends.jobs_api import JobOutcome, RayJobsClient
+from airflow_provider_rayops.hooks.ray import RayHook
+from airflow_provider_rayops.hooks.ray_jobs_api import (
+    JobAlreadyExists,
+    JobInfo,
+    JobStatus,
+    RayEndpoint,
+    RayJobsClient,
+    RayJobTimedOut,
+    RayopsComputeError,
+)
+from airflow_provider_rayops.triggers.job_outcome import JobOutcome
 from airflow_provider_rayops.jobs.contracts import JobContract, describe_error
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
@@ -60,8 +70,6 @@ class JobResultInvalid(AirflowFailException):
 def deployment_id() -> str:
     """This Airflow deployment's name in the Ray jobs it submits: `[rayops] deployment_id`
     (AIRFLOW__RAYOPS__DEPLOYMENT_ID). Set it when several deployments share one Ray cluster."""
-    from airflow.configuration import conf
-
     return conf.get("rayops", "deployment_id", fallback=DEFAULT_DEPLOYMENT) or DEFAULT_DEPLOYMENT
 
 
@@ -153,16 +161,21 @@ class SubmitRayJobOperator(BaseOperator):
         RAYOPS_JOB_ARGS; visible in the Ray dashboard, so no secrets). Never rendered by Jinja:
         put run-time values in as `run_values` objects or XComArgs; shown resolved in the UI's
         rendered-template view.
-    :param compute: a compute profile as a plain dict (`{"backend": "local"}` when None).
-    :param storage_conn_id: a `rayops_s3` connection whose settings reach the job as env vars.
+    :param ray_conn_id: the `rayops_ray` connection of the Ray cluster to run on (dashboard URL
+        and token). Templated. Used when `compute` is not given; default `rayops_ray_default`.
+    :param compute: a compute profile as a plain dict, instead of `ray_conn_id`: e.g.
+        `{"backend": "local"}` for the embedded head this machine starts (what pipelines use).
+    :param storage_conn_id: a `rayops_s3` connection whose settings reach the job as env vars
+        (none when None). Templated.
     :param contract: a `jobs.contracts.JobContract` (rayops' own jobs): the resolved `job_args`
         are validated against its argument model before anything is submitted (a bad value fails
         the task without a retry, naming the argument), and the job's result against its result
         model before it becomes the task's XCom.
     :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
         credentials) from `mlflow_conn_id`, or the embedded local store when that is None.
-    :param mlflow_conn_id: a `rayops_mlflow` connection.
-    :param deferrable: release the worker slot while the job runs (default).
+    :param mlflow_conn_id: a `rayops_mlflow` connection (None: the embedded local store). Templated.
+    :param deferrable: release the worker slot while the job runs; default: Airflow's
+        `[operators] default_deferrable` (pipelines built from YAML always defer).
     :param poll_interval: seconds between status polls.
     :param unreachable_timeout: seconds the Ray dashboard may fail to answer while the task
         waits before the task fails (the head died, the network broke).
@@ -174,7 +187,7 @@ class SubmitRayJobOperator(BaseOperator):
     STOPPED job raises `RayJobFailed` with the job's last log lines.
     """
 
-    template_fields: Sequence[str] = ("entrypoint", "runtime_env", "job_args")
+    template_fields: Sequence[str] = ("entrypoint", "runtime_env", "job_args", "ray_conn_id", "storage_conn_id", "mlflow_conn_id")
     template_fields_renderers = {"runtime_env": "json", "job_args": "json", "entrypoint": "bash"}
     # Listed above so the UI shows them as sent, but resolved without Jinja (render_template_fields).
     data_fields: Sequence[str] = ("job_args",)
@@ -192,11 +205,12 @@ class SubmitRayJobOperator(BaseOperator):
         entrypoint_resources: dict[str, float] | None = None,
         job_args: dict[str, Any] | None = None,
         contract: JobContract | None = None,
+        ray_conn_id: str | None = None,
         compute: dict[str, Any] | None = None,
         storage_conn_id: str | None = None,
         with_mlflow: bool = False,
         mlflow_conn_id: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
@@ -210,8 +224,11 @@ class SubmitRayJobOperator(BaseOperator):
         self.entrypoint_resources = entrypoint_resources
         self.job_args = job_args
         self.contract = contract
+        if ray_conn_id is not None and compute is not None:
+            raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
+        self.ray_conn_id = ray_conn_id
         # Validated now, so a malformed profile is a DAG import error, not a task failure.
-        self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True)
+        self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True) if compute is not None else None
         self.storage_conn_id = storage_conn_id
         self.with_mlflow = with_mlflow
         self.mlflow_conn_id = mlflow_conn_id
@@ -241,7 +258,7 @@ class SubmitRayJobOperator(BaseOperator):
                 raise AirflowFailException(describe_error(exc, self.contract.args, what=what)) from None
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        backend = get_backend(self.compute)
+        backend = get_backend(self._profile())
         endpoint = backend.endpoint()
         if endpoint.token:
             # A connection's password is masked by Airflow already; the local head's token is not.
@@ -282,11 +299,23 @@ class SubmitRayJobOperator(BaseOperator):
         return self._finish(outcome)
 
     def on_kill(self) -> None:
-        """Stop the Ray job this task is waiting for (non-deferrable mode; the trigger handles deferral)."""
+        """Stop the Ray job this task is waiting for (non-deferrable mode; the trigger handles deferral).
+
+        Best effort: the task is being killed either way, so a cluster that does not answer is logged."""
         if self._endpoint is None or self._submission_id is None:
             return
-        stopped = RayJobsClient(self._endpoint).stop(self._submission_id)
+        try:
+            stopped = RayJobsClient(self._endpoint).stop(self._submission_id)
+        except RayopsComputeError as exc:
+            self.log.warning("Could not stop Ray job %s (%s); stop it from the dashboard", self._submission_id, exc)
+            return
         self.log.info("Ray job %s %s", self._submission_id, "stopped" if stopped else "had already ended")
+
+    def _profile(self) -> dict[str, Any]:
+        """Where the job runs: `compute`, or the Ray cluster of `ray_conn_id` (rendered by now)."""
+        if self.compute is not None:
+            return self.compute
+        return {"backend": "ray", "conn_id": self.ray_conn_id or RayHook.default_conn_name}
 
     # -- internals -----------------------------------------------------------------------
 

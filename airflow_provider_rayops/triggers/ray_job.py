@@ -28,8 +28,9 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.backends.base import RayEndpoint, RayopsComputeError
-from airflow_provider_rayops.backends.jobs_api import AsyncRayJobsClient, JobOutcome, LogFollower
+from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint, RayopsComputeError
+from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
+from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
 UNREACHABLE_TIMEOUT_S = 60.0

@@ -6,15 +6,8 @@ import pickle
 
 import pytest
 
-from airflow_provider_rayops.backends.base import (
-    BackendNotAvailable,
-    JobInfo,
-    JobStatus,
-    RayEndpoint,
-    RayJobFailed,
-    job_url,
-)
-from airflow_provider_rayops.backends.jobs_api import FAILURE_LOG_LINES, JobOutcome, LogFollower
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayEndpoint, RayJobFailed, job_url
+from airflow_provider_rayops.triggers.job_outcome import FAILURE_LOG_LINES, JobOutcome, LogFollower
 
 
 def test_only_stopped_succeeded_and_failed_are_terminal():

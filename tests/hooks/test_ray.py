@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable, RayEndpoint
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 from airflow_provider_rayops.hooks.ray import RayHook
 
 
@@ -67,3 +67,29 @@ def test_test_connection_reports_a_refused_token_without_showing_it(monkeypatch,
     assert not ok
     assert "refused the token (HTTP 403" in message
     assert "wrong-token-value" not in message
+
+
+def test_the_hook_gives_sync_and_async_jobs_clients_for_its_cluster(monkeypatch, ray_head):
+    """What an operator and a trigger use: submit with the sync client, follow with the async one."""
+    import time
+
+    from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, JobStatus, RayJobsClient
+
+    _set_connection(monkeypatch, "ray_clients", host=ray_head.dashboard_url, password=ray_head.endpoint.token)
+    hook = RayHook(ray_conn_id="ray_clients", timeout_s=7)
+    client = hook.get_conn()
+    assert isinstance(client, RayJobsClient) and client.timeout_s == 7
+    sid = f"hook-clients-{time.time_ns()}"
+    client.submit(submission_id=sid, entrypoint="echo from-the-hook", entrypoint_num_cpus=0.1)
+
+    async def follow() -> tuple[JobStatus, str]:
+        async with await hook.get_async_conn() as aclient:
+            assert isinstance(aclient, AsyncRayJobsClient)
+            text = "".join([chunk async for chunk in aclient.tail_logs(sid)])
+            info = await aclient.get_job(sid)
+            assert await aclient.get_job("no-such-job") is None
+            return info.status, text
+
+    status, text = asyncio.run(follow())
+    assert status is JobStatus.SUCCEEDED
+    assert "from-the-hook" in text

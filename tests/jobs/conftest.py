@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
 from airflow_provider_rayops.jobs.datasets import make_churn
 from airflow_provider_rayops.jobs.ingest import ingest
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, parse_result

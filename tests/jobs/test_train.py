@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_rayops import storage
-from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
 from airflow_provider_rayops.jobs import tracking, train
 from airflow_provider_rayops.jobs.modeling import load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pathlib
 import threading
 import time
 import types
@@ -12,12 +14,14 @@ import pydantic
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_rayops.backends.base import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed
+from airflow_provider_rayops.hooks.ray import RayHook
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.operators.run_values import RunFact, TriggerParam
 from airflow_provider_rayops.operators.ray_job import JobIdentity, SubmitRayJobOperator, submission_id
 from tests.fixtures.airflow_db import run_dag_test
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 ECHO_ARGS = "python -c 'from airflow_provider_rayops.jobs import run_job; run_job(lambda args: {\"echo\": args})'"
 
@@ -55,7 +59,7 @@ def _run_one(dag_id: str, **operator_kwargs):
     """One SubmitRayJobOperator (task "job" unless given) in a DAG of its own, run with dag.test():
     (run, its task instance, the exceptions its failed tries raised)."""
     failures = _Failures()
-    kwargs = {"task_id": "job", "entrypoint_num_cpus": 0.1, "poll_interval": 0.3, **operator_kwargs}
+    kwargs = {"task_id": "job", "entrypoint_num_cpus": 0.1, "poll_interval": 0.3, "deferrable": True, **operator_kwargs}
     with _dag(dag_id) as dag:
         SubmitRayJobOperator(on_failure_callback=failures, **kwargs)
     run = _run(dag)
@@ -122,8 +126,51 @@ def test_a_malformed_compute_profile_is_refused_when_the_dag_is_built():
 
 
 def test_job_args_are_shown_rendered_but_never_go_through_jinja():
-    assert set(SubmitRayJobOperator.template_fields) == {"entrypoint", "runtime_env", "job_args"}
+    assert set(SubmitRayJobOperator.template_fields) == {
+        "entrypoint", "runtime_env", "job_args", "ray_conn_id", "storage_conn_id", "mlflow_conn_id",
+    }  # fmt: skip
     assert SubmitRayJobOperator.data_fields == ("job_args",)
+
+
+def test_a_cluster_is_named_by_connection_or_by_profile_not_both():
+    with pytest.raises(ValueError, match="give either ray_conn_id .* or compute .*, not both"):
+        SubmitRayJobOperator(task_id="t", entrypoint="true", ray_conn_id="ray_prod", compute={"backend": "local"})
+    plain = SubmitRayJobOperator(task_id="t", entrypoint="true")
+    assert plain._profile() == {"backend": "ray", "conn_id": RayHook.default_conn_name}
+    assert SubmitRayJobOperator(task_id="t", entrypoint="true", ray_conn_id="ray_prod")._profile() == {
+        "backend": "ray", "conn_id": "ray_prod",
+    }  # fmt: skip
+
+
+def test_deferrable_follows_airflows_default_deferrable_setting():
+    """Like Airflow's own deferrable operators: `[operators] default_deferrable` decides when unset."""
+    import subprocess
+    import sys
+
+    code = "from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator as O; print(O(task_id='t', entrypoint='x').deferrable)"
+    seen = {}
+    for setting in ("True", "False"):
+        env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": setting}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        seen[setting] = proc.stdout.strip().splitlines()[-1]
+    assert seen == {"True": "True", "False": "False"}
+
+
+def test_the_plain_dag_example_runs_a_job_on_a_cluster_named_by_connection(airflow_db, ray_head, monkeypatch):
+    """examples/plain_ray_job_dag.py (the README's plain DAG): no YAML, a `rayops_ray` connection, a Param."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    conn = {"conn_type": "rayops_ray", "host": ray_head.dashboard_url, "password": ray_head.endpoint.token}
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_PROD", json.dumps(conn))
+    bag = DagBag(dag_folder=str(ROOT / "examples" / "plain_ray_job_dag.py"))
+    assert bag.import_errors == {}
+    run = _run(bag.get_dag("ray_job_example"), run_conf={"n": 10})
+    ti = _only_ti(run)
+    assert (run.state, ti.state) == ("success", "success")
+    assert ti.xcom_pull(task_ids="sum_of_squares") == {"n": 10, "sum_of_squares": 285}
+    link = ti.xcom_pull(task_ids="sum_of_squares", key="ray_job")
+    assert link["dashboard_url"] == ray_head.dashboard_url
 
 
 # -- against the real head --------------------------------------------------------------
@@ -296,6 +343,7 @@ def test_a_retry_re_attaches_to_the_running_job_so_it_runs_once(airflow_db, ray_
             poll_interval=0.3,
             retries=1,
             retry_delay=dt.timedelta(0),
+            deferrable=True,
         )
     run = _run(dag)
     ti = _only_ti(run)
@@ -324,6 +372,7 @@ def test_a_retry_after_a_failed_job_submits_a_new_one(airflow_db, ray_head, tmp_
             poll_interval=0.3,
             retries=1,
             retry_delay=dt.timedelta(0),
+            deferrable=True,
         )
     run = _run(dag)
     ti = _only_ti(run)

@@ -15,7 +15,7 @@ import uuid
 
 import requests
 
-from airflow_provider_rayops.backends.base import JobStatus
+from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
 from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
 
 SUCCEEDS = (
@@ -215,7 +215,7 @@ def test_the_ray_backend_resolves_its_connection_inside_the_trigger(ray_head, mo
 
 def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, monkeypatch):
     """Before, every poll downloaded the driver's whole log; now the websocket tail moves only new text."""
-    from airflow_provider_rayops.backends.jobs_api import AsyncRayJobsClient
+    from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
 
     whole_log_reads = []
     real = AsyncRayJobsClient.get_logs

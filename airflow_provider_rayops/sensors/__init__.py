@@ -1,1 +1,0 @@
-"""Sensors. DriftSensor arrives with the drift-monitoring issue; nothing here is wired yet."""
