@@ -66,9 +66,8 @@ def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
     train = loaded.spec.train
     if train is None:
         return []
-    from airflow_provider_rayops.jobs import builtin
+    from airflow_provider_rayops.jobs.loops import BUILTIN_PARAMS, resolve_entrypoint
     from airflow_provider_rayops.jobs.runtime import JobInputError
-    from airflow_provider_rayops.jobs.train import resolve_entrypoint
 
     doc = load_yaml(loaded.source_text, file=loaded.file)
     issues = []
@@ -82,7 +81,7 @@ def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
         return issues
     finally:
         sys.path.remove(loaded.project_dir)
-    check_params = builtin.BUILTIN_PARAMS.get(entry.builtin) if entry.builtin else None
+    check_params = BUILTIN_PARAMS.get(entry.builtin) if entry.builtin else None
     if check_params is not None:
         try:
             check_params(train.params)

@@ -55,72 +55,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from airflow_provider_rayops.config.policy import BUILTIN_MODULE
 from airflow_provider_rayops.jobs import modeling
-from airflow_provider_rayops.jobs.runtime import JobInputError
+from airflow_provider_rayops.jobs.loops import TABULAR_MLP_DEFAULTS, tabular_mlp_params  # noqa: F401 (loop API)
 
-BUILTIN_MODULE_ALIAS = BUILTIN_MODULE  # what train.entrypoint writes; the config policy admits it
 CHECKPOINT_DIR_PREFIX = "checkpoint_epoch_"
-
-# The built-in loop's params, their defaults and what each must be.
-TABULAR_MLP_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "lr": 1e-3,
-    "batch_size": 256,
-    "hidden_sizes": [64, 64],
-    "dropout": 0.1,
-    "weight_decay": 0.0,
-    "seed": 0,
-    # Keep this worker's shard on its device for the whole run (the fastest way to feed a GPU
-    # from a tabular snapshot); false streams batches from Ray Data every epoch instead.
-    "cache_on_device": True,
-}
-
 
 def checkpoint_dir_name(epoch: int) -> str:
     return f"{CHECKPOINT_DIR_PREFIX}{epoch:06d}"
-
-
-def tabular_mlp_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The built-in loop's params with defaults filled in; JobInputError names a bad one."""
-    unknown = sorted(set(params) - set(TABULAR_MLP_DEFAULTS))
-    if unknown:
-        raise JobInputError(
-            f"params.{unknown[0]}: not a parameter of rayops.builtin:tabular_mlp; "
-            f"it takes {', '.join(sorted(TABULAR_MLP_DEFAULTS))}"
-        )
-    out = {**TABULAR_MLP_DEFAULTS, **params}
-
-    def _int(name: str, low: int) -> None:
-        value = out[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
-            raise JobInputError(f"params.{name}={value!r}: expected an integer >= {low}")
-        out[name] = int(value)
-
-    def _float(name: str, low: float, high: float | None = None, *, open_low: bool = False) -> None:
-        value = out[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise JobInputError(f"params.{name}={value!r}: expected a number")
-        if value < low or (open_low and value == low) or (high is not None and value >= high):
-            bounds = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
-            raise JobInputError(f"params.{name}={value!r}: expected a number {bounds}")
-        out[name] = float(value)
-
-    _int("epochs", 1)
-    _int("batch_size", 1)
-    _int("seed", 0)
-    _float("lr", 0.0, open_low=True)
-    _float("dropout", 0.0, 1.0)
-    _float("weight_decay", 0.0)
-    hidden = out["hidden_sizes"]
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-        raise JobInputError(f"params.hidden_sizes={out['hidden_sizes']!r}: expected a list of positive integers, e.g. [64, 64]")
-    out["hidden_sizes"] = list(hidden)
-    if not isinstance(out["cache_on_device"], bool):
-        raise JobInputError(f"params.cache_on_device={out['cache_on_device']!r}: expected true or false")
-    return out
 
 
 # -- per-worker bookkeeping -----------------------------------------------------------------
@@ -457,4 +398,3 @@ def _all_min(value: int, device: torch.device, world_size: int) -> int:
 
 
 BUILTIN_LOOPS: dict[str, Callable[[Mapping[str, Any]], Any]] = {"tabular_mlp": tabular_mlp}
-BUILTIN_PARAMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"tabular_mlp": tabular_mlp_params}

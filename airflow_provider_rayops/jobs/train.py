@@ -41,14 +41,13 @@ entrypoint that does not import fails with the import error first in the message
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import CheckpointSpec
-from airflow_provider_rayops.jobs import builtin, contracts, modeling, tracking
+from airflow_provider_rayops.jobs import contracts, modeling, tracking
+from airflow_provider_rayops.jobs.loops import Entrypoint, resolve_entrypoint
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -70,56 +70,6 @@ INPUT_EXAMPLE_ROWS = 5
 
 
 # -- the loop ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entrypoint:
-    """A resolved training loop: the function, and the built-in name when it is one of ours."""
-
-    path: str
-    loop: Callable[[Mapping[str, Any]], Any]
-    builtin: str | None = None
-
-    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        if self.builtin is not None:
-            return builtin.BUILTIN_PARAMS[self.builtin](params)
-        epochs = params.get("epochs", 1)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise JobInputError(f"params.epochs={epochs!r}: expected an integer >= 1 (the loop's last epoch)")
-        return dict(params)
-
-
-def resolve_entrypoint(path: str) -> Entrypoint:
-    """Import the loop named by `path`; JobInputError with the import error first when it fails.
-
-    `rayops.builtin:<name>` is a loop of jobs/builtin.py (`BUILTIN_LOOPS`); anything else is
-    imported as module:function from the job's Python path (installed packages, or the job's
-    runtime_env working_dir / py_modules).
-    """
-    module_name, _, attribute = path.partition(":")
-    if module_name == builtin.BUILTIN_MODULE_ALIAS:
-        if attribute not in builtin.BUILTIN_LOOPS:
-            raise JobInputError(
-                f"entrypoint {path!r}: no built-in loop {attribute!r}; built-in loops: "
-                + ", ".join(f"{builtin.BUILTIN_MODULE_ALIAS}:{name}" for name in sorted(builtin.BUILTIN_LOOPS))
-            )
-        return Entrypoint(path=path, loop=builtin.BUILTIN_LOOPS[attribute], builtin=attribute)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or anything the module raises while importing
-        raise JobInputError(
-            f"{type(exc).__name__}: {exc} -- entrypoint {path!r} cannot be imported; is module "
-            f"{module_name!r} installed on the Ray cluster or shipped in the job's working_dir?"
-        ) from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise JobInputError(f"AttributeError: {exc} -- entrypoint {path!r} names no function {attribute!r}") from None
-    if not callable(obj):
-        raise JobInputError(f"entrypoint {path!r} is a {type(obj).__name__}, not a function taking the loop config")
-    return Entrypoint(path=path, loop=obj)
 
 
 # -- the data ----------------------------------------------------------------------------------

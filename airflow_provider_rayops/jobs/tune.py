@@ -44,7 +44,7 @@ from typing import Any
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import Distribution
-from airflow_provider_rayops.jobs import builtin, contracts, modeling, tracking
+from airflow_provider_rayops.jobs import builtin, contracts, loops, modeling, tracking
 from airflow_provider_rayops.jobs import train as train_job
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
@@ -81,15 +81,15 @@ def search_space(space: Mapping[str, Distribution]) -> dict[str, Any]:
     return out
 
 
-def check_search(spec: contracts.TuneArgs, entrypoint: train_job.Entrypoint, params: Mapping[str, Any]) -> None:
+def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params: Mapping[str, Any]) -> None:
     """Refuse, before anything runs, a search the built-in loop could not carry out."""
     if entrypoint.builtin is None:
         return
     for name, dist in spec.search.search_space.items():
-        if name not in builtin.TABULAR_MLP_DEFAULTS:
+        if name not in loops.TABULAR_MLP_DEFAULTS:
             raise JobInputError(
                 f"search.search_space.{name}: not a parameter of {entrypoint.path}; it takes "
-                f"{', '.join(sorted(builtin.TABULAR_MLP_DEFAULTS))}"
+                f"{', '.join(sorted(loops.TABULAR_MLP_DEFAULTS))}"
             )
         for value in _corners(dist):
             try:
@@ -166,7 +166,7 @@ class TrialOutcome:
 
 def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
     spec = contracts.TuneArgs.parse(args)
-    entrypoint = train_job.resolve_entrypoint(spec.entrypoint)
+    entrypoint = loops.resolve_entrypoint(spec.entrypoint)
     params = entrypoint.resolve_params(spec.params)
     check_search(spec, entrypoint, params)
     snapshot = train_job.load_snapshot(spec.snapshot_uri)
@@ -198,7 +198,7 @@ def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
 def search(
     spec: contracts.TuneArgs,
     *,
-    entrypoint: train_job.Entrypoint,
+    entrypoint: loops.Entrypoint,
     params: dict[str, Any],
     snapshot: train_job.Snapshot,
     encoder: modeling.FeatureEncoder,
