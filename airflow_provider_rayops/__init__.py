@@ -19,9 +19,21 @@ def get_provider_info() -> dict:
         "versions": [__version__],
         # Every "integration-name" below is one of these (Airflow's providers pages group by them).
         "integrations": [
-            {"integration-name": "Ray", "external-doc-url": "https://docs.ray.io/en/latest/cluster/running-applications/job-submission/index.html", "tags": ["software"]},
-            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/ml/model-registry/", "tags": ["software"]},
-            {"integration-name": "S3 storage", "external-doc-url": "https://min.io/docs/minio/linux/developers/python/API.html", "tags": ["software"]},
+            {
+                "integration-name": "Ray",
+                "external-doc-url": "https://docs.ray.io/en/latest/cluster/running-applications/job-submission/index.html",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "MLflow",
+                "external-doc-url": "https://mlflow.org/docs/latest/ml/model-registry/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "S3 storage",
+                "external-doc-url": "https://min.io/docs/minio/linux/developers/python/API.html",
+                "tags": ["software"],
+            },
         ],
         "connection-types": [
             {"connection-type": "rayops_ray", "hook-class-name": "airflow_provider_rayops.hooks.ray.RayHook"},

@@ -1,9 +1,9 @@
 """`rayops`: validate, list and render pipeline configs without starting Airflow.
 
-    rayops validate [PATH...]   every error as file:line:col: message; exit 1 if any (pre-commit, CI)
-    rayops list                 pipelines of the config folder, their schedule, stages and compute
-    rayops render PIPELINE      the task graph and the exact Ray job submissions it would make
-    rayops schema               the JSON schema of a pipeline file (for editors)
+rayops validate [PATH...]   every error as file:line:col: message; exit 1 if any (pre-commit, CI)
+rayops list                 pipelines of the config folder, their schedule, stages and compute
+rayops render PIPELINE      the task graph and the exact Ray job submissions it would make
+rayops schema               the JSON schema of a pipeline file (for editors)
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.loader import (
@@ -22,8 +22,8 @@ from airflow_provider_rayops.config.loader import (
     load_config_dir,
     load_defaults,
 )
-from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.config.schema import PipelineSpec
+from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.factory.loader import config_dir_from_env
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, plan_pipeline
 from airflow_provider_rayops.operators.run_values import preview_run_values
@@ -77,7 +77,9 @@ def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
     try:
         entry = resolve_entrypoint(train.entrypoint)
     except JobInputError as exc:
-        issues.append(doc.issue(("train", "entrypoint"), f"{exc} (skip with --no-import-check if it only exists in the cluster image)"))
+        issues.append(
+            doc.issue(("train", "entrypoint"), f"{exc} (skip with --no-import-check if it only exists in the cluster image)")
+        )
         return issues
     finally:
         sys.path.remove(loaded.project_dir)
@@ -114,12 +116,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE")]
     for p in result.pipelines:
         stages = ",".join(dict.fromkeys(t.stage for t in plan_pipeline(p).tasks))
-        rows.append((p.spec.pipeline, p.spec.schedule or "-", f"{p.spec.compute} ({p.spec.profile.backend})", stages, Path(p.file).name))
+        rows.append(
+            (p.spec.pipeline, p.spec.schedule or "-", f"{p.spec.compute} ({p.spec.profile.backend})", stages, Path(p.file).name)
+        )
     for file in result.errors:
         rows.append(("(invalid)", "-", "-", "-", Path(file).name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if result.errors:
         print(f"\n{len(result.errors)} invalid file(s): run `rayops validate` for the errors", file=sys.stderr)
     return 1 if result.errors else 0
@@ -148,7 +152,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return 0
-    print(f"DAG {plan.dag_id}  schedule={plan.spec.schedule or 'manual'}  compute={plan.spec.compute} ({plan.spec.profile.backend})")
+    print(
+        f"DAG {plan.dag_id}  schedule={plan.spec.schedule or 'manual'}  compute={plan.spec.compute} ({plan.spec.profile.backend})"
+    )
     print("params (override when triggering): " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
     for task in out["tasks"]:
         arrow = f"  <- {', '.join(task['upstream'])}" if task["upstream"] else ""

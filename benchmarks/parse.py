@@ -353,7 +353,10 @@ def main() -> None:
 
         if args.profile:
             n = args.profile
-            for label, cache in (("first parse (empty cache)", work / "prof-cache"), ("re-parse (warm cache)", work / "prof-cache")):
+            for label, cache in (
+                ("first parse (empty cache)", work / "prof-cache"),
+                ("re-parse (warm cache)", work / "prof-cache"),
+            ):
                 result = rayops(n, cache, profile=True)
                 print(f"\n=== rayops, {n} pipelines, {label}: parse {result['parse_s']:.2f} s ===")
                 print("\n".join(result["profile"].splitlines()[:45]))
@@ -411,7 +414,9 @@ def render(runs: dict, sizes: list[int], repeats: int, total_s: float) -> str:
     ]
     for n in sizes:
         cold, warm, df = med(("cold", n), "parse_s"), med(("warm", n), "parse_s"), med(("dagfactory", n), "parse_s")
-        airflow_s = statistics.median(r["airflow_import_s"] for k in (("cold", n), ("warm", n), ("dagfactory", n)) for r in runs[k])
+        airflow_s = statistics.median(
+            r["airflow_import_s"] for k in (("cold", n), ("warm", n), ("dagfactory", n)) for r in runs[k]
+        )
         cfg_cold, cfg_warm = med(("cold", n), "config_s"), med(("warm", n), "config_s")
         lines.append(
             f"| {n:,} | {airflow_s:.2f} | {cold:.2f} | {warm:.2f} | {df:.2f} | {df / cold:.1f}x | {cold / warm:.1f}x "
@@ -434,8 +439,7 @@ def render(runs: dict, sizes: list[int], repeats: int, total_s: float) -> str:
     lines += [
         "",
         "Parse = what the DAG file does after Airflow is imported: import the factory, read and validate",
-        "the YAML, build every DAG. Goals at the largest size "
-        f"({n:,} pipelines):",
+        f"the YAML, build every DAG. Goals at the largest size ({n:,} pipelines):",
         f"- under {GOAL_SECONDS_1000:.0f} s: first parse {cold:.2f} s ({verdict(cold < GOAL_SECONDS_1000)}); "
         f"with `import airflow.sdk` {cold + airflow_s:.2f} s ({verdict(cold + airflow_s < GOAL_SECONDS_1000)})",
         f"- at least {GOAL_VS_DAG_FACTORY:.0f}x faster than dag-factory: {df / cold:.1f}x ({verdict(df / cold >= GOAL_VS_DAG_FACTORY)})",

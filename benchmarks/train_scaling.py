@@ -55,7 +55,9 @@ def make_snapshot(folder: Path, rows: int, seed: int) -> str:
     from airflow_provider_rayops.jobs.ingest import ingest
 
     pq.write_table(make_churn(rows, seed=seed), folder / "churn.parquet")
-    return ingest(source=f"file://{folder}/churn.parquet", target="churned", snapshot_root=f"file://{folder}/snapshots")["snapshot_uri"]
+    return ingest(source=f"file://{folder}/churn.parquet", target="churned", snapshot_root=f"file://{folder}/snapshots")[
+        "snapshot_uri"
+    ]
 
 
 def bare_pytorch(snapshot_uri: str, params: dict[str, Any], *, threads: int) -> dict[str, Any]:
@@ -207,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = run(repeat)
                 outcome["load"] = max(load_before, _load())
                 runs.setdefault(name, []).append(outcome)
-                print(f"repeat {repeat + 1}: {name}: {outcome['samples_per_s']:,.0f} samples/s, "
-                      f"wall {outcome['wall_s']:.1f} s, load {outcome['load']:.1f}", flush=True)
+                print(
+                    f"repeat {repeat + 1}: {name}: {outcome['samples_per_s']:,.0f} samples/s, "
+                    f"wall {outcome['wall_s']:.1f} s, load {outcome['load']:.1f}",
+                    flush=True,
+                )
         # Context, not goals: what the second core gives plain PyTorch, in threads and in DDP.
         two_threads = bare_pytorch(snapshot, params, threads=2)
         ddp = bare_ddp(snapshot, params)

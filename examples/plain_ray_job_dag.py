@@ -13,7 +13,7 @@ from airflow.sdk import DAG, Param
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
 
 SUM_OF_SQUARES = (
-    "python -c \"import json, sys; n = int(sys.argv[1]); "
+    'python -c "import json, sys; n = int(sys.argv[1]); '
     "print('::rayops-result::' + json.dumps({'n': n, 'sum_of_squares': sum(i * i for i in range(n))}))\" "
 )
 

@@ -53,7 +53,8 @@ def summarize(result: dict) -> str:
         champion = result.get("champion")
         versus = f"champion v{champion['version']} auc={champion['metrics'].get('auc')}" if champion else "no champion yet"
         return (
-            "  evaluate: " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if v is not None)
+            "  evaluate: "
+            + " ".join(f"{k}={v:.3f}" for k, v in m.items() if v is not None)
             + f" p95={result['latency']['p95_ms']:.2f}ms size={result['model_size_mb']:.3f}MB; {versus}"
         )
     return "  result:   " + json.dumps(result)[:200]
@@ -99,8 +100,19 @@ def main() -> int:
     if data.exists():
         print(f"{data} exists; keeping it")
     else:
-        run(str(BIN / "python"), "-m", "airflow_provider_rayops.jobs.datasets", "churn",
-            "--rows", str(args.rows), "--seed", "7", "--out", f"file://{data}", env=env)
+        run(
+            str(BIN / "python"),
+            "-m",
+            "airflow_provider_rayops.jobs.datasets",
+            "churn",
+            "--rows",
+            str(args.rows),
+            "--seed",
+            "7",
+            "--out",
+            f"file://{data}",
+            env=env,
+        )
 
     step("2. validate configs")
     run(str(BIN / "rayops"), "validate", env=env)

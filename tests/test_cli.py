@@ -61,7 +61,11 @@ def test_render_shows_the_exact_job_submissions():
     assert out["dag_id"] == "churn"
     ingest, train, evaluate, register, champion = out["tasks"]
     assert [t["task_id"] for t in out["tasks"]] == [
-        "ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"
+        "ingest.snapshot",
+        "train.fit",
+        "evaluate.score",
+        "promote.register",
+        "promote.champion",
     ]
     assert register["operator"] == "RegisterMLflowModelOperator"
     assert register["arguments"]["evaluation"] == "<result of evaluate.score>"

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
 from airflow_provider_rayops.config.compute import KubeRayProfile
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
 
-NOT_AVAILABLE_MESSAGE = (
-    "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
-)
+NOT_AVAILABLE_MESSAGE = "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
 
 
 def kuberay_backend(profile: KubeRayProfile) -> NoReturn:

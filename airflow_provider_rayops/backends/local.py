@@ -56,10 +56,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
-
 from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.config.compute import LocalProfile
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 
 STATE_FILE = "head.json"
 TOKEN_FILE = "auth_token"
@@ -470,7 +469,9 @@ def private_dir(path: Path) -> Path:
             os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise BackendNotAvailable(f"{path} is {'a symlink' if stat.S_ISLNK(info.st_mode) else 'not a folder'}; refusing to keep Ray's state there")
+        raise BackendNotAvailable(
+            f"{path} is {'a symlink' if stat.S_ISLNK(info.st_mode) else 'not a folder'}; refusing to keep Ray's state there"
+        )
     if info.st_uid != os.geteuid():
         raise BackendNotAvailable(
             f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): someone else could "

@@ -7,10 +7,9 @@ object or handed to triggers.
 
 from __future__ import annotations
 
-from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint
-
 from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.config.compute import RayClusterProfile
+from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint
 
 
 class RayClusterBackend(ComputeBackend):

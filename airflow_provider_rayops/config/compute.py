@@ -8,10 +8,9 @@ operators and the jobs alike.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
 
 # An environment variable name, or a prefix ending in * (never a bare *: that would be everything).
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\*?$"
@@ -73,7 +72,9 @@ class Toleration(_Strict):
     """A Kubernetes toleration for the pods of one Ray group."""
 
     key: str | None = Field(default=None, description="Taint key the toleration matches; empty matches every key.")
-    operator: Literal["Equal", "Exists"] = Field(default="Equal", description="Equal matches key and value; Exists matches the key alone.")
+    operator: Literal["Equal", "Exists"] = Field(
+        default="Equal", description="Equal matches key and value; Exists matches the key alone."
+    )
     value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches every effect."
@@ -94,7 +95,9 @@ class PodResources(_Strict):
     memory: str = Field(default="4Gi", description="Memory request and limit, in Kubernetes quantity form ('8Gi').")
     gpu: int = Field(default=0, ge=0, description="NVIDIA GPUs per pod (nvidia.com/gpu).")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must land on.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates (GPU nodes are often tainted).")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the pod tolerates (GPU nodes are often tainted)."
+    )
 
 
 class WorkerGroup(PodResources):
@@ -119,5 +122,5 @@ class KubeRayProfile(_Strict):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 
-ComputeProfile = Annotated[Union[LocalProfile, RayClusterProfile, KubeRayProfile], Field(discriminator="backend")]
+ComputeProfile = Annotated[LocalProfile | RayClusterProfile | KubeRayProfile, Field(discriminator="backend")]
 """One of the profile kinds above, chosen by its `backend` key."""

@@ -13,9 +13,10 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -188,11 +189,17 @@ def load_pipeline(
         raise
     except Exception as exc:  # a bug of ours must still end as this file's error alone
         raise ConfigError(
-            [ConfigIssue(str(path), 1, 1, "", f"internal error while validating ({type(exc).__name__}); please report it to rayops")]
+            [
+                ConfigIssue(
+                    str(path), 1, 1, "", f"internal error while validating ({type(exc).__name__}); please report it to rayops"
+                )
+            ]
         ) from exc
 
 
-def _load_pipeline(path: Path, *, defaults: Defaults, text: str | None, env: Mapping[str, str], project_dir: Path) -> LoadedPipeline:
+def _load_pipeline(
+    path: Path, *, defaults: Defaults, text: str | None, env: Mapping[str, str], project_dir: Path
+) -> LoadedPipeline:
     try:
         text = read_config_text(path) if text is None else text
     except ConfigError as exc:
@@ -209,7 +216,10 @@ def _load_pipeline(path: Path, *, defaults: Defaults, text: str | None, env: Map
     if policies.SECTION in doc.value:
         doc.value.pop(policies.SECTION)
         issues.append(
-            doc.issue((policies.SECTION,), "security settings belong in defaults.yaml (the platform team's file); a pipeline cannot change them")
+            doc.issue(
+                (policies.SECTION,),
+                "security settings belong in defaults.yaml (the platform team's file); a pipeline cannot change them",
+            )
         )
     issues_before = len(doc.issues)
     expand_variables(doc, env, defaults.policy.env_refusal)
@@ -294,7 +304,10 @@ def _scope_issues(
         key = ("compute_profiles", name, "env")
         if pipeline_doc.known_depth(key) == len(key):  # widening the head's environment is the platform's call
             issues.append(
-                pipeline_doc.issue(key, "a compute profile's env belongs in defaults.yaml (the platform team's file); a pipeline cannot widen what jobs inherit")
+                pipeline_doc.issue(
+                    key,
+                    "a compute profile's env belongs in defaults.yaml (the platform team's file); a pipeline cannot widen what jobs inherit",
+                )
             )
     if spec.train is not None:
         module = spec.train.entrypoint.partition(":")[0]
@@ -381,10 +394,9 @@ def _yaml_path(loc: tuple, data: Any) -> KeyPath:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             out.append(part)
             node = node[part]
         elif not isinstance(node, (dict, list)):
@@ -423,7 +435,11 @@ def _model_at(path: KeyPath, data: Any, root: type[BaseModel] = PipelineSpec) ->
                 annotation = args[0]
             else:
                 return None
-        node = node.get(part) if isinstance(node, dict) else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+        )
     annotation = _resolve_model(annotation, node)
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
@@ -513,7 +529,9 @@ def pipeline_files(config_dir: Path) -> list[Path]:
     return sorted(p for p in config_dir.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.name != DEFAULTS_FILE)
 
 
-def load_config_dir(config_dir: Path, *, env: Mapping[str, str] | None = None, files: list[Path] | None = None) -> ConfigDirResult:
+def load_config_dir(
+    config_dir: Path, *, env: Mapping[str, str] | None = None, files: list[Path] | None = None
+) -> ConfigDirResult:
     """Load every pipeline of a folder; one broken file never hides the others."""
     env = os.environ if env is None else env
     config_dir = Path(config_dir)

@@ -40,7 +40,9 @@ class SecurityPolicy(Spec):
         default_factory=lambda: ["RAYOPS_"],
         description="${VAR} expands only environment variables whose names start with one of these.",
     )
-    env_names: list[str] = Field(default_factory=list, description="Further environment variables ${VAR} may expand, by exact name.")
+    env_names: list[str] = Field(
+        default_factory=list, description="Further environment variables ${VAR} may expand, by exact name."
+    )
     source_roots: list[Root] = Field(
         default_factory=list,
         description="Further URIs (file:// or s3://) under which data.source may read; the project folder and "

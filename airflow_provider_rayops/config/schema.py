@@ -114,12 +114,16 @@ class TrainSpec(Spec):
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="Per-worker training loop as module:function, or rayops.builtin:tabular_mlp for the built-in model.",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters passed to the loop (epochs, lr, batch_size...).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters passed to the loop (epochs, lr, batch_size...)."
+    )
     scaling: ScalingOverrides = Field(
         default_factory=ScalingOverrides, description="Overrides of the compute profile's workers and resources."
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint policy.")
-    max_failures: int = Field(default=2, ge=0, description="Worker failures Ray Train recovers from by resuming from a checkpoint.")
+    max_failures: int = Field(
+        default=2, ge=0, description="Worker failures Ray Train recovers from by resuming from a checkpoint."
+    )
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = Field(
         default="auto", description="Mixed precision on GPU; auto picks bf16 where the GPU supports it. Ignored on CPU."
     )
@@ -135,7 +139,7 @@ class Distribution(Spec):
     grid: list[Any] | None = Field(default=None, min_length=1, description="Every one of these values (grid search).")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
+    def _exactly_one(self) -> Distribution:
         given = [k for k in ("uniform", "loguniform", "randint", "choice", "grid") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -157,7 +161,9 @@ class TuneSpec(Spec):
     max_concurrent: int = Field(default=2, ge=1, description="Trials running at once.")
     metric: str = Field(description="Metric the search optimises, as reported by the training loop (e.g. val_auc).")
     mode: Literal["min", "max"] = Field(description="Whether a lower or higher metric is better.")
-    scheduler: Literal["asha", "fifo"] = Field(default="asha", description="asha stops weak trials early; fifo runs all to the end.")
+    scheduler: Literal["asha", "fifo"] = Field(
+        default="asha", description="asha stops weak trials early; fifo runs all to the end."
+    )
     grace_period: int = Field(default=1, ge=1, description="Epochs every trial runs before ASHA may stop it.")
 
 
@@ -178,7 +184,7 @@ class Gate(Spec):
     max_model_size_mb: float | None = Field(default=None, gt=0, description="Ceiling on the serialized model size, in MB.")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Gate":
+    def _one_kind(self) -> Gate:
         if self.latency_p95_ms is not None or self.max_model_size_mb is not None:
             extra = [k for k in ("metric", "min", "max", "min_gain_over_champion", "per_class") if getattr(self, k) is not None]
             both = self.latency_p95_ms is not None and self.max_model_size_mb is not None
@@ -202,7 +208,8 @@ class EvaluateSpec(Spec):
     """Evaluation of the trained model on the validation snapshot, and the gates it must pass."""
 
     metrics: list[MetricName] = Field(
-        default_factory=lambda: ["accuracy", "auc"], description="Metrics computed on the validation split (and for the champion)."
+        default_factory=lambda: ["accuracy", "auc"],
+        description="Metrics computed on the validation split (and for the champion).",
     )
     gates: list[Gate] = Field(default_factory=list, description="Promotion gates; all must pass.")
 
@@ -216,7 +223,8 @@ class PromoteSpec(Spec):
     previous_alias: str = Field(default="previous", description="Alias kept on the last champion, for rollback.")
     require_approval: bool = Field(default=False, description="Wait for a person to approve in the Airflow UI.")
     on_gate_failure: Literal["skip", "fail"] = Field(
-        default="skip", description="skip: the run ends with deploy skipped; fail: the run fails (for teams that alert on failures)."
+        default="skip",
+        description="skip: the run ends with deploy skipped; fail: the run fails (for teams that alert on failures).",
     )
 
 
@@ -230,9 +238,13 @@ class ReplicaBounds(Spec):
 class CanarySpec(Spec):
     """Stepwise traffic shift to a new model version, with automatic rollback."""
 
-    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="Traffic percentages, increasing, ending at 100.")
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, description="Traffic percentages, increasing, ending at 100."
+    )
     hold: str = Field(default="60s", description="How long each step holds before the next (250ms, 60s, 5m, 1h).")
-    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="Error share of the new version that triggers rollback.")
+    max_error_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Error share of the new version that triggers rollback."
+    )
     max_p99_ms: float | None = Field(default=None, gt=0, description="p99 latency of the new version that triggers rollback.")
 
     @field_validator("steps")
@@ -256,7 +268,9 @@ class DeploySpec(Spec):
     route_prefix: str = Field(pattern=r"^/", description="HTTP route of the application.")
     replicas: ReplicaBounds = Field(default_factory=ReplicaBounds, description="Autoscaling bounds.")
     max_batch_size: int = Field(default=32, ge=1, description="Requests batched into one model call.")
-    canary: CanarySpec | None = Field(default=None, description="Canary rollout; without it a new version takes all traffic at once.")
+    canary: CanarySpec | None = Field(
+        default=None, description="Canary rollout; without it a new version takes all traffic at once."
+    )
 
 
 class MonitorSpec(Spec):
@@ -316,9 +330,15 @@ class PipelineSpec(Spec):
     description: str | None = Field(default=None, description="What the pipeline is for, shown in the Airflow UI.")
     owner: str = Field(default="rayops", description="Airflow owner of the DAG's tasks.")
     tags: list[str] = Field(default_factory=list, description="Extra Airflow tags.")
-    schedule: str | None = Field(default=None, description="Retraining schedule: cron or preset (@daily, @weekly...); null: manual only.")
-    start_date: str = Field(default="2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date the schedule counts from (UTC).")
-    retries: int = Field(default=1, ge=0, description="Airflow retries of each task (a retried Ray job re-attaches, never duplicates).")
+    schedule: str | None = Field(
+        default=None, description="Retraining schedule: cron or preset (@daily, @weekly...); null: manual only."
+    )
+    start_date: str = Field(
+        default="2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date the schedule counts from (UTC)."
+    )
+    retries: int = Field(
+        default=1, ge=0, description="Airflow retries of each task (a retried Ray job re-attaches, never duplicates)."
+    )
     retry_delay: str = Field(default="30s", description="Wait between retries (250ms, 60s, 5m, 1h).")
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec, description="Time limits per stage.")
     compute: str = Field(default="local", description="Name of a compute profile from defaults.yaml.")

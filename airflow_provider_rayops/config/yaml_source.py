@@ -140,7 +140,11 @@ def read_config_text(path: Path) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(
-            [ConfigIssue(file, line, column, "", f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8")]
+            [
+                ConfigIssue(
+                    file, line, column, "", f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8"
+                )
+            ]
         ) from None
 
 
@@ -354,7 +358,11 @@ def load_yaml(text: str, *, file: str) -> YamlDocument:
     """Parse one YAML document within the bounds above; problems are collected in `.issues`, never raised."""
     doc = YamlDocument(file=file, value=None)
     if len(text) > MAX_FILE_BYTES:
-        doc.issues.append(ConfigIssue(file, 1, 1, "", f"file has {len(text):,} characters; pipeline configs are limited to {MAX_FILE_BYTES:,} bytes"))
+        doc.issues.append(
+            ConfigIssue(
+                file, 1, 1, "", f"file has {len(text):,} characters; pipeline configs are limited to {MAX_FILE_BYTES:,} bytes"
+            )
+        )
         return doc
     builder = _Builder(doc)
     parser = _Parser(text)
@@ -431,7 +439,9 @@ def _expand(value: str, path: KeyPath, doc: YamlDocument, env: Any, allowed: Any
             return env[name]
         if default is not None:
             return default
-        doc.issues.append(doc.issue(path, f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)"))
+        doc.issues.append(
+            doc.issue(path, f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)")
+        )
         return ""
 
     issues = len(doc.issues)

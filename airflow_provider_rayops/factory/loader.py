@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any
 
 from airflow_provider_rayops.config.cache import load_config_dir_cached
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
@@ -32,8 +33,10 @@ def load_pipelines(
     """
     from airflow_provider_rayops.factory.dags import build_broken_dag, build_pipeline_dag
 
-    folder = Path(config_dir) if config_dir is not None else config_dir_from_env(
-        Path(default_config_dir) if default_config_dir is not None else None
+    folder = (
+        Path(config_dir)
+        if config_dir is not None
+        else config_dir_from_env(Path(default_config_dir) if default_config_dir is not None else None)
     )
     try:
         result = load_config_dir_cached(folder)

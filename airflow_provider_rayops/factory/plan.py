@@ -224,9 +224,7 @@ def _plan_tune(spec: PipelineSpec, lineage: dict[str, Any], upstream: PlannedTas
         task_id="search",
         doc="Search hyperparameters with Ray Tune (ASHA early stopping); every trial a nested MLflow run.",
         upstream=(upstream.full_id,),
-        submission=JobSubmission(
-            contract=contracts.TUNE, job_args=args, entrypoint_num_cpus=0, with_mlflow=True
-        ),
+        submission=JobSubmission(contract=contracts.TUNE, job_args=args, entrypoint_num_cpus=0, with_mlflow=True),
     )
 
 

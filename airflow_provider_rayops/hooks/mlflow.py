@@ -16,7 +16,6 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_rayops.hooks import checked
-
 from airflow_provider_rayops.jobs.tracking import embedded_tracking_uri
 
 

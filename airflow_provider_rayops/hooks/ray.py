@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_provider_rayops.hooks import checked
-
 from airflow_provider_rayops.hooks.ray_jobs_api import (
     HTTP_TIMEOUT_S,
     AsyncRayJobsClient,
@@ -83,7 +82,9 @@ class RayHook(BaseHook):
 def endpoint_from_connection(conn: Any, *, conn_id: str) -> RayEndpoint:
     host = (conn.host or "").strip().rstrip("/")
     if not host:
-        raise BackendNotAvailable(f"connection {conn_id} has no host: set it to the Ray dashboard URL, e.g. http://127.0.0.1:8265")
+        raise BackendNotAvailable(
+            f"connection {conn_id} has no host: set it to the Ray dashboard URL, e.g. http://127.0.0.1:8265"
+        )
     url = host if "://" in host else f"http://{host}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):

@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+
 class JobStatus(str, enum.Enum):
     """A Ray job's status, as the Jobs API reports it."""
 
@@ -173,7 +174,9 @@ class RayJobTimedOut(RayopsComputeError):
 
 
 def _rebuild_timed_out(submission_id, message, last_log_lines, dashboard_url) -> RayJobTimedOut:
-    return RayJobTimedOut(submission_id=submission_id, message=message, last_log_lines=last_log_lines, dashboard_url=dashboard_url)
+    return RayJobTimedOut(
+        submission_id=submission_id, message=message, last_log_lines=last_log_lines, dashboard_url=dashboard_url
+    )
 
 
 def _rebuild_job_failed(submission_id, status, message, last_log_lines, dashboard_url) -> RayJobFailed:
@@ -190,10 +193,7 @@ HTTP_TIMEOUT_S = 30.0
 
 
 def _refused(endpoint: RayEndpoint, status: int, body: str) -> BackendNotAvailable:
-    if status == 401:
-        why = "asked for a token and none was given"
-    else:
-        why = "refused the token"
+    why = "asked for a token and none was given" if status == 401 else "refused the token"
     return BackendNotAvailable(
         f"the Ray dashboard at {endpoint.dashboard_url} {why} (HTTP {status}: {body.strip()[:200]}); "
         "check the password of the rayops_ray connection, or the local head's auth_token"
@@ -444,5 +444,3 @@ class AsyncRayJobsClient:
             raise _unreachable(self.endpoint, exc) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(self.endpoint, exc) from None
-
-

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_provider_rayops.hooks import checked
-
 from airflow_provider_rayops.storage import S3Settings, StorageConfigError, StorageError
 from airflow_provider_rayops.storage.settings import DEFAULT_REGION
 

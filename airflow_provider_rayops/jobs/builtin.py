@@ -60,6 +60,7 @@ from airflow_provider_rayops.jobs.loops import TABULAR_MLP_DEFAULTS, tabular_mlp
 
 CHECKPOINT_DIR_PREFIX = "checkpoint_epoch_"
 
+
 def checkpoint_dir_name(epoch: int) -> str:
     return f"{CHECKPOINT_DIR_PREFIX}{epoch:06d}"
 
@@ -216,7 +217,9 @@ def to_device(features: np.ndarray, labels: np.ndarray, device: torch.device) ->
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def device_batches(x: torch.Tensor, y: torch.Tensor, *, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def device_batches(
+    x: torch.Tensor, y: torch.Tensor, *, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`steps` shuffled batches of a split that already sits on the device (no host round trip)."""
     order = torch.randperm(x.shape[0], device=x.device, generator=generator)
     for step in range(steps):
@@ -256,7 +259,15 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, autocast: Callable[[], contextlib.AbstractContextManager], batch_size: int = 65536) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    batch_size: int = 65536,
+) -> dict[str, float]:
     """val_loss, val_accuracy and (binary targets) val_auc on data already on the device; one host sync."""
     model.eval()
     if x.shape[0] == 0:
@@ -273,12 +284,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
     if num_classes == 2:
         values["val_auc"] = roc_auc(torch.softmax(out, dim=1)[:, 1], y)
     stacked = torch.stack([v.double() for v in values.values()]).tolist()
-    return {k: float(v) for k, v in zip(values, stacked)}
+    return {k: float(v) for k, v in zip(values, stacked, strict=True)}
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Area under the ROC curve (Mann-Whitney, ties get average ranks), computed on the device."""
-    unique, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    _unique, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).double()
     average_rank = ends - (counts.double() - 1) / 2
     ranks = average_rank[inverse]
@@ -360,12 +371,16 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
             "samples_per_s": totals[1] / elapsed if elapsed > 0 else 0.0,
         }
         if ctx.rank == 0:
-            metrics.update(evaluate(modeling.unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast))
+            metrics.update(
+                evaluate(modeling.unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast)
+            )
         ctx.report(epoch, metrics, model=model, encoder=encoder, model_spec=spec, optimizer=optimizer, scaler=scaler)
     return ctx.summary()
 
 
-def _streamed_batches(shard: Any, *, batch_size: int, steps: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _streamed_batches(
+    shard: Any, *, batch_size: int, steps: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     batches = shard.iter_torch_batches(
         batch_size=batch_size,
         dtypes={"features": torch.float32, "label": torch.int64},

@@ -11,8 +11,9 @@ and the jobs all import this module (pydantic only: no Airflow, no Ray, no torch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -93,7 +94,9 @@ class TrainArgs(JobArgs):
     """Train the built-in model or a user loop on Ray Train from a snapshot."""
 
     snapshot_uri: str = Field(min_length=1, description="The ingest job's snapshot.")
-    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="module:function, or rayops.builtin:<loop>.")
+    entrypoint: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="module:function, or rayops.builtin:<loop>."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The loop's hyperparameters.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)

@@ -88,7 +88,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import EVALUATION_METRICS
@@ -133,7 +132,9 @@ def load_validation(uri: str) -> ValidationData:
     try:
         manifest = storage.read_manifest(uri)
         if manifest is None:
-            raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first")
+            raise JobInputError(
+                f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first"
+            )
         table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, f"{VALIDATION_SPLIT}.parquet"))))
     except storage.StorageError as exc:
         raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
@@ -345,7 +346,9 @@ class ModelIdentity:
     def same_as(self, version: Any) -> bool:
         # A version registered from `models:/m-...` may carry its logged model only in `source`.
         source = str(getattr(version, "source", None) or "")
-        version_model_id = getattr(version, "model_id", None) or (source[len("models:/") :] if source.startswith("models:/m-") else None)
+        version_model_id = getattr(version, "model_id", None) or (
+            source[len("models:/") :] if source.startswith("models:/m-") else None
+        )
         if self.model_id and version_model_id == self.model_id:
             return True
         return bool(self.registered_model) and self.registered_model == version.name and self.version == str(version.version)
@@ -407,7 +410,10 @@ def evaluate_champion(
         "error": None,
     }
     if block["same_as_candidate"]:  # the same model on the same rows: its numbers are the candidate's
-        return {**block, **{k: candidate[k] for k in ("metrics", "per_class", "latency", "model_size_bytes", "model_size_mb")}}, None
+        return {
+            **block,
+            **{k: candidate[k] for k in ("metrics", "per_class", "latency", "model_size_bytes", "model_size_mb")},
+        }, None
     try:
         champion = load_model(block["model_uri"])
         scored = score(champion, data, spec, what=f"champion {block['model_uri']}")
@@ -441,7 +447,9 @@ def check_run(client: MlflowClient, run_id: str) -> None:
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in _MLFLOW_NOT_FOUND or exc.error_code == "INVALID_PARAMETER_VALUE":
-            raise JobInputError(f"job argument 'mlflow_run_id'={run_id!r}: no such run in MLflow at {client.tracking_uri}") from None
+            raise JobInputError(
+                f"job argument 'mlflow_run_id'={run_id!r}: no such run in MLflow at {client.tracking_uri}"
+            ) from None
         raise
     if run.info.lifecycle_stage == "deleted":
         raise JobInputError(f"job argument 'mlflow_run_id'={run_id!r}: the run is deleted in MLflow at {client.tracking_uri}")

@@ -23,7 +23,7 @@ import io
 import json
 import typing
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_rayops import storage
@@ -137,7 +137,7 @@ def ingest(
         "categories": {name: _categories(table.column(name)) for name in table.column_names if kinds[name] == "categorical"},
         "rows": {**rows, "total": table.num_rows},
         "split": {"validation": float(split_validation), "seed": int(seed), "algorithm": _SPLIT_ALGORITHM},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     storage.write_snapshot(
         snapshot_uri,
@@ -174,10 +174,8 @@ def read_source(source: str, *, format: str | None = None, settings: S3Settings 
         try:
             return pa.concat_tables(tables)
         except pa.ArrowInvalid as exc:
-            odd = next(name for name, t in zip(files, tables) if not t.schema.equals(tables[0].schema))
-            raise SourceUnusable(
-                source=source, problem=f"files disagree on the schema: {odd} differs from {files[0]}"
-            ) from exc
+            odd = next(name for name, t in zip(files, tables, strict=True) if not t.schema.equals(tables[0].schema))
+            raise SourceUnusable(source=source, problem=f"files disagree on the schema: {odd} differs from {files[0]}") from exc
     fmt = format or _format_of(path)
     if fmt is None:
         raise SourceUnusable(source=source, problem="cannot tell the format from the name; set format to parquet or csv")
@@ -211,9 +209,7 @@ def check_source(
             raise SchemaViolation(column=target, rule="the target cannot also be a feature")
         missing = [name for name in features if name not in present]
         if missing:
-            raise SchemaViolation(
-                column=missing[0], rule=f"feature column missing (columns: {', '.join(table.column_names)})"
-            )
+            raise SchemaViolation(column=missing[0], rule=f"feature column missing (columns: {', '.join(table.column_names)})")
         duplicated = sorted({name for name in features if list(features).count(name) > 1})
         if duplicated:
             raise SchemaViolation(column=duplicated[0], rule="feature listed more than once")
@@ -221,12 +217,14 @@ def check_source(
     kept = table.select([*features, target])
     kinds: dict[str, ColumnKind] = {}
     columns = []
-    for name, column in zip(kept.column_names, kept.columns):
+    for name, column in zip(kept.column_names, kept.columns, strict=True):
         column = _decode(column)
         kind = _kind_of(column.type)
         expected = column_types.get(name)
         if kind is None:
-            raise SchemaViolation(column=name, rule=f"type {column.type} is not supported; expected numeric, bool or categorical string")
+            raise SchemaViolation(
+                column=name, rule=f"type {column.type} is not supported; expected numeric, bool or categorical string"
+            )
         if expected is not None and kind != expected:
             raise SchemaViolation(column=name, rule=f"expected {expected}, found {column.type}")
         kinds[name] = kind
@@ -249,7 +247,7 @@ def split(table: pa.Table, *, validation: float, seed: int) -> tuple[pa.Table, p
     import numpy as np
 
     n = table.num_rows
-    n_validation = min(max(int(round(n * validation)), 1), n - 1)
+    n_validation = min(max(round(n * validation), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     validation_rows = np.sort(order[:n_validation])
     train_rows = np.sort(order[n_validation:])

@@ -65,7 +65,9 @@ def tabular_mlp_params(params: Mapping[str, Any]) -> dict[str, Any]:
     hidden = out["hidden_sizes"]
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+    if not isinstance(hidden, (list, tuple)) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
         raise JobInputError(f"params.hidden_sizes={out['hidden_sizes']!r}: expected a list of positive integers, e.g. [64, 64]")
     out["hidden_sizes"] = list(hidden)
     if not isinstance(out["cache_on_device"], bool):

@@ -199,7 +199,9 @@ class FeatureEncoder:
                 )
             classes = tuple(int(v) for v in np.unique(values))
         if len(classes) < 2:
-            raise FeatureMismatch(column=target_name, problem=f"target has {len(classes)} class(es) in the train split; need at least 2")
+            raise FeatureMismatch(
+                column=target_name, problem=f"target has {len(classes)} class(es) in the train split; need at least 2"
+            )
         return cls(columns=tuple(columns), target=TargetSpec(name=target_name, kind=target_kind, classes=classes))
 
     def to_json(self) -> dict[str, Any]:
@@ -215,7 +217,9 @@ class FeatureEncoder:
             data = json.loads(data)
         version = int(data.get("version", 0))
         if version != ARTIFACT_FORMAT_VERSION:
-            raise ModelArtifactError(where="encoder", problem=f"format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}")
+            raise ModelArtifactError(
+                where="encoder", problem=f"format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}"
+            )
         columns = tuple(
             EncodedColumn(
                 name=c["name"],
@@ -311,7 +315,8 @@ class FeatureEncoder:
         index = pc.index_in(values, value_set=value_set)
         if index.null_count:
             raise FeatureMismatch(
-                column=self.target.name, problem=f"{index.null_count} target value(s) are not among the classes {list(self.target.classes)}"
+                column=self.target.name,
+                problem=f"{index.null_count} target value(s) are not among the classes {list(self.target.classes)}",
             )
         return index.to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -331,7 +336,9 @@ def _to_table(rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
     elif isinstance(rows, Sequence) and (not rows or isinstance(rows[0], Mapping)):
         table = pa.Table.from_pylist(list(rows))
     else:
-        raise TypeError(f"rows must be a pyarrow Table, a pandas DataFrame, a dict of columns or a list of dicts, got {type(rows).__name__}")
+        raise TypeError(
+            f"rows must be a pyarrow Table, a pandas DataFrame, a dict of columns or a list of dicts, got {type(rows).__name__}"
+        )
     if columns is not None:
         for name in columns:
             if name not in table.column_names:
@@ -432,11 +439,21 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     module = unwrap_model(model)
     if model_spec is not None:
-        spec = {"format_version": ARTIFACT_FORMAT_VERSION, "format": "state_dict", "class": model_spec.class_path, "kwargs": dict(model_spec.kwargs)}
+        spec = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "format": "state_dict",
+            "class": model_spec.class_path,
+            "kwargs": dict(model_spec.kwargs),
+        }
         weights = {k: v.detach().to("cpu") for k, v in module.state_dict().items()}
         torch.save(weights, folder / MODEL_FILE)
     else:
-        spec = {"format_version": ARTIFACT_FORMAT_VERSION, "format": "module", "class": f"{type(module).__module__}:{type(module).__qualname__}", "kwargs": {}}
+        spec = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "format": "module",
+            "class": f"{type(module).__module__}:{type(module).__qualname__}",
+            "kwargs": {},
+        }
         torch.save(module, folder / MODEL_FILE)
     (folder / MODEL_SPEC_FILE).write_text(json.dumps(spec, sort_keys=True))
     (folder / ENCODER_FILE).write_text(json.dumps(encoder.to_json(), sort_keys=True))
@@ -455,7 +472,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_optimizer: bool = Fals
     folder = Path(path)
     for name in (MODEL_SPEC_FILE, MODEL_FILE, ENCODER_FILE):
         if not (folder / name).is_file():
-            raise ModelArtifactError(where=str(folder), problem=f"no {name}; a rayops checkpoint holds {MODEL_SPEC_FILE}, {MODEL_FILE}, {ENCODER_FILE} and {STATE_FILE}")
+            raise ModelArtifactError(
+                where=str(folder),
+                problem=f"no {name}; a rayops checkpoint holds {MODEL_SPEC_FILE}, {MODEL_FILE}, {ENCODER_FILE} and {STATE_FILE}",
+            )
     spec = json.loads((folder / MODEL_SPEC_FILE).read_text())
     model = _load_model_file(folder / MODEL_FILE, spec, where=str(folder))
     encoder = FeatureEncoder.from_json((folder / ENCODER_FILE).read_text())
@@ -463,21 +483,26 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_optimizer: bool = Fals
     optimizer_state = None
     if with_optimizer and (folder / OPTIMIZER_FILE).is_file():
         optimizer_state = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
-    return LoadedCheckpoint(model=model, encoder=encoder, state=state, model_spec=spec, path=str(folder), optimizer_state=optimizer_state)
+    return LoadedCheckpoint(
+        model=model, encoder=encoder, state=state, model_spec=spec, path=str(folder), optimizer_state=optimizer_state
+    )
 
 
 def _load_model_file(file: Path, spec: Mapping[str, Any], *, where: str) -> Any:
-
     version = int(spec.get("format_version", 0))
     if version != ARTIFACT_FORMAT_VERSION:
-        raise ModelArtifactError(where=where, problem=f"{MODEL_SPEC_FILE} has format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}")
+        raise ModelArtifactError(
+            where=where, problem=f"{MODEL_SPEC_FILE} has format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}"
+        )
     if spec.get("format") == "state_dict":
         model = ModelSpec(class_path=spec["class"], kwargs=spec.get("kwargs") or {}).build()
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
     elif spec.get("format") == "module":
         model = torch.load(file, map_location="cpu", weights_only=False)
     else:
-        raise ModelArtifactError(where=where, problem=f"{MODEL_SPEC_FILE} format {spec.get('format')!r} is not state_dict or module")
+        raise ModelArtifactError(
+            where=where, problem=f"{MODEL_SPEC_FILE} format {spec.get('format')!r} is not state_dict or module"
+        )
     model.eval()
     return model
 
@@ -596,13 +621,18 @@ def _predictor_from_folder(folder: Path, *, source: str) -> Predictor:
 
         encoder_file = folder / MLFLOW_EXTRA_FILES_DIR / ENCODER_FILE
         if not encoder_file.is_file():
-            raise ModelArtifactError(where=source, problem=f"an MLflow model without {MLFLOW_EXTRA_FILES_DIR}/{ENCODER_FILE}; was it logged by the rayops train job?")
+            raise ModelArtifactError(
+                where=source,
+                problem=f"an MLflow model without {MLFLOW_EXTRA_FILES_DIR}/{ENCODER_FILE}; was it logged by the rayops train job?",
+            )
         model = mlflow.pytorch.load_model(str(folder), map_location="cpu")
         return Predictor(model=model, encoder=FeatureEncoder.from_json(encoder_file.read_text()), source=source)
     if (folder / MODEL_SPEC_FILE).is_file():
         loaded = load_checkpoint(folder)
         return Predictor(model=loaded.model, encoder=loaded.encoder, source=source)
-    raise ModelArtifactError(where=source, problem=f"neither an MLflow model (MLmodel) nor a rayops checkpoint ({MODEL_SPEC_FILE})")
+    raise ModelArtifactError(
+        where=source, problem=f"neither an MLflow model (MLmodel) nor a rayops checkpoint ({MODEL_SPEC_FILE})"
+    )
 
 
 def _download_folder(uri: str, dest: str) -> None:

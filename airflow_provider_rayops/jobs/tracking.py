@@ -205,7 +205,9 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
-def log_history(mlflow_client: MlflowClient, run_id: str, history: Iterable[Mapping[str, Any]], *, step_key: str = "epoch") -> int:
+def log_history(
+    mlflow_client: MlflowClient, run_id: str, history: Iterable[Mapping[str, Any]], *, step_key: str = "epoch"
+) -> int:
     """Log each entry's numeric values as metrics at step = entry[step_key]; skips (key, step)
     pairs the run already has. Returns how many metric values were logged."""
     import math
@@ -282,16 +284,16 @@ def log_torch_model(
     logged = mlflow_client.create_logged_model(
         experiment_id, name=MODEL_NAME, source_run_id=run_id, tags={names.CHECKPOINT: checkpoint}
     )
-    common = dict(
-        name=MODEL_NAME,
-        model_id=logged.model_id,
-        run_id=run_id,  # passed through to Model.log: no active run needed, the run stays open
-        step=step,
-        signature=infer_signature(example, output),
-        input_example=example,
-        extra_files=list(extra_files),
-        pip_requirements=pip_requirements or default_pip_requirements(),
-    )
+    common = {
+        "name": MODEL_NAME,
+        "model_id": logged.model_id,
+        "run_id": run_id,  # passed through to Model.log: no active run needed, the run stays open
+        "step": step,
+        "signature": infer_signature(example, output),
+        "input_example": example,
+        "extra_files": list(extra_files),
+        "pip_requirements": pip_requirements or default_pip_requirements(),
+    }
     try:
         # pt2 (torch.export): loading it runs no pickled code and needs none of our classes.
         info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)

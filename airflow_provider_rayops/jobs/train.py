@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import CheckpointSpec
@@ -102,7 +101,9 @@ def load_snapshot(uri: str) -> Snapshot:
     except storage.StorageError as exc:
         raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
     if manifest is None:
-        raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first")
+        raise JobInputError(
+            f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first"
+        )
     tables = {}
     for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
         try:
@@ -129,7 +130,9 @@ def ray_datasets(snapshot: Snapshot, encoder: modeling.FeatureEncoder) -> dict[s
     for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
         fs, path = storage.filesystem(snapshot.split_uri(split))
         dataset = ray.data.read_parquet(path, filesystem=fs)
-        out[split] = dataset.map_batches(_EncodeBatch(encoder.to_json()), batch_format="pyarrow", zero_copy_batch=True).materialize()
+        out[split] = dataset.map_batches(
+            _EncodeBatch(encoder.to_json()), batch_format="pyarrow", zero_copy_batch=True
+        ).materialize()
     return out
 
 
@@ -405,14 +408,14 @@ if __name__ == "__main__":
 
 __all__ = [
     "Entrypoint",
-    "Snapshot",
     "FitOutcome",
-    "main",
+    "Snapshot",
     "fit",
-    "resolve_entrypoint",
-    "load_snapshot",
     "fit_encoder",
-    "ray_datasets",
-    "loop_config",
+    "load_snapshot",
     "log_outcome",
+    "loop_config",
+    "main",
+    "ray_datasets",
+    "resolve_entrypoint",
 ]

@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import Distribution
@@ -55,9 +54,23 @@ BUILTIN_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_auc", "epoch_t
 # Columns Tune adds to every reported row; the rest is what the loop reported.
 _TUNE_COLUMNS = frozenset(
     {
-        "timestamp", "checkpoint_dir_name", "checkpoint_path", "done", "training_iteration", "trial_id",
-        "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-        "iterations_since_restore", "experiment_tag", "should_checkpoint", "resumed_from_epoch",
+        "timestamp",
+        "checkpoint_dir_name",
+        "checkpoint_path",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "experiment_tag",
+        "should_checkpoint",
+        "resumed_from_epoch",
     }
 )
 
@@ -97,9 +110,7 @@ def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params:
             except JobInputError as exc:
                 raise JobInputError(f"search.search_space.{name} can sample {value!r}, which the loop refuses: {exc}") from None
     if spec.search.metric not in BUILTIN_METRICS:
-        raise JobInputError(
-            f"search.metric={spec.search.metric!r}: {entrypoint.path} reports {', '.join(BUILTIN_METRICS)}"
-        )
+        raise JobInputError(f"search.metric={spec.search.metric!r}: {entrypoint.path} reports {', '.join(BUILTIN_METRICS)}")
     epochs = int(params["epochs"])
     if spec.search.scheduler == "asha" and spec.search.grace_period > epochs:
         raise JobInputError(f"search.grace_period={spec.search.grace_period}: more than params.epochs={epochs}")
@@ -176,7 +187,12 @@ def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
     client = tracking.client()
     experiment_id = tracking.ensure_experiment(client, spec.experiment)
     lineage = tracking.lineage_tags(
-        {**spec.lineage, "snapshot_uri": snapshot.uri, "snapshot_hash": snapshot.content_hash, "ray_job_id": tracking.ray_job_id()}
+        {
+            **spec.lineage,
+            "snapshot_uri": snapshot.uri,
+            "snapshot_hash": snapshot.content_hash,
+            "ray_job_id": tracking.ray_job_id(),
+        }
     )
     key_text = spec.run_key or run_root
     with tracking.tracked_run(
@@ -189,8 +205,14 @@ def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
     ) as parent_id:
         trials = search(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
         result = log_search(
-            client, spec=spec, trials=trials, experiment_id=experiment_id, parent_id=parent_id,
-            key_text=key_text, lineage=lineage, snapshot=snapshot,
+            client,
+            spec=spec,
+            trials=trials,
+            experiment_id=experiment_id,
+            parent_id=parent_id,
+            key_text=key_text,
+            lineage=lineage,
+            snapshot=snapshot,
         )
     return result
 
@@ -251,7 +273,9 @@ def search(
     else:
         search_spec = spec.search
         scheduler = (
-            ASHAScheduler(time_attr="epoch", max_t=int(params.get("epochs", 1)), grace_period=search_spec.grace_period, reduction_factor=2)
+            ASHAScheduler(
+                time_attr="epoch", max_t=int(params.get("epochs", 1)), grace_period=search_spec.grace_period, reduction_factor=2
+            )
             if search_spec.scheduler == "asha"
             else FIFOScheduler()
         )
@@ -335,15 +359,28 @@ def log_search(
         tracking.end_run(client, run_id, status="FAILED" if trial.status == "error" else "FINISHED")
         runs[trial.trial_id] = run_id
 
-    scored = [t for t in trials if t.status != "error" and t.checkpoint_uri and _finite(t.history[-1].get(metric) if t.history else None)]
+    scored = [
+        t
+        for t in trials
+        if t.status != "error" and t.checkpoint_uri and _finite(t.history[-1].get(metric) if t.history else None)
+    ]
     if not scored:
-        raise RuntimeError(f"no trial reported a finite {metric!r} with a checkpoint; trials: {[(t.trial_id, t.status) for t in trials]}")
+        raise RuntimeError(
+            f"no trial reported a finite {metric!r} with a checkpoint; trials: {[(t.trial_id, t.status) for t in trials]}"
+        )
     best = (max if mode == "max" else min)(scored, key=lambda t: t.history[-1][metric])
     best_run = runs[best.trial_id]
 
     model_uri = tracking.logged_model_uri(experiment_id, best_run, checkpoint=best.checkpoint_uri)
     if model_uri is None:
-        model_uri = _log_checkpoint_model(client, experiment_id=experiment_id, run_id=best_run, checkpoint_uri=best.checkpoint_uri, snapshot=snapshot, step=best.epochs)
+        model_uri = _log_checkpoint_model(
+            client,
+            experiment_id=experiment_id,
+            run_id=best_run,
+            checkpoint_uri=best.checkpoint_uri,
+            snapshot=snapshot,
+            step=best.epochs,
+        )
     tracking.set_tags(client, best_run, {names.MODEL_URI: model_uri, names.BEST_TRIAL: "true"})
     final = {k: v for k, v in best.history[-1].items() if k != "epoch" and _finite(v)}
     tracking.set_tags(
@@ -357,29 +394,33 @@ def log_search(
         },
     )
     tracking.log_history(client, parent_id, [{"epoch": best.epochs, **{f"best_{k}": v for k, v in final.items()}}])
-    return contracts.TuneResult.model_validate(_plain({
-        "mlflow_run_id": best_run,
-        "parent_run_id": parent_id,
-        "experiment_id": experiment_id,
-        "tracking_uri": client.tracking_uri,
-        "model_uri": model_uri,
-        "checkpoint_uri": best.checkpoint_uri,
-        "metrics": final,
-        "epochs_completed": best.epochs,
-        "resumed_from_epoch": best.resumed_from_epoch,
-        "best_trial_id": best.trial_id,
-        "best_config": best.sample,
-        "trials": [
+    return contracts.TuneResult.model_validate(
+        _plain(
             {
-                "trial_id": t.trial_id,
-                "mlflow_run_id": runs[t.trial_id],
-                "status": t.status,
-                "epochs": t.epochs,
-                "metric": t.history[-1].get(metric) if t.history and _finite(t.history[-1].get(metric)) else None,
+                "mlflow_run_id": best_run,
+                "parent_run_id": parent_id,
+                "experiment_id": experiment_id,
+                "tracking_uri": client.tracking_uri,
+                "model_uri": model_uri,
+                "checkpoint_uri": best.checkpoint_uri,
+                "metrics": final,
+                "epochs_completed": best.epochs,
+                "resumed_from_epoch": best.resumed_from_epoch,
+                "best_trial_id": best.trial_id,
+                "best_config": best.sample,
+                "trials": [
+                    {
+                        "trial_id": t.trial_id,
+                        "mlflow_run_id": runs[t.trial_id],
+                        "status": t.status,
+                        "epochs": t.epochs,
+                        "metric": t.history[-1].get(metric) if t.history and _finite(t.history[-1].get(metric)) else None,
+                    }
+                    for t in trials
+                ],
             }
-            for t in trials
-        ],
-    })).model_dump(mode="json")
+        )
+    ).model_dump(mode="json")
 
 
 def _plain(value: Any) -> Any:
@@ -393,7 +434,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _log_checkpoint_model(client: Any, *, experiment_id: str, run_id: str, checkpoint_uri: str, snapshot: train_job.Snapshot, step: int) -> str:
+def _log_checkpoint_model(
+    client: Any, *, experiment_id: str, run_id: str, checkpoint_uri: str, snapshot: train_job.Snapshot, step: int
+) -> str:
     import tempfile
     from pathlib import Path
 
@@ -418,7 +461,12 @@ def _latest_checkpoint(folder_uri: str) -> str | None:
         for uri in storage.list_uris(folder_uri)
         if f"/{builtin.CHECKPOINT_DIR_PREFIX}" in uri
     }
-    done = sorted(n for n in folders if n.startswith(builtin.CHECKPOINT_DIR_PREFIX) and storage.exists(storage.join_uri(folder_uri, n, modeling.MODEL_SPEC_FILE)))
+    done = sorted(
+        n
+        for n in folders
+        if n.startswith(builtin.CHECKPOINT_DIR_PREFIX)
+        and storage.exists(storage.join_uri(folder_uri, n, modeling.MODEL_SPEC_FILE))
+    )
     return storage.join_uri(folder_uri, done[-1]) if done else None
 
 
@@ -441,11 +489,7 @@ def _history(result: Any) -> list[dict[str, Any]]:
         return []
     rows: dict[int, dict[str, Any]] = {}
     for row in frame.to_dict("records"):
-        entry = {
-            k: v
-            for k, v in row.items()
-            if k not in _TUNE_COLUMNS and not k.startswith("config/") and _finite(v)
-        }
+        entry = {k: v for k, v in row.items() if k not in _TUNE_COLUMNS and not k.startswith("config/") and _finite(v)}
         if "epoch" in entry:
             entry["epoch"] = int(entry["epoch"])
             rows[entry["epoch"]] = entry  # a replayed epoch (after a resume) keeps its last report

@@ -28,7 +28,12 @@ def link_xcom_value(tracking_uri: str, registered_model: str, version: str | int
 
 def url_from_xcom(value: Any) -> str:
     """The MLflow UI page of the version an XCom value names ('' for anything else)."""
-    if not isinstance(value, dict) or not value.get("tracking_uri") or not value.get("registered_model") or not value.get("version"):
+    if (
+        not isinstance(value, dict)
+        or not value.get("tracking_uri")
+        or not value.get("registered_model")
+        or not value.get("version")
+    ):
         return ""
     return model_version_ui_url(str(value["tracking_uri"]), str(value["registered_model"]), str(value["version"]))
 

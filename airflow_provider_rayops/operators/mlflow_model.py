@@ -110,7 +110,7 @@ def _task_label(context: Context) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class RegisterMLflowModelOperator(BaseOperator):
@@ -195,11 +195,22 @@ class RegisterMLflowModelOperator(BaseOperator):
                 names.REGISTERED_BY: registered_by,
             }
             version, created = promotion.register_version(
-                client, registered_model=self.registered_model, model_uri=model_uri, run_id=run_id, tags=tags, description=description
+                client,
+                registered_model=self.registered_model,
+                model_uri=model_uri,
+                run_id=run_id,
+                tags=tags,
+                description=description,
             )
             number = str(version.version)
             ti.xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
-            self.log.info("%s %s v%s from training run %s", "Registered" if created else "Found registered", self.registered_model, number, run_id)
+            self.log.info(
+                "%s %s v%s from training run %s",
+                "Registered" if created else "Found registered",
+                self.registered_model,
+                number,
+                run_id,
+            )
             promotion.record_gate_results(client, self.registered_model, number, results, gates=gates, run_id=run_id)
             if passed:
                 promotion.set_challenger(client, self.registered_model, number, alias=self.challenger_alias)
@@ -266,7 +277,9 @@ class ApproveModelVersionOperator(ApprovalOperator):
         params: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        comment = Param("", type="string", title="Comment", description="Why you approve or reject; recorded on the model version.")
+        comment = Param(
+            "", type="string", title="Comment", description="Why you approve or reject; recorded on the model version."
+        )
         super().__init__(
             subject=subject or f"Promote a new version of {registered_model} to {champion_alias}?",
             body=body,
@@ -315,13 +328,15 @@ class ApproveModelVersionOperator(ApprovalOperator):
             if not approved:
                 promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
         self.log.info(
-            "%s v%s %s by %s", self.registered_model, number, "approved" if approved else "rejected", user.get("name") or user.get("id")
+            "%s v%s %s by %s",
+            self.registered_model,
+            number,
+            "approved" if approved else "rejected",
+            user.get("name") or user.get("id"),
         )
 
 
-def approval_body(
-    name: str, version: Any, *, champion: Any, champion_alias: str, challenger_alias: str, url: str
-) -> str:
+def approval_body(name: str, version: Any, *, champion: Any, champion_alias: str, challenger_alias: str, url: str) -> str:
     """The approval form's markdown: verdict, gate table, lineage, what each answer does."""
     tags = version.tags or {}
     results = promotion.gate_results_of(version)
@@ -388,7 +403,9 @@ class PromoteMLflowModelOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         if len({champion_alias, previous_alias, challenger_alias}) != 3:
-            raise ValueError(f"aliases must differ: champion={champion_alias!r} previous={previous_alias!r} challenger={challenger_alias!r}")
+            raise ValueError(
+                f"aliases must differ: champion={champion_alias!r} previous={previous_alias!r} challenger={challenger_alias!r}"
+            )
         self.registered_model = registered_model
         self.version = version
         self.approval = approval
@@ -450,5 +467,7 @@ class PromoteMLflowModelOperator(BaseOperator):
         who = user.get("name") or user.get("id") or "unknown"
         if not approved:
             promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
-            raise AirflowSkipException(f"{self.registered_model} v{number} was not approved ({chosen}) by {who}: {comment or 'no comment'}")
+            raise AirflowSkipException(
+                f"{self.registered_model} v{number} was not approved ({chosen}) by {who}: {comment or 'no comment'}"
+            )
         return {"decision": "approved", "by": who, "comment": comment}

@@ -43,11 +43,11 @@ from airflow_provider_rayops.hooks.ray_jobs_api import (
     RayJobTimedOut,
     RayopsComputeError,
 )
-from airflow_provider_rayops.triggers.job_outcome import JobOutcome
 from airflow_provider_rayops.jobs.contracts import JobContract, describe_error
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
 from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
+from airflow_provider_rayops.triggers.job_outcome import JobOutcome
 from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, RayJobTrigger
 
 if TYPE_CHECKING:
@@ -386,7 +386,7 @@ class SubmitRayJobOperator(BaseOperator):
         if self.execution_timeout is None:
             return None
         started = getattr(ti, "start_date", None)
-        elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() if started is not None else 0.0
+        elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds() if started is not None else 0.0
         return max(1.0, self.execution_timeout.total_seconds() - max(0.0, elapsed))
 
     def _finish(self, outcome: JobOutcome) -> dict[str, Any]:

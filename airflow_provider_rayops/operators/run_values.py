@@ -59,7 +59,7 @@ class TriggerParam(RunValue):
 
     def resolve(self, context: Mapping[str, Any]) -> Any:
         params = context.get("params") or {}
-        value = params[self.name] if self.name in params else self.default
+        value = params.get(self.name, self.default)
         if not self.within:
             return value
         try:

@@ -78,7 +78,10 @@ def gate_policy_hash(gates: Iterable[Any] | None) -> str:
     through?" has an answer that survives later edits of the YAML.
     """
     # Numbers as floats: `latency_p95_ms: 20` in YAML and 20.0 from the schema are the same rule.
-    gates = [{k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in g.items()} for g in normalize_gates(gates)]
+    gates = [
+        {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in g.items()}
+        for g in normalize_gates(gates)
+    ]
     canonical = json.dumps(gates, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -88,9 +91,15 @@ def evaluate_gates(gates: Iterable[Any] | None, evaluation: Mapping[str, Any]) -
     results: list[GateResult] = []
     for gate in normalize_gates(gates):
         if "latency_p95_ms" in gate:
-            results.append(_ceiling("latency_p95_ms", "p95 latency", float(gate["latency_p95_ms"]), _latency_p95(evaluation), "ms"))
+            results.append(
+                _ceiling("latency_p95_ms", "p95 latency", float(gate["latency_p95_ms"]), _latency_p95(evaluation), "ms")
+            )
         elif "max_model_size_mb" in gate:
-            results.append(_ceiling("max_model_size_mb", "model size", float(gate["max_model_size_mb"]), evaluation.get("model_size_mb"), "MB"))
+            results.append(
+                _ceiling(
+                    "max_model_size_mb", "model size", float(gate["max_model_size_mb"]), evaluation.get("model_size_mb"), "MB"
+                )
+            )
         elif "per_class" in gate:
             results.append(_per_class(str(gate["per_class"]), float(gate["min"]), evaluation))
         elif "metric" in gate:
@@ -186,7 +195,9 @@ def _gain(metric: str, bound: float, evaluation: Mapping[str, Any]) -> GateResul
         return GateResult(name, kind, metric, None, bound, False, f"{who} could not be scored on this data: {champion['error']}")
     gain = _number((evaluation.get("gain_over_champion") or {}).get(metric))
     if gain is None:
-        return GateResult(name, kind, metric, None, bound, False, f"gain over {who} is undefined ({metric} is null for one of them)")
+        return GateResult(
+            name, kind, metric, None, bound, False, f"gain over {who} is undefined ({metric} is null for one of them)"
+        )
     ours, theirs = _number(metrics.get(metric)), _number((champion.get("metrics") or {}).get(metric))
     versus = f"{who}: {fmt(theirs)} -> {fmt(ours)}" if ours is not None and theirs is not None else who
     if champion.get("same_as_candidate"):
@@ -205,19 +216,34 @@ def _per_class(metric: str, bound: float, evaluation: Mapping[str, Any]) -> Gate
     for label, numbers in per_class.items():
         if metric not in (numbers or {}):
             known = ", ".join(sorted(numbers or {})) or "none"
-            return GateResult(name, "per_class", metric, None, bound, False, f"per-class metric {metric!r} is not measured (there are: {known})")
+            return GateResult(
+                name, "per_class", metric, None, bound, False, f"per-class metric {metric!r} is not measured (there are: {known})"
+            )
         values[str(label)] = _number(numbers[metric])
     undefined = [label for label, v in values.items() if v is None]
     if undefined:
-        return GateResult(name, "per_class", metric, None, bound, False, f"{metric} is undefined for class {', '.join(map(repr, undefined))}")
+        return GateResult(
+            name, "per_class", metric, None, bound, False, f"{metric} is undefined for class {', '.join(map(repr, undefined))}"
+        )
     worst_label = min(values, key=lambda label: values[label])  # type: ignore[arg-type, return-value]
     worst = values[worst_label]
     assert worst is not None
     below = {label: v for label, v in values.items() if v is not None and v < bound}
     if below:
-        parts = [f"class {label!r} {fmt(v)} < {fmt(bound)} by {fmt(bound - v)}" for label, v in sorted(below.items(), key=lambda kv: kv[1])]
+        parts = [
+            f"class {label!r} {fmt(v)} < {fmt(bound)} by {fmt(bound - v)}"
+            for label, v in sorted(below.items(), key=lambda kv: kv[1])
+        ]
         return GateResult(name, "per_class", metric, worst, bound, False, "; ".join(parts))
-    return GateResult(name, "per_class", metric, worst, bound, True, f"lowest: class {worst_label!r} {fmt(worst)} >= {fmt(bound)} (margin {fmt(worst - bound)})")
+    return GateResult(
+        name,
+        "per_class",
+        metric,
+        worst,
+        bound,
+        True,
+        f"lowest: class {worst_label!r} {fmt(worst)} >= {fmt(bound)} (margin {fmt(worst - bound)})",
+    )
 
 
 def _latency_p95(evaluation: Mapping[str, Any]) -> Any:

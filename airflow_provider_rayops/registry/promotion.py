@@ -109,8 +109,10 @@ def find_version(client: MlflowClient, name: str, *, run_id: str, model_uri: str
     for version in _versions_of_run(client, name, run_id):
         same_run = version.run_id == run_id or (version.tags or {}).get(names.TRAIN_RUN_ID) == run_id
         version_model = getattr(version, "model_id", None)
-        same_model = (model_id is not None and version_model == model_id) or version.source == model_uri or (
-            (version.tags or {}).get(names.LOGGED_MODEL_URI) == model_uri
+        same_model = (
+            (model_id is not None and version_model == model_id)
+            or version.source == model_uri
+            or ((version.tags or {}).get(names.LOGGED_MODEL_URI) == model_uri)
         )
         if same_run and same_model and version.current_stage != "Deleted":
             found.append(version)
@@ -244,7 +246,11 @@ def record_gate_results(
         tags[names.GATES_URI] = f"runs:/{run_id}/{GATES_ARTIFACT}"
     current = client.get_model_version(name, str(version)).tags or {}
     for key in current:
-        if key.startswith(names.GATE_PREFIX) and key[len(names.GATE_PREFIX) :].isdigit() and int(key[len(names.GATE_PREFIX) :]) >= len(results):
+        if (
+            key.startswith(names.GATE_PREFIX)
+            and key[len(names.GATE_PREFIX) :].isdigit()
+            and int(key[len(names.GATE_PREFIX) :]) >= len(results)
+        ):
             client.delete_model_version_tag(name, str(version), key)
     set_version_tags(client, name, version, tags)
     return _tag_values(tags)
@@ -371,9 +377,13 @@ def require_gates_passed(client: MlflowClient, name: str, version: str | int) ->
     found = client.get_model_version(name, str(version))
     state = (found.tags or {}).get(names.GATES_PASSED)
     if state is None:
-        raise PromotionRefused(registered_model=name, version=str(version), reason="it carries no gate results (not registered by rayops)")
+        raise PromotionRefused(
+            registered_model=name, version=str(version), reason="it carries no gate results (not registered by rayops)"
+        )
     if state != "true":
-        raise PromotionRefused(registered_model=name, version=str(version), reason=f"gates failed: {(found.tags or {}).get(names.GATES_FAILED)}")
+        raise PromotionRefused(
+            registered_model=name, version=str(version), reason=f"gates failed: {(found.tags or {}).get(names.GATES_FAILED)}"
+        )
     return found
 
 
@@ -406,11 +416,15 @@ def describe_version(
         lines.append(f"Registered by Airflow task {registered_by}.")
     dag, airflow_run = lineage.get(names.DAG_ID), lineage.get(names.RUN_ID)
     if dag or airflow_run:
-        lines.append(f"Trained by Airflow DAG {dag or '?'} run {airflow_run or '?'} (try {lineage.get(names.TRY_NUMBER, '?')}); "
-                     f"Ray job {lineage.get(names.RAY_JOB_ID) or 'unknown'}.")
+        lines.append(
+            f"Trained by Airflow DAG {dag or '?'} run {airflow_run or '?'} (try {lineage.get(names.TRY_NUMBER, '?')}); "
+            f"Ray job {lineage.get(names.RAY_JOB_ID) or 'unknown'}."
+        )
     snapshot = lineage.get(names.SNAPSHOT_URI) or evaluation.get("snapshot_uri")
     if snapshot:
-        lines.append(f"Data: {snapshot} (content hash {lineage.get(names.SNAPSHOT_HASH) or evaluation.get('snapshot_hash') or 'unknown'}).")
+        lines.append(
+            f"Data: {snapshot} (content hash {lineage.get(names.SNAPSHOT_HASH) or evaluation.get('snapshot_hash') or 'unknown'})."
+        )
     if lineage.get(names.CONFIG_HASH):
         lines.append(f"Pipeline config {lineage[names.CONFIG_HASH]} at git {lineage.get(names.CONFIG_GIT_COMMIT) or 'unknown'}.")
     metrics = evaluation.get("metrics") or {}
@@ -432,7 +446,9 @@ def describe_version(
     return "\n".join(lines)
 
 
-def audit_record(client: MlflowClient, name: str, *, alias: str | None = None, version: str | int | None = None) -> dict[str, Any]:
+def audit_record(
+    client: MlflowClient, name: str, *, alias: str | None = None, version: str | int | None = None
+) -> dict[str, Any]:
     """Why a version serves, from MLflow alone: data, config, Airflow run, gates, approval, aliases."""
     if (alias is None) == (version is None):
         raise ValueError("give exactly one of alias or version")

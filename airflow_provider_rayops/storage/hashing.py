@@ -32,7 +32,7 @@ def table_content_hash(table: pa.Table) -> str:
 
     digest = hashlib.sha256(_TABLE_HASH_VERSION)
     _feed(digest, str(table.num_rows).encode())
-    for name, column in zip(table.column_names, table.columns):
+    for name, column in zip(table.column_names, table.columns, strict=True):
         array = _canonical_array(column)
         _feed(digest, name.encode())
         _feed(digest, str(array.type).encode())

@@ -215,4 +215,3 @@ def _s3_errors(loc: StorageURI) -> Iterator[None]:
         if isinstance(exc, StorageError):
             raise
         raise _wrap(loc, exc) from exc
-

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_rayops.hooks.ray_jobs_api import JobInfo, JobStatus, RayJobFailed, RayJobTimedOut, BackendNotAvailable
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed, RayJobTimedOut
 from airflow_provider_rayops.jobs.runtime import RESULT_MARKER, parse_result
 
 # How many of a failed job's last log lines travel in the error (and the trigger event).

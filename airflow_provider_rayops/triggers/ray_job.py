@@ -28,8 +28,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint, RayopsComputeError
-from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
+from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, RayEndpoint, RayopsComputeError
 from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
@@ -163,7 +162,9 @@ class RayJobTrigger(BaseTrigger):
         for line in follower.finish():
             log.info("%s", line)
 
-    async def _time_out(self, client: AsyncRayJobsClient, dashboard_url: str, follower: LogFollower, log: logging.Logger) -> JobOutcome:
+    async def _time_out(
+        self, client: AsyncRayJobsClient, dashboard_url: str, follower: LogFollower, log: logging.Logger
+    ) -> JobOutcome:
         try:
             stopped = await client.stop(self.submission_id)
             what = "the Ray job was stopped" if stopped else "the Ray job had just ended"

@@ -17,12 +17,26 @@ def test_only_stopped_succeeded_and_failed_are_terminal():
 
 def test_job_info_reads_the_jobs_api_json():
     info = JobInfo.from_api(
-        {"submission_id": "s-1", "status": "FAILED", "entrypoint": "python x.py", "message": "boom",
-         "driver_exit_code": 1, "metadata": {"k": "v"}, "start_time": 1, "end_time": 2}
+        {
+            "submission_id": "s-1",
+            "status": "FAILED",
+            "entrypoint": "python x.py",
+            "message": "boom",
+            "driver_exit_code": 1,
+            "metadata": {"k": "v"},
+            "start_time": 1,
+            "end_time": 2,
+        }
     )
     assert info == JobInfo(
-        submission_id="s-1", status=JobStatus.FAILED, entrypoint="python x.py", message="boom",
-        start_time_ms=1, end_time_ms=2, driver_exit_code=1, metadata={"k": "v"},
+        submission_id="s-1",
+        status=JobStatus.FAILED,
+        entrypoint="python x.py",
+        message="boom",
+        start_time_ms=1,
+        end_time_ms=2,
+        driver_exit_code=1,
+        metadata={"k": "v"},
     )
 
 
@@ -88,9 +102,7 @@ def test_log_follower_skips_what_it_saw_when_a_stream_starts_over():
 
 
 def test_an_outcome_round_trips_through_a_trigger_event():
-    outcome = JobOutcome(
-        submission_id="s-1", status="FAILED", dashboard_url="http://d", message="m", last_log_lines=("x",)
-    )
+    outcome = JobOutcome(submission_id="s-1", status="FAILED", dashboard_url="http://d", message="m", last_log_lines=("x",))
     assert JobOutcome.from_event(outcome.to_event()) == outcome
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
-
 from airflow_provider_rayops.backends import get_backend
 from airflow_provider_rayops.backends.local import LocalBackend, default_state_dir
 from airflow_provider_rayops.backends.ray_cluster import RayClusterBackend
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
 
 KUBERAY = {"backend": "kuberay", "image": "ghcr.io/acme/rayops:1", "namespace": "ml"}
 

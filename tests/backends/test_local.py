@@ -9,9 +9,9 @@ import os
 import pathlib
 import signal
 import stat
-import tempfile
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -20,18 +20,17 @@ import urllib.request
 import pytest
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobStatus
-from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
 from airflow_provider_rayops.backends.local import (
     MAX_TEMP_DIR_CHARS,
     LocalBackend,
+    _kill_group,
     lease_is_live,
     lease_name,
-    _kill_group,
     private_dir,
     worst_case_lock_hold_s,
 )
 from airflow_provider_rayops.config.compute import LocalProfile
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobStatus, RayJobsClient
 
 
 def _status(url: str, headers: dict | None = None) -> int:
@@ -154,8 +153,17 @@ def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_p
 
 def test_the_command_line_shows_where_the_head_is_but_not_its_token(ray_head):
     proc = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_rayops.backends.local", "status", "--state-dir", str(ray_head.backend.state_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_rayops.backends.local",
+            "status",
+            "--state-dir",
+            str(ray_head.backend.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"dashboard: {ray_head.dashboard_url}" in proc.stdout

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from airflow_provider_rayops.config.cache import load_config_dir_cached
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.factory.dags import build_pipeline_dag
-
 from tests.fixtures.templates import jinja_in_templated_fields
 
 from .conftest import FUZZ_STATS, ROOT

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from airflow_provider_rayops.config.loader import load_config_dir, load_defaults, load_pipeline
 
 from .conftest import MINIMAL, errors_of
@@ -136,7 +135,10 @@ def test_gate_of_no_known_shape(write):
 def test_canary_steps_must_increase_to_100(write):
     text = MINIMAL + "deploy:\n  app: churn\n  route_prefix: /churn\n  canary: {steps: [50, 10]}\n"
     errors = errors_of(write("p.yaml", text))
-    assert any(":8:12: deploy.canary.steps: expected increasing percentages in (0, 100] ending at 100, found [50, 10]" in e for e in errors)
+    assert any(
+        ":8:12: deploy.canary.steps: expected increasing percentages in (0, 100] ending at 100, found [50, 10]" in e
+        for e in errors
+    )
 
 
 def test_all_errors_of_a_file_are_reported_at_once(write):
@@ -168,7 +170,10 @@ def test_two_files_may_not_define_the_same_pipeline(write, config_dir):
     second = write("b.yaml", MINIMAL)
     result = load_config_dir(config_dir, env={})
     assert [p.file for p in result.pipelines] == [str(config_dir / "a.yaml")]
-    assert str(result.errors[str(second)]) == f"{second}:1:1: pipeline: pipeline name 'churn' is already used by {config_dir / 'a.yaml'}"
+    assert (
+        str(result.errors[str(second)])
+        == f"{second}:1:1: pipeline: pipeline name 'churn' is already used by {config_dir / 'a.yaml'}"
+    )
 
 
 TRAIN = "train:\n  entrypoint: rayops.builtin:tabular_mlp\n"

@@ -38,10 +38,22 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "!!int abc": (b"pipeline: x\nretries: !!int abc\n", "2:10: retries: !!int expects an integer, found 'abc'"),
     "!!bool maybe": (b"pipeline: x\ntags: [!!bool maybe]\n", "2:8: tags[0]: !!bool expects true or false, found 'maybe'"),
     "!!float xyz": (b"pipeline: x\ntags: [!!float xyz]\n", "2:8: tags[0]: !!float expects a number, found 'xyz'"),
-    "5,000-digit integer": (b"pipeline: x\nretries: " + b"9" * 5000 + b"\n", "2:10: retries: integer of 5000 characters is too large"),
-    "infinite float": (b"pipeline: x\ndata: {split: {validation: .inf}}\n", "2:28: data.split.validation: '.inf' is not a finite number"),
-    "python object": (b"pipeline: !!python/object/apply:os.system [id]\n", "1:11: pipeline: YAML tag '!!python/object/apply:os.system' is not allowed"),
-    "python name on a mapping": (b"pipeline: x\ndata: !!python/name:os.system {}\n", "2:7: data: YAML tag '!!python/name:os.system' is not allowed"),
+    "5,000-digit integer": (
+        b"pipeline: x\nretries: " + b"9" * 5000 + b"\n",
+        "2:10: retries: integer of 5000 characters is too large",
+    ),
+    "infinite float": (
+        b"pipeline: x\ndata: {split: {validation: .inf}}\n",
+        "2:28: data.split.validation: '.inf' is not a finite number",
+    ),
+    "python object": (
+        b"pipeline: !!python/object/apply:os.system [id]\n",
+        "1:11: pipeline: YAML tag '!!python/object/apply:os.system' is not allowed",
+    ),
+    "python name on a mapping": (
+        b"pipeline: x\ndata: !!python/name:os.system {}\n",
+        "2:7: data: YAML tag '!!python/name:os.system' is not allowed",
+    ),
     "binary": (b"pipeline: !!binary aGk=\n", "1:11: pipeline: YAML tag '!!binary' is not allowed"),
     "set": (b"pipeline: x\ntags: !!set {a, b}\n", "2:7: tags: YAML tag '!!set' is not allowed"),
     "deep nesting": (b"pipeline: x\ntags: " + b"[" * 40 + b"]" * 40 + b"\n", "2:38: tags"),
@@ -86,7 +98,9 @@ def test_alias_bomb_stays_within_bounded_memory(config_dir):
 def test_file_over_the_size_limit_is_refused_unread(config_dir):
     path = config_dir / "big.yaml"
     path.write_bytes(b"# " + b"x" * MAX_FILE_BYTES + b"\n")
-    with pytest.raises(ConfigError, match=rf"{path}:1:1: file is 1,048,579 bytes; pipeline configs are limited to 1,048,576 bytes"):
+    with pytest.raises(
+        ConfigError, match=rf"{path}:1:1: file is 1,048,579 bytes; pipeline configs are limited to 1,048,576 bytes"
+    ):
         load_pipeline(path, defaults=load_defaults(config_dir, env={}), env={})
 
 

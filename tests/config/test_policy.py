@@ -120,7 +120,11 @@ def test_sources_in_the_storage_roots_bucket_and_in_policy_roots_are_allowed(wri
         "security: {source_roots: ['s3://lake/curated/']}\n"
     )
     same_bucket = write("a.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://ml-artifacts/exports/c.parquet"))
-    assert load(same_bucket).source_roots == (f"file://{config_dir.parent.resolve()}/", "s3://ml-artifacts/", "s3://lake/curated/")
+    assert load(same_bucket).source_roots == (
+        f"file://{config_dir.parent.resolve()}/",
+        "s3://ml-artifacts/",
+        "s3://lake/curated/",
+    )
     load(write("b.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://lake/curated/c.parquet").replace("churn", "b")))
     refused = write("c.yaml", MINIMAL.replace("file://data/churn.parquet", "s3://lake/raw/c.parquet").replace("churn", "c"))
     assert "s3://lake/raw/c.parquet is outside the allowed roots" in errors_of(refused)[0]
@@ -158,7 +162,9 @@ def test_validate_refuses_before_importing_anything(tmp_path):
     (folder / "defaults.yaml").write_text((ROOT / "dag_configs" / "defaults.yaml").read_text())
     (folder / "p.yaml").write_text(MINIMAL + TRAIN.format("this:s"))
     rayops = Path(sys.executable).with_name("rayops")
-    proc = subprocess.run([rayops, "validate"], capture_output=True, text=True, cwd=tmp_path, env={"PATH": os.environ["PATH"]}, timeout=60)
+    proc = subprocess.run(
+        [rayops, "validate"], capture_output=True, text=True, cwd=tmp_path, env={"PATH": os.environ["PATH"]}, timeout=60
+    )
     assert proc.returncode == 1
     assert "module 'this' is part of Python's standard library" in proc.stderr
     assert "Zen of Python" not in proc.stdout + proc.stderr  # `import this` prints it
@@ -175,7 +181,10 @@ def test_an_installed_package_needs_the_platforms_allowlist(write, config_dir):
 def test_allowlisted_prefixes_match_whole_package_names(write, config_dir):
     add_security(config_dir, "  entrypoint_modules: [acme.ml]\n")
     assert load(write("a.yaml", MINIMAL + TRAIN.format("acme.ml.loops:train"))).spec.train is not None
-    assert "is neither a built-in loop" in errors_of(write("b.yaml", MINIMAL.replace("churn", "b") + TRAIN.format("acme.mlx:train")))[0]
+    assert (
+        "is neither a built-in loop"
+        in errors_of(write("b.yaml", MINIMAL.replace("churn", "b") + TRAIN.format("acme.mlx:train")))[0]
+    )
 
 
 def test_a_module_of_the_project_folder_is_allowed(write, config_dir):
@@ -201,4 +210,6 @@ def test_only_defaults_may_widen_what_jobs_inherit_from_the_head(write, config_d
     defaults = config_dir / "defaults.yaml"
     defaults.write_text(defaults.read_text().replace("    backend: local\n", "    backend: local\n    env: ['*']\n", 1))
     [error] = errors_of(write("q.yaml", MINIMAL.replace("churn", "q")))
-    assert error.endswith("compute_profiles.local.env[0]: expected a variable name or a prefix ending in * (e.g. HF_*), never a bare *, found '*'")
+    assert error.endswith(
+        "compute_profiles.local.env[0]: expected a variable name or a prefix ending in * (e.g. HF_*), never a bare *, found '*'"
+    )

@@ -45,6 +45,7 @@ promote:
   require_approval: true
 """
 
+
 @pytest.fixture
 def jinja_dag(tmp_path):
     folder = tmp_path / "dag_configs"

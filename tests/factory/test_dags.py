@@ -41,7 +41,11 @@ def test_dags_folder_loads_with_zero_import_errors():
 def test_example_pipeline_yields_the_expected_task_graph():
     dag = dagbag().get_dag("churn")
     assert [t.task_id for t in dag.tasks] == [
-        "ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"
+        "ingest.snapshot",
+        "train.fit",
+        "evaluate.score",
+        "promote.register",
+        "promote.champion",
     ]
     assert dag.get_task("promote.register").upstream_task_ids == {"evaluate.score"}
     assert dag.get_task("promote.champion").upstream_task_ids == {"promote.register"}
@@ -57,7 +61,10 @@ def test_example_pipeline_yields_the_expected_task_graph():
     assert type(task).__name__ == "SubmitRayJobOperator"
     assert task.entrypoint == "python -m airflow_provider_rayops.jobs.ingest"
     assert task.job_args["source"] == TriggerParam(
-        "source", f"file://{ROOT}/data/churn.parquet", within=(f"file://{ROOT}/", f"file://{ROOT}/.rayops/artifacts/"), base_dir=str(ROOT)
+        "source",
+        f"file://{ROOT}/data/churn.parquet",
+        within=(f"file://{ROOT}/", f"file://{ROOT}/.rayops/artifacts/"),
+        base_dir=str(ROOT),
     )
     assert set(dag.tags) == {"rayops", "tabular", "demo"}
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 0 * * 0"  # @weekly

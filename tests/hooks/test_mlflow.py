@@ -20,13 +20,19 @@ def test_job_env_carries_basic_auth_or_token(monkeypatch):
         "AIRFLOW_CONN_MLFLOW_BASIC",
         json.dumps({"conn_type": "rayops_mlflow", "host": "mlflow.ml", "port": 5000, "login": "ml", "password": "s3cret"}),
     )
-    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps({"conn_type": "rayops_mlflow", "host": "https://mlflow.example", "password": "tok"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_TOKEN",
+        json.dumps({"conn_type": "rayops_mlflow", "host": "https://mlflow.example", "password": "tok"}),
+    )
     assert MlflowHook("mlflow_basic").job_env() == {
         "MLFLOW_TRACKING_URI": "http://mlflow.ml:5000",
         "MLFLOW_TRACKING_USERNAME": "ml",
         "MLFLOW_TRACKING_PASSWORD": "s3cret",
     }
-    assert MlflowHook("mlflow_token").job_env() == {"MLFLOW_TRACKING_URI": "https://mlflow.example", "MLFLOW_TRACKING_TOKEN": "tok"}
+    assert MlflowHook("mlflow_token").job_env() == {
+        "MLFLOW_TRACKING_URI": "https://mlflow.example",
+        "MLFLOW_TRACKING_TOKEN": "tok",
+    }
 
 
 def test_no_connection_means_the_embedded_sqlite_store(monkeypatch, tmp_path):
@@ -54,7 +60,10 @@ def test_a_pipeline_cannot_hand_another_kind_of_connection_to_its_jobs(monkeypat
     from airflow_provider_rayops.hooks.s3 import S3StorageHook
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "login": "AKIA", "password": "cloud-secret"}))
-    with pytest.raises(WrongConnectionType, match="connection 'aws_default' is of type 'aws'; rayops reads only connections of type 'rayops_mlflow'"):
+    with pytest.raises(
+        WrongConnectionType,
+        match="connection 'aws_default' is of type 'aws'; rayops reads only connections of type 'rayops_mlflow'",
+    ):
         MlflowHook("aws_default").job_env()
     with pytest.raises(WrongConnectionType, match="of type 'rayops_s3' here"):
         S3StorageHook("aws_default").job_env()

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 from airflow_provider_rayops.hooks.ray import RayHook
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 
 
 def _set_connection(monkeypatch, conn_id: str, **fields) -> None:
@@ -17,7 +17,10 @@ def _set_connection(monkeypatch, conn_id: str, **fields) -> None:
 
 def test_the_hook_owns_the_rayops_ray_connection_type():
     assert (RayHook.conn_type, RayHook.conn_name_attr, RayHook.default_conn_name, RayHook.hook_name) == (
-        "rayops_ray", "ray_conn_id", "rayops_ray_default", "Ray (rayops)",
+        "rayops_ray",
+        "ray_conn_id",
+        "rayops_ray_default",
+        "Ray (rayops)",
     )
     from airflow_provider_rayops import get_provider_info
 

@@ -12,18 +12,17 @@ import os
 
 import pytest
 
-
 SUCCEEDS_DAG = "ray_job_on_triggerer_succeeds"
 FAILS_DAG = "ray_job_on_triggerer_fails"
 
 SUCCEEDS = (
-    "python -c 'import time; print(\"step one: loading\", flush=True); time.sleep(3);"
-    " print(\"step two: training\", flush=True);"
-    " from airflow_provider_rayops.jobs.runtime import report_result; report_result({\"answer\": 42})'"
+    'python -c \'import time; print("step one: loading", flush=True); time.sleep(3);'
+    ' print("step two: training", flush=True);'
+    ' from airflow_provider_rayops.jobs.runtime import report_result; report_result({"answer": 42})\''
 )
 FAILS = (
-    "python -c 'import time; print(\"loading data\", flush=True); time.sleep(2);"
-    " raise SystemExit(\"ValueError: column churned is missing\")'"
+    'python -c \'import time; print("loading data", flush=True); time.sleep(2);'
+    ' raise SystemExit("ValueError: column churned is missing")\''
 )
 
 DAG_TEMPLATE = """

@@ -92,7 +92,9 @@ def run_ray_job(ray_head, mlflow_uri):
                 return JobRun(submission_id=submission_id, status=info.status, logs=client.get_logs(submission_id))
             if time.monotonic() > deadline:
                 client.stop(submission_id)
-                raise TimeoutError(f"job {submission_id} still {info.status if info else 'unknown'} after {timeout_s}s:\n{client.get_logs(submission_id)[-3000:]}")
+                raise TimeoutError(
+                    f"job {submission_id} still {info.status if info else 'unknown'} after {timeout_s}s:\n{client.get_logs(submission_id)[-3000:]}"
+                )
             time.sleep(1.0)
 
     return run

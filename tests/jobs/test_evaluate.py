@@ -24,8 +24,8 @@ import pytest
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import evaluate, modeling, tracking
-from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, JobInputError, parse_result
+from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 2000
@@ -57,7 +57,10 @@ def _log(checkpoint: Path, snapshot: dict) -> dict:
 @pytest.fixture(scope="module")
 def checkpoints(snapshot, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("eval-ckpt")
-    return {"good": _train(snapshot, invert=False, folder=folder / "good"), "bad": _train(snapshot, invert=True, folder=folder / "bad")}
+    return {
+        "good": _train(snapshot, invert=False, folder=folder / "good"),
+        "bad": _train(snapshot, invert=True, folder=folder / "bad"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,13 @@ def on_sqlite(sqlite_store, monkeypatch) -> dict:
 
 
 def _args(snapshot: dict, model_uri: str, **overrides) -> dict:
-    return {"model_uri": model_uri, "snapshot_uri": snapshot["snapshot_uri"], "metrics": ALL_METRICS, "latency": FAST_LATENCY, **overrides}
+    return {
+        "model_uri": model_uri,
+        "snapshot_uri": snapshot["snapshot_uri"],
+        "metrics": ALL_METRICS,
+        "latency": FAST_LATENCY,
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +245,7 @@ def test_unknown_metric_names_are_refused_with_the_known_ones(snapshot):
 
 
 def test_a_model_uri_with_nothing_there_is_named(on_sqlite, snapshot):
-    with pytest.raises(JobInputError, match="model_uri.*models:/m-0123456789abcdef"):
+    with pytest.raises(JobInputError, match=r"model_uri.*models:/m-0123456789abcdef"):
         evaluate.main(_args(snapshot, "models:/m-0123456789abcdef"))
 
 
@@ -255,7 +264,7 @@ def test_validation_rows_lacking_a_model_column_are_named(on_sqlite, snapshot, t
 
 
 def test_a_training_run_that_does_not_exist_is_named(on_sqlite, snapshot):
-    with pytest.raises(JobInputError, match="mlflow_run_id.*'0000deadbeef'"):
+    with pytest.raises(JobInputError, match=r"mlflow_run_id.*'0000deadbeef'"):
         evaluate.main(_args(snapshot, on_sqlite["good"]["model_uri"], mlflow_run_id="0000deadbeef"))
 
 
@@ -299,7 +308,10 @@ def test_the_champion_is_scored_on_the_same_rows_and_a_better_challenger_gains(o
     assert result["champion_absent_reason"] is None
     gain = result["gain_over_champion"]
     assert gain["auc"] == pytest.approx(result["metrics"]["auc"] - champion["metrics"]["auc"]) and gain["auc"] > 0.1
-    assert gain["log_loss"] == pytest.approx(champion["metrics"]["log_loss"] - result["metrics"]["log_loss"]) and gain["log_loss"] > 0
+    assert (
+        gain["log_loss"] == pytest.approx(champion["metrics"]["log_loss"] - result["metrics"]["log_loss"])
+        and gain["log_loss"] > 0
+    )
 
 
 def test_a_worse_challenger_shows_a_negative_gain_against_the_same_champion_numbers(on_server, snapshot):
@@ -322,7 +334,13 @@ def test_a_champion_that_is_the_candidate_says_so(on_server, snapshot):
 
 def test_a_registered_model_without_the_alias_means_no_champion(on_server, snapshot):
     result = evaluate.main(
-        _args(snapshot, on_server["good"]["model_uri"], registered_model=on_server["name"], champion_alias="nobody", latency={"batches": 1})
+        _args(
+            snapshot,
+            on_server["good"]["model_uri"],
+            registered_model=on_server["name"],
+            champion_alias="nobody",
+            latency={"batches": 1},
+        )
     )
     assert result["champion"] is None
     assert result["champion_absent_reason"] == f"registered model {on_server['name']!r} has no version with alias 'nobody'"

@@ -59,7 +59,9 @@ def test_snapshot_holds_both_splits_and_a_complete_manifest(storage_root: str) -
         "rows": {"train": 150, "validation": 50},
         "reused": False,
     }
-    assert storage.list_uris(snapshot) == [join_uri(snapshot, n) for n in ("manifest.json", "train.parquet", "validation.parquet")]
+    assert storage.list_uris(snapshot) == [
+        join_uri(snapshot, n) for n in ("manifest.json", "train.parquet", "validation.parquet")
+    ]
 
     manifest = storage.read_manifest(snapshot)
     assert manifest["content_hash"] == result["content_hash"]

@@ -48,12 +48,35 @@ def test_numeric_columns_are_standardised_with_the_train_statistics(encoder, tab
 
 def test_categories_are_one_hot_in_manifest_order_and_unknown_or_null_values_are_all_zero(encoder):
     rows = [
-        {"tenure_months": 3, "monthly_charges": 50.0, "support_calls": 1, "total_charges": 150.0, "plan": "premium", "contract": "gold", "paperless_billing": True},
-        {"tenure_months": None, "monthly_charges": None, "support_calls": 1, "total_charges": None, "plan": None, "contract": "one-year", "paperless_billing": None},
+        {
+            "tenure_months": 3,
+            "monthly_charges": 50.0,
+            "support_calls": 1,
+            "total_charges": 150.0,
+            "plan": "premium",
+            "contract": "gold",
+            "paperless_billing": True,
+        },
+        {
+            "tenure_months": None,
+            "monthly_charges": None,
+            "support_calls": 1,
+            "total_charges": None,
+            "plan": None,
+            "contract": "one-year",
+            "paperless_billing": None,
+        },
     ]
     x = encoder.transform(rows)
     names = encoder.feature_names
-    assert names[4:10] == ["plan=basic", "plan=premium", "plan=standard", "contract=month-to-month", "contract=one-year", "contract=two-year"]
+    assert names[4:10] == [
+        "plan=basic",
+        "plan=premium",
+        "plan=standard",
+        "contract=month-to-month",
+        "contract=one-year",
+        "contract=two-year",
+    ]
     assert x[0, 4:10].tolist() == [0, 1, 0, 0, 0, 0]
     assert x[1, 4:10].tolist() == [0, 0, 0, 0, 1, 0]
     assert x[1, 0] == 0.0 and x[1, 10] == 0.0  # a null number is the mean; a null flag is false
@@ -74,7 +97,9 @@ def test_a_missing_column_is_named(encoder, table):
 
 def test_the_target_becomes_class_indices(encoder, table):
     assert encoder.classes == [False, True]
-    np.testing.assert_array_equal(encoder.encode_target(table), table.column("churned").to_numpy(zero_copy_only=False).astype(int))
+    np.testing.assert_array_equal(
+        encoder.encode_target(table), table.column("churned").to_numpy(zero_copy_only=False).astype(int)
+    )
 
 
 def test_a_fractional_numeric_target_is_refused():
@@ -87,7 +112,14 @@ def test_a_checkpoint_round_trips_weights_encoder_state_and_optimizer(encoder, t
     spec = modeling.ModelSpec(modeling.TabularMLP.MODEL_CLASS, {"num_features": 11, "num_classes": 2, "hidden_sizes": [8]})
     model = spec.build()
     optimizer = torch.optim.AdamW(model.parameters())
-    modeling.save_checkpoint(tmp_path, model=model, encoder=encoder, model_spec=spec, optimizer=optimizer, state={"epoch": 3, "history": [{"epoch": 3, "val_auc": 0.8}]})
+    modeling.save_checkpoint(
+        tmp_path,
+        model=model,
+        encoder=encoder,
+        model_spec=spec,
+        optimizer=optimizer,
+        state={"epoch": 3, "history": [{"epoch": 3, "val_auc": 0.8}]},
+    )
     loaded = modeling.load_checkpoint(tmp_path, with_optimizer=True)
     assert loaded.epoch == 3 and loaded.encoder == encoder and loaded.optimizer_state is not None
     x = torch.from_numpy(encoder.transform(table))

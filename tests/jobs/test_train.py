@@ -79,8 +79,14 @@ def trained(run_ray_job, churn_snapshot, tmp_path_factory) -> dict:
 def test_the_result_names_the_run_the_model_and_the_latest_checkpoint(trained):
     result = trained["result"]
     assert set(result) == {
-        "mlflow_run_id", "experiment_id", "tracking_uri", "model_uri", "checkpoint_uri",
-        "metrics", "epochs_completed", "resumed_from_epoch",
+        "mlflow_run_id",
+        "experiment_id",
+        "tracking_uri",
+        "model_uri",
+        "checkpoint_uri",
+        "metrics",
+        "epochs_completed",
+        "resumed_from_epoch",
     }
     assert result["epochs_completed"] == EPOCHS
     assert result["resumed_from_epoch"] is None
@@ -118,7 +124,9 @@ def test_the_logged_model_beats_the_base_rate_on_validation(trained, churn_snaps
 
 
 def test_storage_keeps_the_last_k_checkpoints(trained):
-    names = sorted({uri.rsplit("/", 2)[-2] for uri in storage.list_uris(f"{trained['run_root']}/train") if "/checkpoint_epoch_" in uri})
+    names = sorted(
+        {uri.rsplit("/", 2)[-2] for uri in storage.list_uris(f"{trained['run_root']}/train") if "/checkpoint_epoch_" in uri}
+    )
     assert names == [f"checkpoint_epoch_{epoch:06d}" for epoch in range(EPOCHS - (KEEP - 1) * EVERY, EPOCHS + 1, EVERY)]
 
 
@@ -165,7 +173,9 @@ def test_the_model_is_logged_with_signature_input_example_and_encoder(trained, m
 # -- faults -----------------------------------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch):
+def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(
+    run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
+):
     marker = tmp_path / "kill-armed"
     marker.touch()
     params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_rank": 1, "fault_marker": str(marker)}
@@ -189,7 +199,9 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(run_ray_j
     assert [step for step, _ in _metric_steps(client, result["mlflow_run_id"], "train_loss")] == [1, 2, 3, 4]
 
 
-def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch):
+def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(
+    run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
+):
     marker = tmp_path / "fail-armed"
     marker.touch()
     # Streamed from Ray Data each epoch here (the other tests keep the shard on the device).
@@ -228,7 +240,9 @@ def test_checkpoints_live_in_s3_storage_and_load_from_there(run_ray_job, churn_s
     from tests.fixtures.s3 import S3_BUCKET
 
     run_root = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:8]}/churn/train"
-    args = _args(churn_snapshot, run_root, params={"epochs": 2, "lr": 0.01, "batch_size": 128}, checkpoint={"every_epochs": 1, "keep": 1})
+    args = _args(
+        churn_snapshot, run_root, params={"epochs": 2, "lr": 0.01, "batch_size": 128}, checkpoint={"every_epochs": 1, "keep": 1}
+    )
     job = run_ray_job(TRAIN_JOB, args, env=s3_endpoint.to_env())
     assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
     result = job.result
@@ -254,9 +268,15 @@ def test_an_entrypoint_that_does_not_import_fails_the_job_with_the_import_error_
     ("entrypoint", "starts_with"),
     [
         ("no_such_package.loops:train", "ModuleNotFoundError: No module named 'no_such_package'"),
-        ("tests.jobs.train_loops:no_such_loop", "AttributeError: module 'tests.jobs.train_loops' has no attribute 'no_such_loop'"),
+        (
+            "tests.jobs.train_loops:no_such_loop",
+            "AttributeError: module 'tests.jobs.train_loops' has no attribute 'no_such_loop'",
+        ),
         ("tests.jobs.train_loops:NOT_A_FUNCTION", "entrypoint 'tests.jobs.train_loops:NOT_A_FUNCTION' is a int, not a function"),
-        ("rayops.builtin:gradient_boosting", "entrypoint 'rayops.builtin:gradient_boosting': no built-in loop 'gradient_boosting'"),
+        (
+            "rayops.builtin:gradient_boosting",
+            "entrypoint 'rayops.builtin:gradient_boosting': no built-in loop 'gradient_boosting'",
+        ),
     ],
 )
 def test_a_bad_entrypoint_is_refused_before_training(entrypoint, starts_with, churn_snapshot, tmp_path):
@@ -275,7 +295,10 @@ def test_a_bad_entrypoint_is_refused_before_training(entrypoint, starts_with, ch
         ({"params": {"lrr": 0.1}}, "params.lrr: not a parameter of rayops.builtin:tabular_mlp"),
         ({"params": {"epochs": 0}}, "params.epochs=0: expected an integer >= 1"),
         ({"params": {"hidden_sizes": [32, "wide"]}}, "params.hidden_sizes=[32, 'wide']: expected a list of positive integers"),
-        ({"snapshot_uri": "file:///nowhere/snapshot"}, "job argument 'snapshot_uri'='file:///nowhere/snapshot': no snapshot there"),
+        (
+            {"snapshot_uri": "file:///nowhere/snapshot"},
+            "job argument 'snapshot_uri'='file:///nowhere/snapshot': no snapshot there",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_argument(change, message, churn_snapshot, tmp_path):
@@ -299,4 +322,3 @@ def test_a_retry_with_other_params_is_refused(churn_snapshot, tmp_path, mlflow_u
     with pytest.raises(JobInputError, match=r"param 'lr' is '0.5' in MLflow run .* but '0.01' now"):
         train.main(_args(churn_snapshot, run_root, experiment="churn-tests"))
     assert client.get_run(run_id).info.status == "FAILED"
-

@@ -97,7 +97,9 @@ def test_the_best_trials_model_is_logged_and_beats_the_base_rate(tuned, churn_sn
 
     monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
     predictor = load_predictor(tuned["result"]["model_uri"])
-    validation = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(churn_snapshot["snapshot_uri"], "validation.parquet"))))
+    validation = pq.read_table(
+        io.BytesIO(storage.read_bytes(storage.join_uri(churn_snapshot["snapshot_uri"], "validation.parquet")))
+    )
     truth = validation.column("churned").to_numpy(zero_copy_only=False).astype(bool)
     assert roc_auc_score(truth, predictor.predict_proba(validation)[:, 1]) > 0.75
 
@@ -105,8 +107,14 @@ def test_the_best_trials_model_is_logged_and_beats_the_base_rate(tuned, churn_sn
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"search_space": {"lrr": {"uniform": [0.001, 0.01]}}}, "search.search_space.lrr: not a parameter of rayops.builtin:tabular_mlp"),
-        ({"search_space": {"lr": {"uniform": [-1.0, 0.01]}}}, "search.search_space.lr can sample -1.0, which the loop refuses: params.lr=-1.0"),
+        (
+            {"search_space": {"lrr": {"uniform": [0.001, 0.01]}}},
+            "search.search_space.lrr: not a parameter of rayops.builtin:tabular_mlp",
+        ),
+        (
+            {"search_space": {"lr": {"uniform": [-1.0, 0.01]}}},
+            "search.search_space.lr can sample -1.0, which the loop refuses: params.lr=-1.0",
+        ),
         ({"metric": "val_f1"}, "search.metric='val_f1': rayops.builtin:tabular_mlp reports"),
         ({"grace_period": 5}, "search.grace_period=5: more than params.epochs=3"),
         ({"num_samples": 0}, "job argument search.num_samples=0"),
@@ -126,11 +134,15 @@ def test_a_retry_restores_the_search_instead_of_running_it_again(tuned, run_ray_
     again = retry.result
     assert sorted(t["trial_id"] for t in again["trials"]) == sorted(t["trial_id"] for t in first["trials"])
     assert (again["parent_run_id"], again["mlflow_run_id"], again["model_uri"]) == (
-        first["parent_run_id"], first["mlflow_run_id"], first["model_uri"],
+        first["parent_run_id"],
+        first["mlflow_run_id"],
+        first["model_uri"],
     )
     monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
     client = tracking.client()
-    children = client.search_runs([first["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{first['parent_run_id']}'")
+    children = client.search_runs(
+        [first["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{first['parent_run_id']}'"
+    )
     assert len(children) == SAMPLES
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_auc")]

@@ -31,10 +31,9 @@ from airflow_provider_rayops.operators.mlflow_model import (
 )
 from airflow_provider_rayops.registry import promotion
 from tests.fixtures.airflow_db import run_dag_test
-from tests.registry.models import mlflow_registry, registry_snapshot, trained  # noqa: F401 (fixtures)
-from tests.registry.models import CONN_ID, unique_name
+from tests.registry.models import CONN_ID, mlflow_registry, registry_snapshot, trained, unique_name
 
-START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 # Every kind of gate, with bounds the strong model passes and the bad one fails.
 GATES = [
     {"metric": "auc", "min": 0.6},
@@ -45,7 +44,16 @@ GATES = [
 ]
 
 
-def _dag(name: str, evaluation: dict, *, gates=GATES, approval: bool = False, on_gate_failure: str = "skip", register_cls=RegisterMLflowModelOperator, **register_kw) -> DAG:
+def _dag(
+    name: str,
+    evaluation: dict,
+    *,
+    gates=GATES,
+    approval: bool = False,
+    on_gate_failure: str = "skip",
+    register_cls=RegisterMLflowModelOperator,
+    **register_kw,
+) -> DAG:
     with DAG(f"rayops_test_{name}", schedule=None, start_date=START, catchup=False) as dag:
 
         @task
@@ -58,7 +66,9 @@ def _dag(name: str, evaluation: dict, *, gates=GATES, approval: bool = False, on
         )  # fmt: skip
         approve = None
         if approval:
-            approve = ApproveModelVersionOperator(task_id="approve", registered_model=name, registration=register.output, mlflow_conn_id=CONN_ID)
+            approve = ApproveModelVersionOperator(
+                task_id="approve", registered_model=name, registration=register.output, mlflow_conn_id=CONN_ID
+            )
         promote = PromoteMLflowModelOperator(
             task_id="promote", registered_model=name, version=register.output, approval=approve.output if approve else None,
             mlflow_conn_id=CONN_ID,
@@ -164,7 +174,14 @@ def test_a_per_class_floor_breach_fails_the_run_when_configured_to(airflow_db, m
     assert worst < 0.4 < evaluation["per_class"]["False"]["recall"] and evaluation["metrics"]["auc"] > 0.6
     failures: list[BaseException] = []
     gates = [{"metric": "auc", "min": 0.6}, {"per_class": "recall", "min": 0.4}]
-    dag = _dag(name, evaluation, gates=gates, on_gate_failure="fail", retries=2, on_failure_callback=lambda ctx: failures.append(ctx["exception"]))
+    dag = _dag(
+        name,
+        evaluation,
+        gates=gates,
+        on_gate_failure="fail",
+        retries=2,
+        on_failure_callback=lambda ctx: failures.append(ctx["exception"]),
+    )
     run = run_dag_test(dag)
     tis = _tis(run)
     assert run.state == "failed" and tis["register"].state == "failed" and tis["register"].try_number == 1  # GateFailed: no retry
@@ -235,14 +252,20 @@ class _Approver(threading.Thread):
         try:
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:
-                found = self.api.get(f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails", params={"response_received": False}, headers=self.headers)
+                found = self.api.get(
+                    f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails", params={"response_received": False}, headers=self.headers
+                )
                 found.raise_for_status()
                 pending = found.json()["hitl_details"]
                 if pending:
                     self.request = pending[0]
                     ti = self.request["task_instance"]
                     path = f"/api/v2/dags/{self.dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}/hitlDetails"
-                    response = self.api.patch(path, json={"chosen_options": [self.choice], "params_input": {"comment": self.comment}}, headers=self.headers)
+                    response = self.api.patch(
+                        path,
+                        json={"chosen_options": [self.choice], "params_input": {"comment": self.comment}},
+                        headers=self.headers,
+                    )
                     response.raise_for_status()
                     self.answer = response.json()
                     return
@@ -266,19 +289,34 @@ def _approved_run(mlflow_registry, airflow_api, name: str, evaluation: dict, *, 
 def approved(airflow_db, mlflow_registry, trained, airflow_api) -> dict[str, Any]:
     name = unique_name("approved")
     evaluation = mlflow_registry.evaluate(trained["strong"], registered_model=name)
-    run, approver = _approved_run(mlflow_registry, airflow_api, name, evaluation, choice="Approve", comment="AUC up, recall floor met", user="alice")
+    run, approver = _approved_run(
+        mlflow_registry, airflow_api, name, evaluation, choice="Approve", comment="AUC up, recall floor met", user="alice"
+    )
     return {"name": name, "run": run, "approver": approver, "tis": _tis(run)}
 
 
 def test_an_approved_version_is_promoted_with_the_approvers_name_and_comment(approved, mlflow_registry):
     assert approved["run"].state == "success"
-    assert {k: ti.state for k, ti in approved["tis"].items()} == {"evaluate": "success", "register": "success", "approve": "success", "promote": "success"}
+    assert {k: ti.state for k, ti in approved["tis"].items()} == {
+        "evaluate": "success",
+        "register": "success",
+        "approve": "success",
+        "promote": "success",
+    }
     assert approved["approver"].answer["responded_by"] == {"id": "alice", "name": "alice"}
     decision = approved["tis"]["approve"].xcom_pull(task_ids="approve")  # ApprovalOperator's own XCom
     assert decision["chosen_options"] == ["Approve"] and decision["responded_by_user"] == {"id": "alice", "name": "alice"}
-    assert approved["tis"]["promote"].xcom_pull(task_ids="promote")["approval"] == {"decision": "approved", "by": "alice", "comment": "AUC up, recall floor met"}
+    assert approved["tis"]["promote"].xcom_pull(task_ids="promote")["approval"] == {
+        "decision": "approved",
+        "by": "alice",
+        "comment": "AUC up, recall floor met",
+    }
     tags = mlflow_registry.client().get_model_version(approved["name"], "1").tags
-    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("approved", "alice", "AUC up, recall floor met")
+    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == (
+        "approved",
+        "alice",
+        "AUC up, recall floor met",
+    )
     assert tags[names.APPROVED_AT].startswith(str(dt.date.today().year))
     assert _aliases(mlflow_registry, approved["name"]) == {"champion": "1"}
 
@@ -298,12 +336,18 @@ def test_a_rejected_version_is_not_promoted_and_the_champion_stays(airflow_db, m
     # A serving champion first (the weak model, promoted by policy), then the strong one rejected.
     run_dag_test(_dag(name, mlflow_registry.evaluate(trained["weak"], registered_model=name)))
     evaluation = mlflow_registry.evaluate(trained["strong"], registered_model=name)
-    run, _ = _approved_run(mlflow_registry, airflow_api, name, evaluation, choice="Reject", comment="wait for the Q3 data", user="bob")
+    run, _ = _approved_run(
+        mlflow_registry, airflow_api, name, evaluation, choice="Reject", comment="wait for the Q3 data", user="bob"
+    )
     tis = _tis(run)
     assert run.state == "success" and (tis["approve"].state, tis["promote"].state) == ("success", "skipped")
     assert _aliases(mlflow_registry, name) == {"champion": "1"}  # and no challenger: v2 no longer waits
     tags = client.get_model_version(name, "2").tags
-    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("rejected", "bob", "wait for the Q3 data")
+    assert (tags[names.APPROVAL], tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == (
+        "rejected",
+        "bob",
+        "wait for the Q3 data",
+    )
 
 
 # -- the audit question ----------------------------------------------------------------------------
@@ -319,8 +363,15 @@ def test_why_a_version_serves_is_answered_from_mlflow_alone(approved, mlflow_reg
     strong = trained["strong"]
     assert tags["rayops.snapshot_uri"] == mlflow_registry.snapshot["snapshot_uri"]
     assert tags["rayops.snapshot_hash"] == mlflow_registry.snapshot["content_hash"]
-    assert (tags["rayops.config_hash"], tags["rayops.config_git_commit"]) == ("cfg-strong-1a2b3c", "0123456789abcdef0123456789abcdef01234567")
-    assert (tags["rayops.dag_id"], tags["rayops.run_id"], tags["rayops.try_number"]) == ("churn", "manual__2026-01-01T00:00:00+00:00-strong", "1")
+    assert (tags["rayops.config_hash"], tags["rayops.config_git_commit"]) == (
+        "cfg-strong-1a2b3c",
+        "0123456789abcdef0123456789abcdef01234567",
+    )
+    assert (tags["rayops.dag_id"], tags["rayops.run_id"], tags["rayops.try_number"]) == (
+        "churn",
+        "manual__2026-01-01T00:00:00+00:00-strong",
+        "1",
+    )
     assert tags["rayops.ray_job_id"] == "rayops-churn--train.fit--strong-1" and serving.run_id == strong.run_id
     assert tags[names.REGISTERED_BY].startswith(f"rayops_test_{approved['name']}/")
     assert tags[names.GATES_PASSED] == "true" and len(promotion.gate_results_of(serving)) == len(GATES)

@@ -17,12 +17,12 @@ from airflow.sdk import DAG
 from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
-from airflow_provider_rayops.operators.run_values import RunFact, TriggerParam
 from airflow_provider_rayops.operators.ray_job import JobIdentity, SubmitRayJobOperator, submission_id
+from airflow_provider_rayops.operators.run_values import RunFact, TriggerParam
 from tests.fixtures.airflow_db import run_dag_test
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ECHO_ARGS = "python -c 'from airflow_provider_rayops.jobs import run_job; run_job(lambda args: {\"echo\": args})'"
 
 
@@ -80,7 +80,12 @@ def _wait_for_job(client, dag_id: str, status: JobStatus, timeout: float = 60):
 
 
 def _identity(**changes) -> JobIdentity:
-    fields = dict(deployment="airflow", dag_id="churn", run_id="manual__2026-01-01T00:00:00+00:00", task_id="ingest.snapshot")
+    fields = {
+        "deployment": "airflow",
+        "dag_id": "churn",
+        "run_id": "manual__2026-01-01T00:00:00+00:00",
+        "task_id": "ingest.snapshot",
+    }
     return JobIdentity(**{**fields, **changes})
 
 
@@ -133,7 +138,7 @@ def test_job_args_are_shown_rendered_but_never_go_through_jinja():
 
 
 def test_a_cluster_is_named_by_connection_or_by_profile_not_both():
-    with pytest.raises(ValueError, match="give either ray_conn_id .* or compute .*, not both"):
+    with pytest.raises(ValueError, match=r"give either ray_conn_id .* or compute .*, not both"):
         SubmitRayJobOperator(task_id="t", entrypoint="true", ray_conn_id="ray_prod", compute={"backend": "local"})
     plain = SubmitRayJobOperator(task_id="t", entrypoint="true")
     assert plain._profile() == {"backend": "ray", "conn_id": RayHook.default_conn_name}
@@ -294,7 +299,11 @@ def test_on_kill_stops_the_job_the_task_waits_for(ray_head):
     dag_id = f"rayops_test_on_kill_{time.time_ns()}"
     pushed = {}
     ti = types.SimpleNamespace(
-        dag_id=dag_id, run_id="manual__1", task_id="killed", map_index=-1, try_number=1,
+        dag_id=dag_id,
+        run_id="manual__1",
+        task_id="killed",
+        map_index=-1,
+        try_number=1,
         xcom_push=lambda key, value: pushed.__setitem__(key, value),
     )
     outcome: dict = {}
@@ -302,7 +311,7 @@ def test_on_kill_stops_the_job_the_task_waits_for(ray_head):
     def work():
         try:
             op.execute({"ti": ti})
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             outcome["error"] = exc
 
     worker = threading.Thread(target=work)
@@ -387,7 +396,7 @@ def test_a_retry_after_a_failed_job_submits_a_new_one(airflow_db, ray_head, tmp_
 
 def test_execution_timeout_bounds_a_deferred_wait_and_stops_the_job(airflow_db, ray_head):
     """Airflow 3.3 does not apply execution_timeout to deferred time: the trigger enforces it."""
-    run, ti, exceptions = _run_one(
+    _, ti, exceptions = _run_one(
         "rayops_test_timeout",
         task_id="slow",
         entrypoint=_python('print("started", flush=True); import time; time.sleep(300)'),
@@ -439,7 +448,6 @@ def test_a_kuberay_profile_fails_the_task_with_a_clear_message(airflow_db):
     assert str(error) == (
         "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
     )
-
 
 
 # -- job contracts ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.jobs import evaluate, tracking
 from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 
-
 ROWS = 1500
 SEED = 23
 EXPERIMENT = "registry-tests"

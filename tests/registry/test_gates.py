@@ -27,7 +27,12 @@ def _evaluation(**overrides) -> dict:
 
 
 def _champion(**overrides) -> dict:
-    champion = {"version": "3", "metrics": {"auc": 0.75, "accuracy": 0.88, "log_loss": 0.45}, "error": None, "same_as_candidate": False}
+    champion = {
+        "version": "3",
+        "metrics": {"auc": 0.75, "accuracy": 0.88, "log_loss": 0.45},
+        "error": None,
+        "same_as_candidate": False,
+    }
     champion.update(overrides)
     return champion
 
@@ -39,7 +44,14 @@ def _one(gate: dict, evaluation: dict) -> GateResult:
 
 def test_a_metric_below_its_minimum_fails_and_says_by_how_much():
     result = _one({"metric": "auc", "min": 0.8}, _evaluation())
-    assert (result.name, result.kind, result.metric, result.value, result.bound, result.passed) == ("auc >= 0.8", "min", "auc", 0.79, 0.8, False)
+    assert (result.name, result.kind, result.metric, result.value, result.bound, result.passed) == (
+        "auc >= 0.8",
+        "min",
+        "auc",
+        0.79,
+        0.8,
+        False,
+    )
     assert result.detail == "0.79 < 0.8 by 0.01"
 
 
@@ -124,7 +136,9 @@ def test_schema_gates_are_accepted_as_they_come_from_the_config():
 def test_the_policy_hash_ignores_key_order_and_nulls_but_not_bounds():
     a = [{"metric": "auc", "min": 0.8}, {"latency_p95_ms": 20}]
     same = [{"min": 0.8, "metric": "auc", "max": None}, {"latency_p95_ms": 20}]
-    assert gate_policy_hash(a) == gate_policy_hash(same) == gate_policy_hash([Gate(metric="auc", min=0.8), Gate(latency_p95_ms=20)])
+    assert (
+        gate_policy_hash(a) == gate_policy_hash(same) == gate_policy_hash([Gate(metric="auc", min=0.8), Gate(latency_p95_ms=20)])
+    )
     assert gate_policy_hash(a) != gate_policy_hash([{"metric": "auc", "min": 0.81}, {"latency_p95_ms": 20}])
     assert len(gate_policy_hash(a)) == 16
 
@@ -135,7 +149,9 @@ def test_the_gate_table_reads_as_a_table_in_the_log_and_in_markdown():
     assert plain[0].split() == ["gate", "value", "bound", "result", "detail"]
     assert "FAIL" in plain[1] and "pass" in plain[2]
     markdown = gate_table(results, markdown=True).splitlines()
-    assert markdown[0] == "| gate | value | bound | result | detail |" and markdown[2].startswith("| auc >= 0.8 | 0.79 | 0.8 | FAIL |")
+    assert markdown[0] == "| gate | value | bound | result | detail |" and markdown[2].startswith(
+        "| auc >= 0.8 | 0.79 | 0.8 | FAIL |"
+    )
 
 
 @pytest.mark.parametrize("gate", [{"min": 0.5}, {"metric": "auc"}])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.registry import promotion
 from airflow_provider_rayops.registry.gates import evaluate_gates
-from tests.registry.models import mlflow_registry, registry_snapshot, trained  # noqa: F401 (fixtures)
-from tests.registry.models import unique_name
+from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
 
 GATES = [{"metric": "auc", "min": 0.5}, {"metric": "auc", "min_gain_over_champion": 0.0}]
 
@@ -70,7 +70,7 @@ def test_gate_results_are_version_tags_and_a_json_artifact(mlflow_registry, trai
     assert json.loads(tags[names.GATE_POLICY]) == GATES
     assert tags[names.GATES_URI] == f"runs:/{weak.run_id}/gates.json"
     local = client.download_artifacts(weak.run_id, "gates.json", str(tmp_path))
-    document = json.loads(open(local).read())
+    document = json.loads(Path(local).read_text())
     assert document["passed"] is False and [r["passed"] for r in document["results"]] == [False, True]
     assert document["policy_hash"] == tags[names.POLICY_HASH]
 

@@ -70,10 +70,9 @@ def test_delete_reports_whether_something_was_deleted(storage_root: str) -> None
 
 def test_failing_writer_leaves_nothing_under_the_final_name(storage_root: str) -> None:
     uri = join_uri(storage_root, "model.bin")
-    with pytest.raises(WriterCrashed):
-        with storage.open_write(uri) as fh:
-            fh.write(b"half of a model")
-            raise WriterCrashed
+    with pytest.raises(WriterCrashed), storage.open_write(uri) as fh:
+        fh.write(b"half of a model")
+        raise WriterCrashed
     assert not storage.exists(uri)
     assert storage.list_uris(storage_root) == []  # no temporary file left either
 
@@ -81,10 +80,9 @@ def test_failing_writer_leaves_nothing_under_the_final_name(storage_root: str) -
 def test_failing_writer_keeps_the_previous_version(storage_root: str) -> None:
     uri = join_uri(storage_root, "model.bin")
     storage.write_bytes(uri, b"v1")
-    with pytest.raises(WriterCrashed):
-        with storage.open_write(uri) as fh:
-            fh.write(b"v2 half")
-            raise WriterCrashed
+    with pytest.raises(WriterCrashed), storage.open_write(uri) as fh:
+        fh.write(b"v2 half")
+        raise WriterCrashed
     assert storage.read_bytes(uri) == b"v1"
     assert storage.list_uris(storage_root) == [uri]
 
@@ -93,10 +91,9 @@ def test_large_write_round_trips_and_fails_atomically(storage_root: str) -> None
     # Over the 5 MiB part size: s3 goes through a multipart upload.
     data = bytes(range(256)) * (6 * 1024 * 4)
     uri = join_uri(storage_root, "big.bin")
-    with pytest.raises(WriterCrashed):
-        with storage.open_write(uri) as fh:
-            fh.write(data)
-            raise WriterCrashed
+    with pytest.raises(WriterCrashed), storage.open_write(uri) as fh:
+        fh.write(data)
+        raise WriterCrashed
     assert not storage.exists(uri)
     with storage.open_write(uri) as fh:
         fh.write(data)

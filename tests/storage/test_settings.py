@@ -45,7 +45,9 @@ def test_to_env_round_trips_through_from_env() -> None:
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio.data:9000"
 
 
-@pytest.mark.parametrize(("secure", "expected"), [(None, "https://minio:9000"), (True, "https://minio:9000"), (False, "http://minio:9000")])
+@pytest.mark.parametrize(
+    ("secure", "expected"), [(None, "https://minio:9000"), (True, "https://minio:9000"), (False, "http://minio:9000")]
+)
 def test_bare_host_port_takes_its_scheme_from_secure(secure: bool | None, expected: str) -> None:
     assert S3Settings(endpoint_url="minio:9000", secure=secure).endpoint_url == expected
 

@@ -19,10 +19,10 @@ from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
 from airflow_provider_rayops.triggers.ray_job import RayJobTrigger
 
 SUCCEEDS = (
-    "python -c 'import time; print(\"step one\", flush=True); time.sleep(1.5); print(\"step two\");"
-    " from airflow_provider_rayops.jobs import report_result; report_result({\"uri\": \"file:///out\", \"auc\": 0.9})'"
+    'python -c \'import time; print("step one", flush=True); time.sleep(1.5); print("step two");'
+    ' from airflow_provider_rayops.jobs import report_result; report_result({"uri": "file:///out", "auc": 0.9})\''
 )
-FAILS = "python -c 'print(\"loading data\"); raise SystemExit(\"ValueError: column churned is missing\")'"
+FAILS = 'python -c \'print("loading data"); raise SystemExit("ValueError: column churned is missing")\''
 SLEEPS = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(60)'"
 
 
@@ -146,11 +146,11 @@ def test_log_lines_reach_the_task_log_while_the_job_still_runs(ray_head, tmp_pat
     the run only succeeds if lines arrive while it runs, whatever the machine's speed."""
     seen = tmp_path / "seen"
     code = (
-        "import pathlib, sys, time; print(\"step one\", flush=True); deadline = time.time() + 120\n"
-        f"while not pathlib.Path(\"{seen}\").exists():\n"
+        'import pathlib, sys, time; print("step one", flush=True); deadline = time.time() + 120\n'
+        f'while not pathlib.Path("{seen}").exists():\n'
         "    time.sleep(0.1)\n"
-        "    if time.time() > deadline: sys.exit(\"step one never reached the log\")\n"
-        "print(\"step two\", flush=True)"
+        '    if time.time() > deadline: sys.exit("step one never reached the log")\n'
+        'print("step two", flush=True)'
     )
     sid = _submit(ray_head, f"python -c '{code}'")
     log = _Recorder("step one", seen.touch)
@@ -226,7 +226,7 @@ def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, m
 
     monkeypatch.setattr(AsyncRayJobsClient, "get_logs", counted)
     # long enough for Ray's tail to start streaming (it begins a few seconds into a job)
-    code = "import time\nfor i in range(12):\n    print(f\"line {i}\", flush=True); time.sleep(0.6)\n"
+    code = 'import time\nfor i in range(12):\n    print(f"line {i}", flush=True); time.sleep(0.6)\n'
     sid = _submit(ray_head, f"python -c '{code}'")
     events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.2))
     assert events[0].payload["status"] == "SUCCEEDED"
