@@ -67,8 +67,10 @@ def _dag(
         approve = None
         if approval:
             approve = ApproveModelVersionOperator(
-                task_id="approve", registered_model=name, registration=register.output, mlflow_conn_id=CONN_ID
-            )
+                task_id="approve", registered_model=name, registration=register.output, mlflow_conn_id=CONN_ID,
+                # If the approver thread gives up, the run ends (the test then reports why) instead of waiting forever.
+                response_timeout=dt.timedelta(minutes=5),
+            )  # fmt: skip
         promote = PromoteMLflowModelOperator(
             task_id="promote", registered_model=name, version=register.output, approval=approve.output if approve else None,
             mlflow_conn_id=CONN_ID,
@@ -240,7 +242,7 @@ def airflow_api(airflow_db):
 class _Approver(threading.Thread):
     """A person answering the approval form through the REST API once the task waits for input."""
 
-    def __init__(self, api, dag_id: str, *, user: str, choice: str, comment: str, timeout: float = 90) -> None:
+    def __init__(self, api, dag_id: str, *, user: str, choice: str, comment: str, timeout: float = 240) -> None:
         super().__init__(daemon=True)
         self.api, self.dag_id, self.choice, self.comment, self.timeout = api, dag_id, choice, comment, timeout
         self.headers = {"Authorization": f"Bearer {api.token_for(user)}"}
@@ -255,6 +257,9 @@ class _Approver(threading.Thread):
                 found = self.api.get(
                     f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails", params={"response_received": False}, headers=self.headers
                 )
+                if found.status_code == 404:  # dag.test() has not stored the DAG yet: a race, not an error
+                    time.sleep(0.5)
+                    continue
                 found.raise_for_status()
                 pending = found.json()["hitl_details"]
                 if pending:
