@@ -2,13 +2,23 @@
 
 The jobs write these names and the registry, the operators and the demo read them; MLflow alone
 answers "why is this model serving?" with them (README: Promotion and lineage). Every name any
-part of rayops writes or reads is defined here and nowhere else. No imports: the jobs, the
-registry and the Airflow side all use this module.
+part of rayops writes or reads is defined here and nowhere else. Only the standard library:
+the jobs, the registry and the Airflow side all use this module.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 PREFIX = "rayops."
+
+# How long a tag value may be before it is cut. Run tags: MLflow's REST API takes 8,000
+# characters, but SQL stores created by MLflow < 2.x hold 5,000. Model version tags: MLflow 3
+# takes 100,000; gate results and approval records stay far below half of that.
+RUN_TAG_LIMIT = 5000
+VERSION_TAG_LIMIT = 50_000
 
 # -- lineage: who and what produced a training run (copied onto its model version) -------------------
 SNAPSHOT_URI = "rayops.snapshot_uri"
@@ -73,7 +83,6 @@ GATES = "rayops.gates"  # JSON list of GateResult dicts
 GATE_PREFIX = "rayops.gate."  # rayops.gate.<i>: "PASS auc >= 0.8: 0.86 >= 0.8 (margin 0.06)"
 GATES_PASSED = "rayops.gates_passed"  # "true" / "false"
 GATES_FAILED = "rayops.gates_failed"  # "; "-joined names of failed gates, "" when none
-GATES_URI = "rayops.gates_uri"  # runs:/<train run>/gates.json (the JSON artifact)
 GATE_POLICY = "rayops.gate_policy"  # JSON of the gate set the version was judged by
 POLICY_HASH = "rayops.policy_hash"  # gate_policy_hash() of it
 APPROVAL = "rayops.approval"  # "approved" / "rejected" (by a person) or "policy"
@@ -85,3 +94,14 @@ APPROVAL_POLICY = "rayops.approval_policy"  # with approval "policy": the gate s
 PROMOTED_AT = "rayops.promoted_at"
 PROMOTED_BY = "rayops.promoted_by"  # the Airflow task instance that moved the champion alias
 REPLACED_VERSION = "rayops.replaced_version"  # the champion it replaced ("" for the first)
+
+
+def tag_values(tags: Mapping[str, Any], *, limit: int) -> dict[str, str]:
+    """Tags as MLflow stores them: None dropped, non-strings as sorted JSON, each cut to `limit`."""
+    out = {}
+    for key, value in tags.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        out[str(key)] = text[:limit]
+    return out

@@ -58,6 +58,7 @@ from typing import Any
 
 from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.config.compute import LocalProfile
+from airflow_provider_rayops.config.home import rayops_home
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 
 STATE_FILE = "head.json"
@@ -102,11 +103,6 @@ def worst_case_lock_hold_s(*, start: float = START_TIMEOUT_S, stop: float = STOP
     """The longest `ensure_head` can hold the lock: probe the recorded head, wait for a slow one of
     ours, stop it, then start a new one (each try: wait for it, probe, kill a failed start)."""
     return probe + (start + probe) + (stop + 2 * kill) + attempts * (start + probe + 2 * kill)
-
-
-def rayops_home() -> Path:
-    """$RAYOPS_HOME, default ~/.rayops."""
-    return Path(os.environ.get("RAYOPS_HOME") or "~/.rayops").expanduser()
 
 
 def default_state_dir() -> Path:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from airflow_provider_rayops import __version__
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
+from airflow_provider_rayops.config.home import rayops_home
 from airflow_provider_rayops.config.loader import (
     DEFAULTS_FILE,
     ConfigDirResult,
@@ -50,7 +51,7 @@ def loader_code_hash() -> str:
 def default_cache_dir() -> Path:
     if os.environ.get("RAYOPS_CACHE_DIR"):
         return Path(os.environ["RAYOPS_CACHE_DIR"])
-    return Path(os.environ.get("RAYOPS_HOME", Path.home() / ".rayops")) / "cache"
+    return rayops_home() / "cache"
 
 
 def _entry_key(text: str, defaults_text: str, project_dir: Path, env: Mapping[str, str], policy: SecurityPolicy) -> str:

@@ -4,19 +4,25 @@ Fields: host = tracking server URL (`http://mlflow.ml:5000`), login + password =
 auth, or password alone = bearer token. With no connection, rayops uses the embedded
 default: a SQLite store under $RAYOPS_HOME/mlflow (a registry needs a database store).
 
-The hook gives code in Airflow the tracking URI, and Ray jobs the standard MLflow
-environment variables (`job_env()`), so the same job code talks to either.
+The hook gives code in Airflow an `MlflowClient` (`get_conn()`) that carries the connection's
+credentials itself, and Ray jobs the standard MLflow environment variables (`job_env()`), so
+the same job code talks to either. Nothing here sets `os.environ`: MLflow reads credentials
+from the environment by default, and a task process (or a triggerer running many) must not
+share one connection's secret with everything else in it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_rayops.hooks import checked
+from airflow_provider_rayops.hooks import checked, connection_url
 from airflow_provider_rayops.jobs.tracking import embedded_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class MlflowHook(BaseHook):
@@ -27,8 +33,8 @@ class MlflowHook(BaseHook):
     conn_type = "rayops_mlflow"
     hook_name = "MLflow tracking server (rayops)"
 
-    def __init__(self, mlflow_conn_id: str | None = default_conn_name) -> None:
-        super().__init__()
+    def __init__(self, mlflow_conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
 
     @classmethod
@@ -47,10 +53,10 @@ class MlflowHook(BaseHook):
         if not self.mlflow_conn_id:
             return embedded_tracking_uri()
         conn = checked(self.get_connection(self.mlflow_conn_id), conn_id=self.mlflow_conn_id, conn_type=self.conn_type)
-        if not conn.host:
+        url = connection_url(conn.host, conn.port)
+        if url is None:
             raise ValueError(f"connection {self.mlflow_conn_id!r}: host must be the tracking server URL, e.g. http://mlflow:5000")
-        host = conn.host if "://" in conn.host else f"http://{conn.host}"
-        return f"{host.rstrip('/')}:{conn.port}" if conn.port and host.count(":") < 2 else host.rstrip("/")
+        return url
 
     def job_env(self) -> dict[str, str]:
         """MLflow's own environment variables for a Ray job. Holds credentials: never log them."""
@@ -64,21 +70,70 @@ class MlflowHook(BaseHook):
                 env["MLFLOW_TRACKING_TOKEN"] = conn.password
         return env
 
+    def get_conn(self) -> MlflowClient:
+        """An `MlflowClient` for the tracking server and its model registry.
+
+        For a server with credentials, the client's tracking and registry stores hold them
+        (basic auth, or a bearer token): its REST calls authenticate without MLflow's
+        environment variables. MLflow's artifact repositories read credentials only from the
+        environment, so code in Airflow writes no artifacts (Ray jobs do, with `job_env()`).
+        """
+        from mlflow import MlflowClient
+
+        uri = self.tracking_uri()
+        if uri.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(uri[len("sqlite:///") :]), exist_ok=True)
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return _client_with_credentials(uri, self._credentials())
+
+    def _credentials(self) -> dict[str, str | None]:
+        if not self.mlflow_conn_id:
+            return {}
+        conn = checked(self.get_connection(self.mlflow_conn_id), conn_id=self.mlflow_conn_id, conn_type=self.conn_type)
+        if conn.login:
+            return {"username": conn.login, "password": conn.password or ""}
+        return {"token": conn.password} if conn.password else {}
+
     def test_connection(self) -> tuple[bool, str]:
         """Ask the server for its experiments (the UI's Test button)."""
-        from mlflow.tracking import MlflowClient
-
-        env = self.job_env()
-        saved = {k: os.environ.get(k) for k in env}
         try:
-            os.environ.update(env)
-            MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
-            return True, f"reached {env['MLFLOW_TRACKING_URI']}"
+            client = self.get_conn()
+            client.search_experiments(max_results=1)
+            return True, f"reached {client.tracking_uri}"
         except Exception as exc:  # the UI shows the message; keep credentials out of it
             return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+
+
+def _client_with_credentials(uri: str, credentials: dict[str, str | None]) -> MlflowClient:
+    """An MlflowClient whose tracking and registry REST stores send `credentials`.
+
+    MLflow builds its REST stores with credentials read from the environment on each request;
+    these stores get them from here instead. It relies on `MlflowClient` keeping its tracking
+    client in `_tracking_client` and its registry client in `_registry_client_lazy` (MLflow 3;
+    tests/hooks/test_mlflow.py checks the headers a real HTTP server receives).
+    """
+    from mlflow import MlflowClient
+    from mlflow.store.model_registry.rest_store import RestStore as RegistryRestStore
+    from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    creds = MlflowHostCreds(host=uri, **credentials)
+    tracking_store = TrackingRestStore(lambda: creds)
+    registry_store = RegistryRestStore(lambda: creds)
+
+    class _Tracking(TrackingServiceClient):
+        @property
+        def store(self) -> Any:
+            return tracking_store
+
+    class _Registry(ModelRegistryClient):
+        @property
+        def store(self) -> Any:
+            return registry_store
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client._tracking_client = _Tracking(uri)
+    client._registry_client_lazy = _Registry(uri, uri)  # type: ignore[attr-defined]
+    return client

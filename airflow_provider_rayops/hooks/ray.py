@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_rayops.hooks import checked
+from airflow_provider_rayops.hooks import checked, connection_url
 from airflow_provider_rayops.hooks.ray_jobs_api import (
     HTTP_TIMEOUT_S,
     AsyncRayJobsClient,
@@ -80,15 +80,12 @@ class RayHook(BaseHook):
 
 
 def endpoint_from_connection(conn: Any, *, conn_id: str) -> RayEndpoint:
-    host = (conn.host or "").strip().rstrip("/")
-    if not host:
+    url = connection_url(conn.host, conn.port)
+    if url is None:
         raise BackendNotAvailable(
             f"connection {conn_id} has no host: set it to the Ray dashboard URL, e.g. http://127.0.0.1:8265"
         )
-    url = host if "://" in host else f"http://{host}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise BackendNotAvailable(f"connection {conn_id}: the dashboard URL must be http:// or https://, got {parts.scheme}://")
-    if parts.port is None and conn.port:
-        url = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise BackendNotAvailable(f"connection {conn_id}: the dashboard URL must be http:// or https://, got {scheme}://")
     return RayEndpoint(dashboard_url=url, token=(conn.password or None))

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_rayops.hooks import checked
+from airflow_provider_rayops.hooks import checked, connection_url
 from airflow_provider_rayops.storage import S3Settings, StorageConfigError, StorageError
 from airflow_provider_rayops.storage.settings import DEFAULT_REGION
 
@@ -56,7 +55,7 @@ class S3StorageHook(BaseHook):
         conn = checked(self.get_connection(self.s3_conn_id), conn_id=self.s3_conn_id, conn_type=self.conn_type)
         extra = conn.extra_dejson or {}
         return S3Settings(
-            endpoint_url=_endpoint(conn.host, conn.port),
+            endpoint_url=connection_url(conn.host, conn.port, default_scheme=None),
             access_key=conn.login or None,
             secret_key=conn.password or None,
             region=str(extra.get("region") or DEFAULT_REGION),
@@ -95,15 +94,6 @@ class S3StorageHook(BaseHook):
             return self.get_settings().endpoint_url or "AWS S3"
         except Exception:
             return "the configured endpoint"
-
-
-def _endpoint(host: str | None, port: int | None) -> str | None:
-    host = (host or "").strip().rstrip("/")
-    if not host:
-        return None
-    if port and urlsplit(host if "://" in host else f"//{host}").port is None:
-        return f"{host}:{port}"
-    return host
 
 
 def _as_bool(value: Any, *, conn_id: str) -> bool | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_rayops import tag_names as names
+from airflow_provider_rayops.config.home import rayops_home
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 MODEL_NAME = "model"
-_TAG_MAX = 5000
 _BATCH_MAX = 1000
 
 
@@ -52,10 +52,6 @@ class ParamConflict(ValueError):
             f"param {name!r} is {logged!r} in MLflow run {run_id} of this run key, but {given!r} now; "
             "a retry must train with the same params (use a new run_root for a new training)"
         )
-
-
-def rayops_home() -> Path:
-    return Path(os.environ.get("RAYOPS_HOME") or "~/.rayops").expanduser()
 
 
 def embedded_tracking_uri() -> str:
@@ -148,31 +144,21 @@ def start_or_resume_run(
         mlflow_client.update_run(run_id, status="RUNNING")
         set_tags(mlflow_client, run_id, all_tags)
         return run_id, True
-    run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=_tag_values(all_tags))
+    run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=names.tag_values(all_tags, limit=names.RUN_TAG_LIMIT))
     return run.info.run_id, False
 
 
 def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
     """`rayops.<name>` tags from a lineage dict; None values are left out, others stringified."""
-    return {names.tag(name): value for name, value in _tag_values(lineage).items()}
+    return {names.tag(name): value for name, value in names.tag_values(lineage, limit=names.RUN_TAG_LIMIT).items()}
 
 
 def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
     from mlflow.entities import RunTag
 
-    values = _tag_values(tags)
+    values = names.tag_values(tags, limit=names.RUN_TAG_LIMIT)
     if values:
         mlflow_client.log_batch(run_id, tags=[RunTag(k, v) for k, v in values.items()])
-
-
-def _tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for name, value in tags.items():
-        if value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        out[str(name)] = text[:_TAG_MAX]
-    return out
 
 
 def log_params_once(mlflow_client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:

@@ -14,10 +14,8 @@ All the facts land on the model version as `rayops.*` tags (registry/promotion.p
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -53,31 +51,6 @@ class GateFailed(AirflowFailException):
 
 class RegistrationInputError(ValueError):
     """The evaluation handed to the register task lacks what registration needs."""
-
-
-@contextlib.contextmanager
-def mlflow_client(mlflow_conn_id: str | None) -> Iterator[tuple[MlflowClient, str]]:
-    """(client, tracking URI) of a `rayops_mlflow` connection (None: the embedded store).
-
-    Credentials reach MLflow through its own environment variables, set only while the block
-    runs: MLflow reads them per request, and the task process keeps no trace of them after.
-    """
-    from mlflow import MlflowClient
-
-    env = MlflowHook(mlflow_conn_id).job_env()
-    uri = env["MLFLOW_TRACKING_URI"]
-    if uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(uri[len("sqlite:///") :]), exist_ok=True)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield MlflowClient(tracking_uri=uri, registry_uri=uri), uri
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def as_mapping(value: Any, *, what: str) -> dict[str, Any] | None:
@@ -177,44 +150,45 @@ class RegisterMLflowModelOperator(BaseOperator):
         results = gate_logic.evaluate_gates(gates, evaluation)
         passed = all(r.passed for r in results)
         ti = context["ti"]
-        with mlflow_client(self.mlflow_conn_id) as (client, tracking_uri):
-            lineage = promotion.lineage_from_run(client, run_id)
-            registered_by = _task_label(context)
-            description = promotion.describe_version(
-                registered_model=self.registered_model,
-                model_uri=model_uri,
-                run_id=run_id,
-                lineage=lineage,
-                evaluation=evaluation,
-                results=results,
-                registered_by=registered_by,
-            )
-            tags = {
-                **lineage,
-                names.EVALUATION_URI: evaluation.get("evaluation_uri"),
-                names.REGISTERED_BY: registered_by,
-            }
-            version, created = promotion.register_version(
-                client,
-                registered_model=self.registered_model,
-                model_uri=model_uri,
-                run_id=run_id,
-                tags=tags,
-                description=description,
-            )
-            number = str(version.version)
-            ti.xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
-            self.log.info(
-                "%s %s v%s from training run %s",
-                "Registered" if created else "Found registered",
-                self.registered_model,
-                number,
-                run_id,
-            )
-            promotion.record_gate_results(client, self.registered_model, number, results, gates=gates, run_id=run_id)
-            if passed:
-                promotion.set_challenger(client, self.registered_model, number, alias=self.challenger_alias)
-            url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        tracking_uri = client.tracking_uri
+        lineage = promotion.lineage_from_run(client, run_id)
+        registered_by = _task_label(context)
+        description = promotion.describe_version(
+            registered_model=self.registered_model,
+            model_uri=model_uri,
+            run_id=run_id,
+            lineage=lineage,
+            evaluation=evaluation,
+            results=results,
+            registered_by=registered_by,
+        )
+        tags = {
+            **lineage,
+            names.EVALUATION_URI: evaluation.get("evaluation_uri"),
+            names.REGISTERED_BY: registered_by,
+        }
+        version, created = promotion.register_version(
+            client,
+            registered_model=self.registered_model,
+            model_uri=model_uri,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+        )
+        number = str(version.version)
+        ti.xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
+        self.log.info(
+            "%s %s v%s from training run %s",
+            "Registered" if created else "Found registered",
+            self.registered_model,
+            number,
+            run_id,
+        )
+        promotion.record_gate_results(client, self.registered_model, number, results, gates=gates)
+        if passed:
+            promotion.set_challenger(client, self.registered_model, number, alias=self.challenger_alias)
+        url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
         self.log.info("Gates of %s v%s:\n%s", self.registered_model, number, gate_logic.gate_table(results))
         result = {
             "registered_model": self.registered_model,
@@ -295,11 +269,12 @@ class ApproveModelVersionOperator(ApprovalOperator):
 
     def execute(self, context: Context) -> Any:
         number = version_of(self.registration)
-        with mlflow_client(self.mlflow_conn_id) as (client, tracking_uri):
-            version = client.get_model_version(self.registered_model, number)
-            champion = promotion.version_by_alias(client, self.registered_model, self.champion_alias)
-            context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
-            url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        tracking_uri = client.tracking_uri
+        version = client.get_model_version(self.registered_model, number)
+        champion = promotion.version_by_alias(client, self.registered_model, self.champion_alias)
+        context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
+        url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
         self.subject = f"Promote {self.registered_model} v{number} to {self.champion_alias}?"
         if not self._custom_body:
             self.body = approval_body(
@@ -320,13 +295,13 @@ class ApproveModelVersionOperator(ApprovalOperator):
         approved = list(event["chosen_options"]) == [self.APPROVE]
         user = event.get("responded_by_user") or {}
         at: Any = event.get("responded_at")  # a datetime, or text or None, passed on as is
-        with mlflow_client(self.mlflow_conn_id) as (client, _):
-            promotion.record_approval(
-                client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),
-                comment=(event.get("params_input") or {}).get(COMMENT_PARAM), at=at.isoformat() if hasattr(at, "isoformat") else at,
-            )  # fmt: skip
-            if not approved:
-                promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        promotion.record_approval(
+            client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),
+            comment=(event.get("params_input") or {}).get(COMMENT_PARAM), at=at.isoformat() if hasattr(at, "isoformat") else at,
+        )  # fmt: skip
+        if not approved:
+            promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
         self.log.info(
             "%s v%s %s by %s",
             self.registered_model,
@@ -418,26 +393,27 @@ class PromoteMLflowModelOperator(BaseOperator):
         number = version_of(self.version)
         approval = as_mapping(self.approval, what="approval")
         name = self.registered_model
-        with mlflow_client(self.mlflow_conn_id) as (client, tracking_uri):
-            context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, name, number))
-            promotion.require_gates_passed(client, name, number)
-            if approval is not None:
-                decision = self._record_person(client, number, approval)
-            else:
-                written = promotion.record_policy_approval(client, name, number, at=_now())
-                decision = {"decision": "policy", "by": written[names.APPROVED_BY], "comment": None}
-            moved = promotion.promote_to_champion(
-                client, name, number, champion_alias=self.champion_alias, previous_alias=self.previous_alias,
-                challenger_alias=self.challenger_alias,
-            )  # fmt: skip
-            tags = client.get_model_version(name, number).tags or {}
-            if moved.changed or names.PROMOTED_AT not in tags:
-                promotion.set_version_tags(client, name, number, {
-                    names.PROMOTED_AT: _now(),
-                    names.PROMOTED_BY: _task_label(context),
-                    names.REPLACED_VERSION: moved.previous or "",
-                })  # fmt: skip
-            url = promotion.model_version_ui_url(tracking_uri, name, number)
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        tracking_uri = client.tracking_uri
+        context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, name, number))
+        promotion.require_gates_passed(client, name, number)
+        if approval is not None:
+            decision = self._record_person(client, number, approval)
+        else:
+            written = promotion.record_policy_approval(client, name, number, at=_now())
+            decision = {"decision": "policy", "by": written[names.APPROVED_BY], "comment": None}
+        moved = promotion.promote_to_champion(
+            client, name, number, champion_alias=self.champion_alias, previous_alias=self.previous_alias,
+            challenger_alias=self.challenger_alias,
+        )  # fmt: skip
+        tags = client.get_model_version(name, number).tags or {}
+        if moved.changed or names.PROMOTED_AT not in tags:
+            promotion.set_version_tags(client, name, number, {
+                names.PROMOTED_AT: _now(),
+                names.PROMOTED_BY: _task_label(context),
+                names.REPLACED_VERSION: moved.previous or "",
+            })  # fmt: skip
+        url = promotion.model_version_ui_url(tracking_uri, name, number)
         if moved.changed:
             self.log.info("%s v%s is now %r; %s", name, number, self.champion_alias,
                           f"v{moved.previous} keeps {self.previous_alias!r}" if moved.previous else "it is the first champion")  # fmt: skip

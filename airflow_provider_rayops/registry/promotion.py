@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -38,10 +36,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-GATES_ARTIFACT = "gates.json"
 # Run tags that are bookkeeping of the run, not lineage of the model: not copied onto versions.
 _RUN_ONLY_TAGS = (names.RUN_KEY, names.RUN_KIND, names.EVAL_PREFIX)
-_TAG_MAX = 50_000
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
 
@@ -151,7 +147,7 @@ def register_version(
         name=registered_model,
         source=model_uri,
         run_id=run_id,
-        tags=_tag_values(all_tags),
+        tags=names.tag_values(all_tags, limit=names.VERSION_TAG_LIMIT),
         description=description,
         model_id=logged_model_id(model_uri),
     )
@@ -188,18 +184,8 @@ def lineage_from_run(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 def set_version_tags(client: MlflowClient, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
-    for key, value in _tag_values(tags).items():
+    for key, value in names.tag_values(tags, limit=names.VERSION_TAG_LIMIT).items():
         client.set_model_version_tag(name, str(version), key, value)
-
-
-def _tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for key, value in tags.items():
-        if value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        out[str(key)] = text[:_TAG_MAX]
-    return out
 
 
 # -- gates --------------------------------------------------------------------------------------
@@ -212,9 +198,12 @@ def record_gate_results(
     results: Sequence[GateResult],
     *,
     gates: Sequence[Any],
-    run_id: str | None,
 ) -> dict[str, str]:
-    """Write the gate results on the version (tags) and as `gates.json` on the training run.
+    """Write the gate results on the version as tags: one `rayops.gate.<i>` line per gate (never
+    cut), the policy and its hash, and the whole list as JSON (`rayops.gates`, cut to the tag cap).
+
+    Tags, not an artifact: code in Airflow writes no artifacts (`MlflowHook.get_conn()`), and
+    the registry UI shows tags on the version itself.
 
     Returns the tags written. Gate tags of an earlier, longer result list are cleared, so the
     version never shows a stale `rayops.gate.<i>`.
@@ -230,20 +219,6 @@ def record_gate_results(
     }
     for i, result in enumerate(results):
         tags[f"{names.GATE_PREFIX}{i}"] = gate_line(result)
-    if run_id:
-        document = {
-            "registered_model": name,
-            "version": str(version),
-            "passed": passed,
-            "policy": policy,
-            "policy_hash": tags[names.POLICY_HASH],
-            "results": tags[names.GATES],
-        }
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / GATES_ARTIFACT
-            path.write_text(json.dumps(document, indent=2, sort_keys=True))
-            client.log_artifact(run_id, str(path))
-        tags[names.GATES_URI] = f"runs:/{run_id}/{GATES_ARTIFACT}"
     current = client.get_model_version(name, str(version)).tags or {}
     for key in current:
         if (
@@ -253,7 +228,7 @@ def record_gate_results(
         ):
             client.delete_model_version_tag(name, str(version), key)
     set_version_tags(client, name, version, tags)
-    return _tag_values(tags)
+    return names.tag_values(tags, limit=names.VERSION_TAG_LIMIT)
 
 
 def gate_line(result: GateResult) -> str:
@@ -351,7 +326,7 @@ def record_approval(
         names.APPROVED_AT: at,
     }
     set_version_tags(client, name, version, tags)
-    return _tag_values(tags)
+    return names.tag_values(tags, limit=names.VERSION_TAG_LIMIT)
 
 
 def record_policy_approval(client: MlflowClient, name: str, version: str | int, *, at: str | None = None) -> dict[str, str]:
@@ -369,7 +344,7 @@ def record_policy_approval(client: MlflowClient, name: str, version: str | int, 
         names.APPROVED_AT: at,
     }
     set_version_tags(client, name, version, written)
-    return _tag_values(written)
+    return names.tag_values(written, limit=names.VERSION_TAG_LIMIT)
 
 
 def require_gates_passed(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
@@ -469,7 +444,6 @@ def audit_record(
         "ray_job_id": tags.get(names.RAY_JOB_ID),
         "gates_passed": tags.get(names.GATES_PASSED) == "true",
         "gates": [r.to_dict() for r in gate_results_of(found)],
-        "gates_uri": tags.get(names.GATES_URI),
         "policy_hash": tags.get(names.POLICY_HASH),
         "approval": {
             "decision": tags.get(names.APPROVAL),

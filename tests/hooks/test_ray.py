@@ -96,3 +96,21 @@ def test_the_hook_gives_sync_and_async_jobs_clients_for_its_cluster(monkeypatch,
     status, text = asyncio.run(follow())
     assert status is JobStatus.SUCCEEDED
     assert "from-the-hook" in text
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "default_scheme", "url"),
+    [
+        ("https://ray.dev.example:8443/", None, "http", "https://ray.dev.example:8443"),
+        (" ray-head.ml ", 8265, "http", "http://ray-head.ml:8265"),
+        ("http://ray-head.ml:8265", 9999, "http", "http://ray-head.ml:8265"),  # the host's own port wins
+        ("http://mlflow.ml/base/", 5000, "http", "http://mlflow.ml:5000/base"),  # the port goes before the path
+        ("http://[::1]", 5000, "http", "http://[::1]:5000"),
+        ("minio.data", 9000, None, "minio.data:9000"),  # S3: no scheme added, `secure` decides
+        ("", 9000, "http", None),
+    ],
+)
+def test_the_three_hooks_read_host_and_port_one_way(host, port, default_scheme, url):
+    from airflow_provider_rayops.hooks import connection_url
+
+    assert connection_url(host, port, default_scheme=default_scheme) == url
