@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv test demo validate bench clean stop-ray
+.PHONY: venv lint test demo validate bench clean stop-ray
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 venv: $(STAMP)
+
+# The checks CI runs before the tests: ruff (lint + format) on everything, mypy on the package.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Tests start what they need themselves (a Ray head, an S3 endpoint, an MLflow server, Airflow),
 # all on 127.0.0.1, and stop it when they finish.

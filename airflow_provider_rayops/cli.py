@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.loader import (
@@ -142,7 +143,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 1
     plan = plan_pipeline(match[0])
     params = {p.name: p.default for p in plan.params}
-    out = {
+    out: dict[str, Any] = {
         "dag_id": plan.dag_id,
         "schedule": plan.spec.schedule,
         "compute": {"profile": plan.spec.compute, **plan.spec.profile.model_dump(mode="json")},

@@ -85,7 +85,9 @@ def load_config_dir_cached(
     except ConfigError:
         defaults_text = None  # unreadable: every pipeline gets its error, nothing is cached
     defaults = None  # parsed only if some file missed the cache
-    policies: dict = cache.get("policies") if isinstance(cache.get("policies"), dict) else {}
+    policies = cache.get("policies")
+    if not isinstance(policies, dict):
+        policies = {}
     defaults_key = hashlib.sha256(f"{loader_code_hash()}\0{defaults_text}".encode()).hexdigest()
     policy = _policy_from(policies.get(defaults_key))
     if policy is None or defaults_text is None:

@@ -232,8 +232,8 @@ def _load_pipeline(
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            path = _yaml_path(tuple(err["loc"]), data)
-            if not merged.doc_of(path).was_refused(path):
+            key = _yaml_path(tuple(err["loc"]), data)  # not `path`: that is the file's, still needed below
+            if not merged.doc_of(key).was_refused(key):
                 issues.append(_issue_from_pydantic(err, data, merged))
     issues += _semantic_issues(data, merged)
     sources = None
@@ -267,7 +267,7 @@ def _valid_uri(value: str) -> bool:
 
 def _resolve_relative_uris(data: dict, project_dir: Path) -> None:
     for path in _URI_FIELDS:
-        parent = data
+        parent: Any = data  # whatever the YAML holds on the way down
         for key in path[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None
         value = parent.get(path[-1]) if isinstance(parent, dict) else None
@@ -281,7 +281,7 @@ def _scope_issues(
     """Where the pipeline reads (under `sources`), writes and imports from must lie inside what the platform allows."""
     policy = defaults.policy
     issues = []
-    uris = {("storage", "root"): spec.storage.root, ("data", "source"): spec.data.source}
+    uris: dict[tuple[str, ...], str] = {("storage", "root"): spec.storage.root, ("data", "source"): spec.data.source}
     if spec.monitor is not None:
         uris[("monitor", "current")] = spec.monitor.current
     uris = {key: uri for key, uri in uris.items() if not merged.doc_of(key).was_refused(key)}
@@ -321,7 +321,9 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
     """Checks across sections. They read the raw merged mapping, so they are reported
     together with schema errors rather than after the schema errors are fixed."""
     issues: list[ConfigIssue] = []
-    profiles = data.get("compute_profiles") if isinstance(data.get("compute_profiles"), dict) else {}
+    profiles = data.get("compute_profiles")
+    if not isinstance(profiles, dict):
+        profiles = {}
     compute = data.get("compute", "local")
     if isinstance(compute, str) and compute not in profiles:
         known = sorted(profiles)
@@ -349,7 +351,9 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
                 )
             )
     tracked = [s for s in stages.TRACKED if data.get(s) is not None]
-    tracking = data.get("tracking") if isinstance(data.get("tracking"), dict) else {}
+    tracking = data.get("tracking")
+    if not isinstance(tracking, dict):
+        tracking = {}
     profile = profiles.get(compute) if isinstance(compute, str) else None
     if tracked and not tracking.get("conn_id") and isinstance(profile, dict) and profile.get("backend", "local") != "local":
         issues.append(
@@ -481,7 +485,7 @@ def _unknown_key_message(key: str, allowed: Mapping[str, Any]) -> str:
     return f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
 
 
-def _issue_from_pydantic(err: dict, data: Any, merged: _Merged, root: type[BaseModel] = PipelineSpec) -> ConfigIssue:
+def _issue_from_pydantic(err: Mapping[str, Any], data: Any, merged: _Merged, root: type[BaseModel] = PipelineSpec) -> ConfigIssue:
     loc = tuple(err["loc"])
     path = _yaml_path(loc, data)
     kind = err["type"]

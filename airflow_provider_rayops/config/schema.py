@@ -204,11 +204,15 @@ class Gate(Spec):
         return self
 
 
+def _default_metrics() -> list[MetricName]:
+    return ["accuracy", "auc"]
+
+
 class EvaluateSpec(Spec):
     """Evaluation of the trained model on the validation snapshot, and the gates it must pass."""
 
     metrics: list[MetricName] = Field(
-        default_factory=lambda: ["accuracy", "auc"],
+        default_factory=_default_metrics,
         description="Metrics computed on the validation split (and for the champion).",
     )
     gates: list[Gate] = Field(default_factory=list, description="Promotion gates; all must pass.")

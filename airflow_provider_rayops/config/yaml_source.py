@@ -31,6 +31,7 @@ import yaml
 
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 
+_Parser: type[yaml.CSafeLoader] | type[yaml.SafeLoader]
 try:  # libyaml's parser is several times faster; same safe semantics.
     _Parser = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - libyaml missing
@@ -165,7 +166,9 @@ class _Frame:
 
 
 def _mark(event: yaml.Event) -> tuple[int, int]:
-    return (event.start_mark.line + 1, event.start_mark.column + 1)
+    mark = event.start_mark
+    assert mark is not None  # the parser marks every event it emits
+    return (mark.line + 1, mark.column + 1)
 
 
 class _Builder:
@@ -257,6 +260,7 @@ class _Builder:
         allowed = _MAP_TAGS if is_map else _SEQ_TAGS
         refused = event.tag not in allowed
         if refused:
+            assert event.tag is not None  # None is an allowed tag
             self.doc.refused.add(path)
             self.issue(at, path, f"YAML tag {short_tag(event.tag)!r} is not allowed: pipeline configs hold plain values only")
         self.count(1, at, path)
@@ -279,6 +283,7 @@ class _Builder:
             self.key_position_problem(at, f"the alias *{event.anchor}")
             return
         name = event.anchor
+        assert name is not None  # an alias always names its anchor (*name)
         if name in self.open_anchors:
             self.abort(at, path, f"alias *{name} refers to the value that contains it (a cycle)")
         if name not in self.anchors:
@@ -303,6 +308,7 @@ class _Builder:
                 if text == "<<" and event.implicit[0]:
                     self.issue(at, top.path, "YAML merge keys (<<) are not supported; use defaults.yaml for shared values")
                 else:
+                    assert event.tag is not None  # only a tag other than None, "!" or !!str gets here
                     self.issue(at, top.path, f"mapping keys must be plain strings, found tag {short_tag(event.tag)!r}")
                 top.bad_key = True
                 return
@@ -341,7 +347,10 @@ class _Builder:
             self.issue(at, path, f"integer of {len(text)} characters is too large (limit: 64-bit integers)")
             return None
         try:
-            value = _CONSTRUCTOR.construct_object(yaml.ScalarNode(tag, text, event.start_mark, event.end_mark))
+            # libyaml's events carry yaml._yaml.Mark, which the stubs' ScalarNode does not accept (the
+            # constructor only puts the marks in its error messages).
+            node = yaml.ScalarNode(tag, text, event.start_mark, event.end_mark)  # type: ignore[arg-type]
+            value = _CONSTRUCTOR.construct_object(node)
         except (ValueError, KeyError, TypeError, OverflowError, yaml.YAMLError):
             self.issue(at, path, f"{short_tag(tag)} expects {_TYPE_NAMES.get(kind, kind)}, found {text!r}")
             return None
@@ -368,7 +377,9 @@ def load_yaml(text: str, *, file: str) -> YamlDocument:
     parser = _Parser(text)
     try:
         while parser.check_event():
-            builder.feed(parser.get_event())
+            event = parser.get_event()
+            assert event is not None  # check_event() just said one is waiting
+            builder.feed(event)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param, TaskGroup
 
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
@@ -45,9 +45,10 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         # are still validated against these schemas (tests/factory/test_dags.py).
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
-        tasks = {}
+        tasks: dict[str, BaseOperator] = {}
         groups: dict[str, TaskGroup] = {}
         for planned in plan.tasks:
+            assert planned.timeout_s is not None  # plan_pipeline gives every task its stage's limit
             group = groups.get(planned.stage)
             if group is None:
                 group = groups[planned.stage] = TaskGroup(planned.stage)

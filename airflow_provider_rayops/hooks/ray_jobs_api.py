@@ -15,7 +15,10 @@ import dataclasses
 import enum
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class JobStatus(str, enum.Enum):
@@ -322,9 +325,9 @@ class RayJobsClient:
         class TimedJobSubmissionClient(JobSubmissionClient):
             """Ray's client with our timeout on every request it sends (Ray's sets none)."""
 
-            def _do_request(self, method, endpoint_path, **kwargs):
+            def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
                 kwargs.setdefault("timeout", timeout_s)
-                return super()._do_request(method, endpoint_path, **kwargs)
+                return super()._do_request(method, endpoint, **kwargs)
 
         self.version()  # checked first with our own client: Ray's prints a long generic auth hint
         try:
@@ -358,7 +361,7 @@ class AsyncRayJobsClient:
     def __init__(self, endpoint: RayEndpoint, *, timeout_s: float = HTTP_TIMEOUT_S) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncRayJobsClient:
         import aiohttp

@@ -340,6 +340,8 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
 
     train_shard = ray.train.get_dataset_shard("train")
     batch_size = params["batch_size"]
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
     if params["cache_on_device"]:
         x_train, y_train = collect_split(train_shard, device)
         local_rows = x_train.shape[0]
@@ -359,6 +361,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
         generator.manual_seed(params["seed"] * 100_003 + epoch * 1_009 + ctx.rank)
         started = time.perf_counter()
         if x_train is not None:
+            assert y_train is not None  # cached together with x_train
             batches = device_batches(x_train[:rows], y_train[:rows], batch_size=batch_size, steps=steps, generator=generator)
         else:
             batches = _streamed_batches(train_shard, batch_size=batch_size, steps=steps, device=device)
@@ -371,6 +374,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
             "samples_per_s": totals[1] / elapsed if elapsed > 0 else 0.0,
         }
         if ctx.rank == 0:
+            assert x_val is not None and y_val is not None  # collected above on rank 0
             metrics.update(
                 evaluate(modeling.unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast)
             )

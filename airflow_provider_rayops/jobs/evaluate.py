@@ -253,8 +253,8 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: Sequence[A
             if binary:
                 return binary_auc(y == 1, proba[:, 1])
             scores = [binary_auc(y == c, proba[:, c]) for c in present]
-            scores = [s for s in scores if s is not None]
-            return float(np.mean(scores)) if scores else None
+            defined = [s for s in scores if s is not None]
+            return float(np.mean(defined)) if defined else None
         if name == "log_loss":
             eps = np.finfo(np.float64).eps
             return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], eps, 1.0))))

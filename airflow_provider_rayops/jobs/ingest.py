@@ -160,6 +160,7 @@ def read_source(source: str, *, format: str | None = None, settings: S3Settings 
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise SourceUnusable(source=source, problem="does not exist")
+    fmt: str | None  # a folder's defaults to parquet; a file's may not be known from its name
     if info.type == pafs.FileType.Directory:
         fmt = format or "parquet"
         selector = pafs.FileSelector(path, recursive=True)

@@ -213,9 +213,8 @@ class FeatureEncoder:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> FeatureEncoder:
-        if isinstance(data, str):
-            data = json.loads(data)
-        version = int(data.get("version", 0))
+        parsed: Mapping[str, Any] = json.loads(data) if isinstance(data, str) else data
+        version = int(parsed.get("version", 0))
         if version != ARTIFACT_FORMAT_VERSION:
             raise ModelArtifactError(
                 where="encoder", problem=f"format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}"
@@ -228,9 +227,9 @@ class FeatureEncoder:
                 std=float(c.get("std", 1.0)),
                 categories=tuple(c.get("categories", ())),
             )
-            for c in data["columns"]
+            for c in parsed["columns"]
         )
-        t = data["target"]
+        t = parsed["target"]
         return cls(columns=columns, target=TargetSpec(name=t["name"], kind=t["kind"], classes=tuple(t["classes"])))
 
     # -- using ------------------------------------------------------------------------

@@ -313,7 +313,9 @@ def fit(
         modeling.copy_checkpoint_files(folder, keep)
     loaded.path = str(keep)
 
-    returned = result.return_value if isinstance(result.return_value, Mapping) else {}
+    # Ray Train V2 (the default) returns a Result with return_value; mypy resolves
+    # ray.train.torch.TorchTrainer to the V1 class, whose Result has none.
+    returned = result.return_value if isinstance(result.return_value, Mapping) else {}  # type: ignore[attr-defined]
     last_metrics = dict(result.metrics or {})
     history = list(loaded.state.get("history") or returned.get("history") or _dataframe_history(result))
     epochs_completed = int(loaded.state.get("epoch") or last_metrics.get("epoch") or (history[-1]["epoch"] if history else 0))

@@ -152,7 +152,8 @@ def _trial(
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=trainer_options["max_failures"]),
             checkpoint_config=CheckpointConfig(num_to_keep=trainer_options["keep"]),
-            callbacks=[TuneReportCallback()],
+            # A Train V2 callback for the V2 RunConfig used at run time; mypy sees V1's RunConfig.
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[train_job.TRAIN_SPLIT]),
@@ -296,7 +297,7 @@ def search(
 
     epochs = int(params.get("epochs", 1))
     outcomes = []
-    for result in grid:
+    for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates through __getitem__/__len__
         sample = dict(result.config or {})
         trial_id = _trial_id(result)
         history = _history(result)
@@ -370,6 +371,7 @@ def log_search(
         )
     best = (max if mode == "max" else min)(scored, key=lambda t: t.history[-1][metric])
     best_run = runs[best.trial_id]
+    assert best.checkpoint_uri is not None  # every scored trial has one
 
     model_uri = tracking.logged_model_uri(experiment_id, best_run, checkpoint=best.checkpoint_uri)
     if model_uri is None:

@@ -294,7 +294,7 @@ class ApproveModelVersionOperator(ApprovalOperator):
         number = version_of(self.registration)
         approved = list(event["chosen_options"]) == [self.APPROVE]
         user = event.get("responded_by_user") or {}
-        at = event.get("responded_at")
+        at: Any = event.get("responded_at")  # a datetime, or text or None, passed on as is
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         promotion.record_approval(
             client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),
@@ -434,7 +434,7 @@ class PromoteMLflowModelOperator(BaseOperator):
         chosen = list(approval.get("chosen_options") or [])
         user = approval.get("responded_by_user") or {}
         comment = (approval.get("params_input") or {}).get(COMMENT_PARAM)
-        at = approval.get("responded_at")
+        at: Any = approval.get("responded_at")  # a datetime, or text or None, passed on as is
         approved = chosen == [ApprovalOperator.APPROVE]
         promotion.record_approval(
             client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),

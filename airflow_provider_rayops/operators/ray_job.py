@@ -135,7 +135,7 @@ def submission_id(base: str, attempt: int) -> str:
     return f"{base}-{attempt}"
 
 
-def first_try_since_clear(ti: Any, retries: int) -> int:
+def first_try_since_clear(ti: Any, retries: int | None) -> int:
     """The try number this task instance started at after it was last cleared (1 if never).
 
     Clearing sets `max_tries = try_number + retries`, so this is Airflow's own formula. A job

@@ -56,7 +56,8 @@ class GateResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
-        return cls(**{k: data.get(k) for k in ("name", "kind", "metric", "value", "bound", "passed", "detail")})
+        fields: dict[str, Any] = {k: data.get(k) for k in ("name", "kind", "metric", "value", "bound", "passed", "detail")}
+        return cls(**fields)
 
 
 def normalize_gates(gates: Iterable[Any] | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from airflow_provider_rayops.storage.settings import S3Settings
 from airflow_provider_rayops.storage.uri import StorageError, StorageNotFoundError, StorageURI, parse_uri
@@ -81,11 +81,12 @@ def open_write(uri: str, *, settings: S3Settings | None = None) -> Iterator[IO[b
         return
     client = _client(settings)
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-        yield spool  # type: ignore[misc]
+        yield spool
         size = spool.tell()
         spool.seek(0)
         with _s3_errors(loc):
-            client.put_object(loc.bucket, loc.path, spool, size)
+            # minio asks for a BinaryIO but only read()s it; SpooledTemporaryFile is typed as IO[bytes].
+            client.put_object(loc.bucket, loc.path, cast(BinaryIO, spool), size)
 
 
 def exists(uri: str, *, settings: S3Settings | None = None) -> bool:

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -38,6 +37,16 @@ UNREACHABLE_TIMEOUT_S = 60.0
 # the job; a stream that has not delivered anything yet (a job shorter than Ray's start-up of the
 # tail) is not waited for at all.
 LOG_DRAIN_TIMEOUT_S = 5.0
+
+
+class JobLog(Protocol):
+    """Where the job's log lines go: a stdlib `logging.Logger` or an Airflow task's or trigger's
+    structlog-style `self.log` (only positional %-style arguments are used, which both take)."""
+
+    def debug(self, msg: Any, /, *args: Any) -> Any: ...
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+    def error(self, msg: Any, /, *args: Any) -> Any: ...
 
 
 class RayJobTrigger(BaseTrigger):
@@ -79,7 +88,7 @@ class RayJobTrigger(BaseTrigger):
         outcome = await self.follow()
         yield TriggerEvent(outcome.to_event())
 
-    async def follow(self, log: logging.Logger | None = None) -> JobOutcome:
+    async def follow(self, log: JobLog | None = None) -> JobOutcome:
         """Follow the job to its end, job log lines to `log` (default: the trigger's); never raises
         for a job or cluster problem (those end as ERROR)."""
         log = log or self.log
@@ -95,7 +104,7 @@ class RayJobTrigger(BaseTrigger):
             log.error("Lost Ray job %s: %s", self.submission_id, exc)
             return JobOutcome.error(submission_id=self.submission_id, dashboard_url=dashboard_url, message=str(exc))
 
-    async def _follow(self, client: AsyncRayJobsClient, dashboard_url: str, log: logging.Logger) -> JobOutcome:
+    async def _follow(self, client: AsyncRayJobsClient, dashboard_url: str, log: JobLog) -> JobOutcome:
         follower = LogFollower()
         tail = asyncio.create_task(self._tail(client, follower, log))
         failing_since: float | None = None
@@ -133,7 +142,7 @@ class RayJobTrigger(BaseTrigger):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await tail
 
-    async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: logging.Logger) -> None:
+    async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog) -> None:
         """Log each line as the job writes it; reconnect (skipping what was seen) if the stream drops
         before the job has ended."""
         while True:
@@ -149,7 +158,7 @@ class RayJobTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
             follower.restart()
 
-    async def _drain(self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: logging.Logger) -> None:
+    async def _drain(self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog) -> None:
         """Let the log stream deliver the job's last lines; if it has not started or lags, read the
         rest in one request (the only whole-log read; polls never fetch the log)."""
         if follower.consumed:
@@ -162,9 +171,7 @@ class RayJobTrigger(BaseTrigger):
         for line in follower.finish():
             log.info("%s", line)
 
-    async def _time_out(
-        self, client: AsyncRayJobsClient, dashboard_url: str, follower: LogFollower, log: logging.Logger
-    ) -> JobOutcome:
+    async def _time_out(self, client: AsyncRayJobsClient, dashboard_url: str, follower: LogFollower, log: JobLog) -> JobOutcome:
         try:
             stopped = await client.stop(self.submission_id)
             what = "the Ray job was stopped" if stopped else "the Ray job had just ended"
