@@ -69,3 +69,28 @@ def test_a_corrupt_cache_file_is_ignored(write, config_dir, tmp_path):
         f.write_text("{not json")
     result = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
     assert [p.spec.pipeline for p in result.pipelines] == ["churn"]
+
+
+def test_a_changed_defaults_file_invalidates_every_pipeline(write, config_dir, tmp_path, counted_validations):
+    """defaults.yaml is part of every pipeline's key: a changed default reaches each of them."""
+    write("a.yaml", MINIMAL)
+    write("b.yaml", MINIMAL.replace("churn", "fraud"))
+    first = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
+    defaults = config_dir / "defaults.yaml"
+    assert "owner: ml-platform" in defaults.read_text()
+    defaults.write_text(defaults.read_text().replace("owner: ml-platform", "owner: fraud-team"))
+    second = load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
+    assert counted_validations == ["a.yaml", "b.yaml", "a.yaml", "b.yaml"]
+    assert [p.spec.owner for p in first.pipelines] == ["ml-platform", "ml-platform"]
+    assert [p.spec.owner for p in second.pipelines] == ["fraud-team", "fraud-team"]
+
+
+def test_an_entry_written_by_other_loader_code_is_not_trusted(write, config_dir, tmp_path, counted_validations, monkeypatch):
+    """A new validation rule must not be hidden by an entry an older rayops cached: the key holds
+    a hash of the config plane's own source, so other code means other keys."""
+    write("a.yaml", MINIMAL)
+    load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
+    monkeypatch.setattr(cache_module, "loader_code_hash", lambda: "code-of-another-release")
+    load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
+    assert counted_validations == ["a.yaml", "a.yaml"]
+
