@@ -38,7 +38,7 @@ bench: venv
 	$(BIN)/python benchmarks/parse.py
 
 stop-ray: venv
-	$(BIN)/python -m airflow_provider_rayops.backends.local stop
+	$(BIN)/rayops head stop
 
 clean:
 	rm -rf .rayops .rayops-test

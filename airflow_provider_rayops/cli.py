@@ -193,8 +193,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_head(args: argparse.Namespace) -> int:
+    """The embedded Ray head of the `local` backend: start it, stop it, or say where it is."""
+    from airflow_provider_rayops.backends.embedded_head import EmbeddedHead, default_state_dir
+
+    head = EmbeddedHead(Path(args.state_dir) if args.state_dir else default_state_dir(), num_cpus=args.num_cpus)
+    if args.action == "stop":
+        print("stopped the embedded Ray head" if head.stop() else f"no embedded Ray head recorded in {head.state_dir}")
+        return 0
+    state = head.ensure_head() if args.action == "start" else head.running()
+    if state is None:
+        print(f"no embedded Ray head answers for {head.state_dir}")
+        return 1
+    print(f"dashboard: {state.dashboard_url}\ngcs: {state.gcs_address}\ntoken file: {head.token_path}\npid: {state.pid}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rayops", description="Validate, list and render rayops pipeline configs.")
+    parser = argparse.ArgumentParser(
+        prog="rayops", description="Validate, list and render rayops pipeline configs; run the embedded Ray head."
+    )
     parser.add_argument(
         "--config-dir",
         type=Path,
@@ -219,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("schema", help="print the JSON schema of a pipeline file")
     p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("head", help="start, stop or show the embedded Ray head of the local backend")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--state-dir", default=None, help="the head's state folder (default: $RAYOPS_HOME/ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs a started head offers (default: every core)")
+    p.set_defaults(func=cmd_head)
     return parser
 
 

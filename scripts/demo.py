@@ -145,7 +145,7 @@ def main() -> int:
     finally:
         if not args.keep_ray:
             step("7. stop the embedded Ray head")
-            subprocess.run([str(BIN / "python"), "-m", "airflow_provider_rayops.backends.local", "stop"], env=env, cwd=ROOT)
+            subprocess.run([str(BIN / "rayops"), "head", "stop"], env=env, cwd=ROOT)
     return 0
 
 

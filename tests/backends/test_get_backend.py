@@ -6,7 +6,8 @@ import pydantic
 import pytest
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.backends.local import LocalBackend, default_state_dir
+from airflow_provider_rayops.backends.embedded_head import default_state_dir
+from airflow_provider_rayops.backends.local import LocalBackend
 from airflow_provider_rayops.backends.ray_cluster import RayClusterBackend
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
 

@@ -20,16 +20,16 @@ import urllib.request
 import pytest
 
 from airflow_provider_rayops.backends import get_backend
-from airflow_provider_rayops.backends.local import (
+from airflow_provider_rayops.backends.embedded_head import (
     MAX_TEMP_DIR_CHARS,
-    LocalBackend,
+    EmbeddedHead,
     _kill_group,
+    default_state_dir,
     lease_is_live,
     lease_name,
     private_dir,
     worst_case_lock_hold_s,
 )
-from airflow_provider_rayops.config.compute import LocalProfile
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobStatus, RayJobsClient
 
 
@@ -76,10 +76,10 @@ def test_the_head_is_recorded_in_the_state_folder_on_loopback(ray_head):
 
 
 def test_the_default_profile_reuses_the_running_head(ray_head):
-    started_at = ray_head.backend.read_state().started_at
+    started_at = ray_head.backend.head.read_state().started_at
     endpoint = get_backend({"backend": "local"}).endpoint()
     assert endpoint.dashboard_url == ray_head.dashboard_url
-    assert ray_head.backend.read_state().started_at == started_at
+    assert ray_head.backend.head.read_state().started_at == started_at
 
 
 def test_jobs_run_this_python_and_never_see_the_token(ray_head):
@@ -107,7 +107,7 @@ def test_a_job_can_use_ray_inside_the_token_protected_cluster(ray_head):
 def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_path):
     # A long state path also checks the short temp dir fallback (Unix socket paths).
     state_dir = tmp_path / ("deep-" * 12) / "ray"
-    backends = [LocalBackend(LocalProfile(backend="local", num_cpus=1, state_dir=str(state_dir))) for _ in range(2)]
+    backends = [EmbeddedHead(state_dir, num_cpus=1) for _ in range(2)]
     states = [None, None]
 
     def start(i: int) -> None:
@@ -151,24 +151,14 @@ def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_p
         backends[0].stop()
 
 
-def test_the_command_line_shows_where_the_head_is_but_not_its_token(ray_head):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_rayops.backends.local",
-            "status",
-            "--state-dir",
-            str(ray_head.backend.state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert f"dashboard: {ray_head.dashboard_url}" in proc.stdout
-    assert str(ray_head.token_path) in proc.stdout
-    assert ray_head.endpoint.token not in proc.stdout
+def test_the_command_line_shows_where_the_head_is_but_not_its_token(ray_head, capsys):
+    from airflow_provider_rayops import cli
+
+    assert cli.main(["head", "status", "--state-dir", str(ray_head.backend.state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"dashboard: {ray_head.dashboard_url}" in out
+    assert str(ray_head.token_path) in out
+    assert ray_head.endpoint.token not in out
 
 
 # -- the state folder ---------------------------------------------------------------------------
@@ -205,7 +195,7 @@ def test_a_folder_someone_else_owns_or_a_symlink_is_refused(tmp_path):
 def test_the_short_temp_folder_under_tmp_is_refused_when_another_user_made_it(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("changing a folder's owner needs root")
-    backend = LocalBackend(LocalProfile(backend="local", state_dir=str(tmp_path / ("long-" * 12) / "ray")))
+    backend = EmbeddedHead(tmp_path / ("long-" * 12) / "ray")
     planted = backend._temp_dir()
     assert str(planted).startswith(tempfile.gettempdir())
     planted.mkdir(exist_ok=True)
@@ -234,12 +224,12 @@ def test_a_lease_names_its_process_by_pid_and_start_time(tmp_path):
 def test_a_waiter_outlasts_a_holder_that_keeps_the_lock_for_the_worst_case(tmp_path):
     """The lock wait follows from the same bounds as the longest hold (it was 195 s against ~445 s)."""
 
-    class Quick(LocalBackend):  # the real bounds scaled down to a fraction of a second
+    class Quick(EmbeddedHead):  # the real bounds scaled down to a fraction of a second
         start_timeout_s, stop_timeout_s, probe_timeout_s, kill_wait_s = 0.2, 0.1, 0.05, 0.05
 
-    holder, waiter = (Quick(LocalProfile(backend="local", state_dir=str(tmp_path / "ray"))) for _ in range(2))
+    holder, waiter = (Quick(tmp_path / "ray") for _ in range(2))
     hold = worst_case_lock_hold_s(start=0.2, stop=0.1, probe=0.05, kill=0.05)
-    assert waiter.lock_timeout_s > hold and LocalBackend(LocalProfile(backend="local")).lock_timeout_s > worst_case_lock_hold_s()
+    assert waiter.lock_timeout_s > hold and EmbeddedHead(default_state_dir()).lock_timeout_s > worst_case_lock_hold_s()
     entered = threading.Event()
 
     def hold_lock():
@@ -275,7 +265,7 @@ def spare_head(tmp_path_factory):
     """A head only these tests use (they stop its dashboard and kill it), started from an
     environment holding Airflow's settings, cloud credentials and a proxy password."""
     state_dir = tmp_path_factory.mktemp("spare") / "ray"
-    backend = LocalBackend(LocalProfile(backend="local", num_cpus=1, state_dir=str(state_dir), env=["TEAM_*"]))
+    backend = EmbeddedHead(state_dir, num_cpus=1, env=["TEAM_*"])
     backend.stop_timeout_s = 3.0  # no graceful drain needed
     saved = dict(os.environ)
     os.environ.update(CANARIES, TEAM_SETTING="team-value", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1")
@@ -302,7 +292,7 @@ def test_jobs_inherit_only_the_allowed_environment(spare_head):
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1" in values  # Ray's own settings pass
 
 
-def _dashboard_pid(backend: LocalBackend) -> int:
+def _dashboard_pid(backend: EmbeddedHead) -> int:
     port = backend.read_state().dashboard_url.rsplit(":", 1)[1]
     for proc in pathlib.Path("/proc").iterdir():
         with contextlib.suppress(OSError):
@@ -354,7 +344,12 @@ def test_a_head_that_dies_while_a_task_waits_ends_it_within_the_bound(spare_head
     RayJobsClient(spare_head.endpoint()).submit(
         submission_id=sid, entrypoint="python -c 'import time; time.sleep(300)'", entrypoint_num_cpus=0.1
     )
-    trigger = RayJobTrigger(submission_id=sid, compute=spare_head.profile_dict(), poll_interval=0.3, unreachable_timeout=3)
+    trigger = RayJobTrigger(
+        submission_id=sid,
+        compute={"backend": "local", "state_dir": str(spare_head.state_dir)},
+        poll_interval=0.3,
+        unreachable_timeout=3,
+    )
     killer = threading.Timer(3.0, lambda: _kill_group(spare_head.read_state().pid))
     killer.start()
     start = time.monotonic()

@@ -104,7 +104,7 @@ def test_job_side_modules_import_no_airflow():
     proc = _run_python(
         "import sys\n"
         "import airflow_provider_rayops.jobs.runtime, airflow_provider_rayops.backends.base, airflow_provider_rayops.hooks.ray_jobs_api\n"
-        "import airflow_provider_rayops.triggers.job_outcome, airflow_provider_rayops.backends.local\n"
+        "import airflow_provider_rayops.triggers.job_outcome, airflow_provider_rayops.backends.local, airflow_provider_rayops.backends.embedded_head\n"
         "import airflow_provider_rayops.backends\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))"
     )
