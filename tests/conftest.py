@@ -1,22 +1,29 @@
 """Test session setup: every service the tests use is real and bound to 127.0.0.1.
 
 Airflow reads its configuration when first imported, so the environment is set here,
-before any test module imports it. State lives under .rayops-test/ in the checkout.
+before any test module imports it. Each session keeps its state (Airflow home and database,
+RAYOPS_HOME with the Ray head, the parse cache and the embedded MLflow store) in a temporary
+folder of its own, removed when it ends: nothing carries over from an earlier session, and
+two sessions side by side share nothing.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STATE = ROOT / ".rayops-test"
+# Short: Ray's socket paths under it must stay below the Unix limit (backends/embedded_head.py).
+STATE = pathlib.Path(tempfile.mkdtemp(prefix="rt-"))
 
-os.environ.setdefault("AIRFLOW_HOME", str(STATE / "airflow"))
+os.environ["AIRFLOW_HOME"] = str(STATE / "airflow")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
-os.environ.setdefault("RAYOPS_HOME", str(STATE / "rayops"))
+os.environ["RAYOPS_HOME"] = str(STATE / "rayops")
+os.environ.pop("RAYOPS_CACHE_DIR", None)  # the parse cache lives under RAYOPS_HOME too
 os.environ.setdefault("RAYOPS_CONFIG_DIR", str(ROOT / "dag_configs"))
 
 pytest_plugins = [
@@ -26,3 +33,8 @@ pytest_plugins = [
     "tests.fixtures.airflow_stack",
     "tests.fixtures.mlflow",
 ]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    # Fixtures (the Ray head, servers) have stopped by now.
+    shutil.rmtree(STATE, ignore_errors=True)

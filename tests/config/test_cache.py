@@ -93,4 +93,3 @@ def test_an_entry_written_by_other_loader_code_is_not_trusted(write, config_dir,
     monkeypatch.setattr(cache_module, "loader_code_hash", lambda: "code-of-another-release")
     load_config_dir_cached(config_dir, cache_dir=tmp_path / "cache", env={})
     assert counted_validations == ["a.yaml", "a.yaml"]
-
