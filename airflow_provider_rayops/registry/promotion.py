@@ -143,13 +143,19 @@ def register_version(
         if description is not None and existing.description != description:
             client.update_model_version(registered_model, existing.version, description=description)
         return client.get_model_version(registered_model, existing.version), False
+    model_id = logged_model_id(model_uri)
+    source = model_uri
+    if model_id is not None and urlsplit(client.tracking_uri).scheme not in ("http", "https"):
+        # MLflow's database registry store looks `models:/<id>` up through the process-wide
+        # tracking URI (a TODO in MLflow), not this client's: give it the model's location.
+        source = client.get_logged_model(model_id).artifact_location
     version = client.create_model_version(
         name=registered_model,
-        source=model_uri,
+        source=source,
         run_id=run_id,
         tags=names.tag_values(all_tags, limit=names.VERSION_TAG_LIMIT),
         description=description,
-        model_id=logged_model_id(model_uri),
+        model_id=model_id,
     )
     _link_logged_model(client, model_uri, registered_model, version.version)
     # Two registrations racing (not a retry: two live tries) would both create; keep the first.
