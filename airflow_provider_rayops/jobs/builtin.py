@@ -55,8 +55,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from airflow_provider_rayops.jobs import modeling
 from airflow_provider_rayops.jobs.loops import TABULAR_MLP_DEFAULTS, tabular_mlp_params  # noqa: F401 (loop API)
+from airflow_provider_rayops.jobs.modeling.checkpoints import (
+    LoadedCheckpoint,
+    ModelSpec,
+    load_checkpoint,
+    save_checkpoint,
+    unwrap_model,
+)
+from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder
+from airflow_provider_rayops.jobs.modeling.network import TabularMLP
 
 CHECKPOINT_DIR_PREFIX = "checkpoint_epoch_"
 
@@ -80,7 +88,7 @@ class LoopContext:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
-    restored: modeling.LoadedCheckpoint | None = None
+    restored: LoadedCheckpoint | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LoopContext:
@@ -98,7 +106,7 @@ class LoopContext:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                ctx.restored = modeling.load_checkpoint(folder, with_optimizer=True)
+                ctx.restored = load_checkpoint(folder, with_optimizer=True)
             state = ctx.restored.state
             ctx.start_epoch = int(state.get("epoch", 0))
             ctx.history = [dict(h) for h in state.get("history", []) if int(h.get("epoch", 0)) <= ctx.start_epoch]
@@ -116,7 +124,7 @@ class LoopContext:
     def restore_model(self, model: nn.Module) -> None:
         """Load the restored weights into `model` (call before wrapping it for DDP)."""
         if self.restored is not None:
-            modeling.unwrap_model(model).load_state_dict(self.restored.model.state_dict())
+            unwrap_model(model).load_state_dict(self.restored.model.state_dict())
 
     def restore_optimizer(self, optimizer: torch.optim.Optimizer, scaler: Any = None) -> None:
         """Load the restored optimizer (and grad scaler) state; call once the model is on its device."""
@@ -136,8 +144,8 @@ class LoopContext:
         metrics: Mapping[str, Any],
         *,
         model: nn.Module,
-        encoder: modeling.FeatureEncoder,
-        model_spec: modeling.ModelSpec | None = None,
+        encoder: FeatureEncoder,
+        model_spec: ModelSpec | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         scaler: Any = None,
     ) -> None:
@@ -157,7 +165,7 @@ class LoopContext:
             ray.train.report(reported, checkpoint=None, checkpoint_dir_name=name)
             return
         with tempfile.TemporaryDirectory(prefix="rayops-ckpt-") as tmp:
-            modeling.save_checkpoint(
+            save_checkpoint(
                 tmp,
                 model=model,
                 encoder=encoder,
@@ -315,12 +323,12 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
 
     params = tabular_mlp_params(config.get("params", {}))
     ctx = LoopContext.from_config({**config, "epochs": params["epochs"]})
-    encoder = modeling.FeatureEncoder.from_json(config["encoder"])
+    encoder = FeatureEncoder.from_json(config["encoder"])
     device = ray.train.torch.get_device()
     torch.manual_seed(params["seed"])
 
-    spec = modeling.ModelSpec(
-        class_path=modeling.TabularMLP.MODEL_CLASS,
+    spec = ModelSpec(
+        class_path=TabularMLP.MODEL_CLASS,
         kwargs={
             "num_features": encoder.num_features,
             "num_classes": encoder.num_classes,
@@ -375,9 +383,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
         }
         if ctx.rank == 0:
             assert x_val is not None and y_val is not None  # collected above on rank 0
-            metrics.update(
-                evaluate(modeling.unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast)
-            )
+            metrics.update(evaluate(unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast))
         ctx.report(epoch, metrics, model=model, encoder=encoder, model_spec=spec, optimizer=optimizer, scaler=scaler)
     return ctx.summary()
 

@@ -91,7 +91,10 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import EVALUATION_METRICS
-from airflow_provider_rayops.jobs import contracts, modeling, tracking
+from airflow_provider_rayops.jobs import contracts, tracking
+from airflow_provider_rayops.jobs.modeling.artifacts import ModelArtifactError
+from airflow_provider_rayops.jobs.modeling.features import FeatureMismatch
+from airflow_provider_rayops.jobs.modeling.predictor import Predictor, load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -150,7 +153,7 @@ def load_validation(uri: str) -> ValidationData:
 @dataclass
 class LoadedModel:
     uri: str
-    predictor: modeling.Predictor
+    predictor: Predictor
     size_bytes: int
 
 
@@ -169,13 +172,14 @@ def load_model(uri: str) -> LoadedModel:
                     raise ModelNotFound(f"no model folder at {uri}")
             elif scheme == "s3":
                 folder = Path(tmp)
-                _download_storage_folder(uri, folder)
+                if not storage.download_folder(uri, folder):
+                    raise ModelNotFound(f"no files under {uri}")
             else:
                 folder = _download_mlflow(uri, Path(tmp))
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             # A local folder: load_predictor reads it in place, nothing is downloaded twice.
-            predictor = modeling.load_predictor(str(folder))
-        except modeling.ModelArtifactError as exc:
+            predictor = load_predictor(str(folder))
+        except ModelArtifactError as exc:
             raise ModelNotFound(f"{uri}: {exc.problem}") from None
         except storage.StorageError as exc:
             raise ModelNotFound(str(exc)) from None
@@ -184,11 +188,11 @@ def load_model(uri: str) -> LoadedModel:
 
 
 def _download_mlflow(uri: str, dest: Path) -> Path:
-    import mlflow
+    """The MLflow model at `uri`, downloaded under `dest`; ModelNotFound when nothing is there."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+        return tracking.download_artifacts(uri, dest)
     except MlflowException as exc:
         if exc.error_code in _MLFLOW_NOT_FOUND or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
             raise ModelNotFound(f"{uri}: {exc.message}") from None
@@ -197,22 +201,11 @@ def _download_mlflow(uri: str, dest: Path) -> Path:
         raise ModelNotFound(f"{uri}: {exc}") from None
 
 
-def _download_storage_folder(uri: str, dest: Path) -> None:
-    prefix = uri.rstrip("/") + "/"
-    children = storage.list_uris(uri)
-    if not children:
-        raise ModelNotFound(f"no files under {uri}")
-    for child in children:
-        target = dest / (child[len(prefix) :] if child.startswith(prefix) else child.rsplit("/", 1)[-1])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(storage.read_bytes(child))
-
-
-def check_columns(predictor: modeling.Predictor, rows: pa.Table, *, what: str) -> None:
+def check_columns(predictor: Predictor, rows: pa.Table, *, what: str) -> None:
     """FeatureMismatch naming the first column the model reads (inputs or target) that `rows` lack."""
     for name in [*predictor.encoder.input_columns, predictor.encoder.target.name]:
         if name not in rows.column_names:
-            raise modeling.FeatureMismatch(
+            raise FeatureMismatch(
                 column=name, problem=f"{what} reads it, but the validation rows have only: {', '.join(rows.column_names)}"
             )
 
@@ -285,7 +278,7 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def measure_latency(predictor: modeling.Predictor, rows: pa.Table, spec: contracts.LatencySpec) -> dict[str, Any]:
+def measure_latency(predictor: Predictor, rows: pa.Table, spec: contracts.LatencySpec) -> dict[str, Any]:
     """p50/p95 wall time of predict_proba on `spec.batch_size` raw rows, after `spec.warmup` calls."""
     import numpy as np
     import torch
@@ -417,7 +410,7 @@ def evaluate_champion(
     try:
         champion = load_model(block["model_uri"])
         scored = score(champion, data, spec, what=f"champion {block['model_uri']}")
-    except (ModelNotFound, modeling.FeatureMismatch, modeling.ModelArtifactError) as exc:
+    except (ModelNotFound, FeatureMismatch, ModelArtifactError) as exc:
         # The candidate is still evaluated; the promotion step decides what an unscored champion means.
         empty = {"metrics": None, "per_class": None, "latency": None, "model_size_bytes": None, "model_size_mb": None}
         return {**block, **empty, "error": str(exc)}, None
@@ -516,7 +509,7 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
         raise JobInputError(f"job argument 'model_uri'={spec.model_uri!r}: no model there ({exc})") from None
     try:
         candidate = score(candidate_model, data, spec, what=f"model {spec.model_uri}")
-    except modeling.FeatureMismatch as exc:
+    except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {data.snapshot_uri} does not fit model {spec.model_uri}: {exc}") from None
     classes = [str(label) for label in candidate_model.predictor.classes]
     del candidate_model  # the champion loads next; one model in memory at a time

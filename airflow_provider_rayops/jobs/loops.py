@@ -7,14 +7,13 @@ imports jobs/builtin.py.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_rayops.config.policy import BUILTIN_MODULE
-from airflow_provider_rayops.jobs.runtime import JobInputError
+from airflow_provider_rayops.jobs.runtime import JobInputError, NoSuchAttribute, import_object
 
 # The built-in loop's params, their defaults and what each must be.
 TABULAR_MLP_DEFAULTS: dict[str, Any] = {
@@ -122,18 +121,14 @@ def resolve_entrypoint(path: str) -> Entrypoint:
             )
         return Entrypoint(path=path, builtin=attribute)
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or anything the module raises while importing
+        obj = import_object(path)
+    except NoSuchAttribute as exc:
+        raise JobInputError(f"AttributeError: {exc} -- entrypoint {path!r} names no function {attribute!r}") from None
+    except Exception as exc:  # ImportError, anything the module raises while importing, or no "module:" in path
         raise JobInputError(
             f"{type(exc).__name__}: {exc} -- entrypoint {path!r} cannot be imported; is module "
             f"{module_name!r} installed on the Ray cluster or shipped in the job's working_dir?"
         ) from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise JobInputError(f"AttributeError: {exc} -- entrypoint {path!r} names no function {attribute!r}") from None
     if not callable(obj):
         raise JobInputError(f"entrypoint {path!r} is a {type(obj).__name__}, not a function taking the loop config")
     return Entrypoint(path=path, function=obj)

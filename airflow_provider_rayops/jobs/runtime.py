@@ -1,4 +1,6 @@
-"""Helpers for code that runs inside a Ray job: its arguments in, its result out.
+"""Helpers for code that runs inside a Ray job: its arguments in, its result out, and
+`import_object` for the "module:attribute" names its arguments and artifacts carry (a
+training loop's entrypoint, a model's class).
 
 A rayops job is a plain Python module run by Ray (`python -m airflow_provider_rayops.jobs.x`).
 SubmitRayJobOperator hands it a JSON dict in the `RAYOPS_JOB_ARGS` environment variable and
@@ -20,6 +22,7 @@ This module imports no Airflow: Ray workers may not have it installed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -96,3 +99,26 @@ def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mappi
     if result is not None:
         report_result(result)
     return result
+
+
+class NoSuchAttribute(AttributeError):
+    """`import_object`: the module imported, but has nothing at the attribute path."""
+
+
+def import_object(path: str) -> Any:
+    """The object at "package.module:attribute" (attribute may be dotted).
+
+    ValueError when `path` is not of that form; what importing the module raises (ImportError,
+    or anything the module's own code raises); `NoSuchAttribute`, with AttributeError's message,
+    when the module imported but lacks the attribute.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{path!r} is not of the form module:attribute")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise NoSuchAttribute(*exc.args) from exc
+    return obj

@@ -306,6 +306,16 @@ def default_pip_requirements() -> list[str]:
     return [_pin("torch"), _pin("mlflow"), _pin("numpy")]
 
 
+def download_artifacts(artifact_uri: str, dest: str | os.PathLike[str]) -> Path:
+    """The local copy, made under the folder `dest`, of the MLflow artifact at `artifact_uri`: a
+    model (`models:/...`, `runs:/<id>/model`) or any file or folder of a run. MLflow's errors
+    pass through; `models:/` and `runs:/` URIs resolve against MLflow's global tracking URI
+    (`client()` sets it, else MLflow reads `MLFLOW_TRACKING_URI`)."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dest)))
+
+
 def end_run(mlflow_client: MlflowClient, run_id: str, *, status: str) -> None:
     mlflow_client.set_terminated(run_id, status=status)
 

@@ -54,9 +54,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
-from airflow_provider_rayops.config.schema import CheckpointSpec
-from airflow_provider_rayops.jobs import contracts, modeling, tracking
+from airflow_provider_rayops.jobs import contracts, tracking
 from airflow_provider_rayops.jobs.loops import Entrypoint, resolve_entrypoint
+from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
+from airflow_provider_rayops.jobs.modeling.checkpoints import LoadedCheckpoint, copy_checkpoint_files, load_checkpoint
+from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder, FeatureMismatch
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 if TYPE_CHECKING:
@@ -113,14 +115,14 @@ def load_snapshot(uri: str) -> Snapshot:
     return Snapshot(uri=uri, manifest=manifest, train=tables[TRAIN_SPLIT], validation=tables[VALIDATION_SPLIT])
 
 
-def fit_encoder(snapshot: Snapshot) -> modeling.FeatureEncoder:
+def fit_encoder(snapshot: Snapshot) -> FeatureEncoder:
     try:
-        return modeling.FeatureEncoder.fit(snapshot.manifest, snapshot.train)
-    except modeling.FeatureMismatch as exc:
+        return FeatureEncoder.fit(snapshot.manifest, snapshot.train)
+    except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {snapshot.uri}: {exc}") from None
 
 
-def ray_datasets(snapshot: Snapshot, encoder: modeling.FeatureEncoder) -> dict[str, Any]:
+def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder) -> dict[str, Any]:
     """Both splits as encoded, materialized Ray Datasets (columns `features`, `label`)."""
     import ray.data
 
@@ -141,31 +143,26 @@ class _EncodeBatch:
 
     def __init__(self, encoder_json: Mapping[str, Any]) -> None:
         self.encoder_json = dict(encoder_json)
-        self._encoder: modeling.FeatureEncoder | None = None
+        self._encoder: FeatureEncoder | None = None
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
         if self._encoder is None:
-            self._encoder = modeling.FeatureEncoder.from_json(self.encoder_json)
+            self._encoder = FeatureEncoder.from_json(self.encoder_json)
         return {"features": self._encoder.transform(batch), "label": self._encoder.encode_target(batch)}
 
 
 def loop_config(
-    *,
-    params: Mapping[str, Any],
-    snapshot: Snapshot,
-    encoder: modeling.FeatureEncoder,
-    checkpoint: CheckpointSpec,
-    mixed_precision: str,
-    use_gpu: bool,
-    attempt: str,
+    spec: contracts.TrainArgs, *, params: Mapping[str, Any], snapshot: Snapshot, encoder: FeatureEncoder
 ) -> dict[str, Any]:
-    """The `config` every worker's loop gets (documented in jobs/builtin.py)."""
+    """The `config` every worker's loop gets (documented in jobs/builtin.py): `params` (the
+    loop's, resolved) with the checkpoint, precision and GPU settings of `spec` (a train or tune
+    job's arguments), and a new `attempt` id for this run of the job."""
     return {
         "params": dict(params),
         "epochs": int(params.get("epochs", 1)),
-        "checkpoint": {"every_epochs": checkpoint.every_epochs, "keep": checkpoint.keep},
-        "mixed_precision": mixed_precision,
-        "use_gpu": use_gpu,
+        "checkpoint": {"every_epochs": spec.checkpoint.every_epochs, "keep": spec.checkpoint.keep},
+        "mixed_precision": spec.mixed_precision,
+        "use_gpu": spec.scaling.use_gpu,
         "encoder": encoder.to_json(),
         "num_features": encoder.num_features,
         "num_classes": encoder.num_classes,
@@ -175,7 +172,7 @@ def loop_config(
         "snapshot_uri": snapshot.uri,
         "snapshot_hash": snapshot.content_hash,
         "rows": {TRAIN_SPLIT: snapshot.train.num_rows, VALIDATION_SPLIT: snapshot.validation.num_rows},
-        "attempt": attempt,
+        "attempt": uuid.uuid4().hex[:12],
     }
 
 
@@ -248,7 +245,7 @@ def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
 class FitOutcome:
     """What Ray Train left: the latest checkpoint (downloaded), where it lives, and how the run went."""
 
-    checkpoint: modeling.LoadedCheckpoint
+    checkpoint: LoadedCheckpoint
     checkpoint_uri: str
     checkpoint_name: str
     history: list[dict[str, Any]]
@@ -262,7 +259,7 @@ def fit(
     entrypoint: Entrypoint,
     params: Mapping[str, Any],
     snapshot: Snapshot,
-    encoder: modeling.FeatureEncoder,
+    encoder: FeatureEncoder,
     run_root: str,
 ) -> FitOutcome:
     """Run the loop on Ray Train with the YAML's scaling, checkpoint and failure policy."""
@@ -274,15 +271,7 @@ def fit(
     fs, root_path = storage.filesystem(run_root)
     trainer = TorchTrainer(
         entrypoint.loop,
-        train_loop_config=loop_config(
-            params=params,
-            snapshot=snapshot,
-            encoder=encoder,
-            checkpoint=spec.checkpoint,
-            mixed_precision=spec.mixed_precision,
-            use_gpu=spec.scaling.use_gpu,
-            attempt=uuid.uuid4().hex[:12],
-        ),
+        train_loop_config=loop_config(spec, params=params, snapshot=snapshot, encoder=encoder),
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,
@@ -304,13 +293,13 @@ def fit(
     if checkpoint is None:
         raise RuntimeError(
             f"training loop {spec.entrypoint} reported no checkpoint; it must report one following the "
-            "artifact contract of jobs/modeling.py at least at its last epoch"
+            "artifact contract of jobs/modeling/__init__.py at least at its last epoch"
         )
     name = Path(checkpoint.path).name
     with checkpoint.as_directory() as folder:
-        loaded = modeling.load_checkpoint(folder)
+        loaded = load_checkpoint(folder)
         keep = Path(tempfile.mkdtemp(prefix="rayops-final-ckpt-"))
-        modeling.copy_checkpoint_files(folder, keep)
+        copy_checkpoint_files(folder, keep)
     loaded.path = str(keep)
 
     # Ray Train V2 (the default) returns a Result with return_value; mypy resolves
@@ -344,7 +333,7 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
             experiment_id=experiment_id,
             model=checkpoint.model,
             input_example=example,
-            extra_files=[str(folder / modeling.ENCODER_FILE), str(folder / modeling.MODEL_SPEC_FILE)],
+            extra_files=[str(folder / ENCODER_FILE), str(folder / MODEL_SPEC_FILE)],
             checkpoint=outcome.checkpoint_uri,
             step=outcome.epochs_completed,
         )

@@ -43,8 +43,11 @@ from typing import Any
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import Distribution
-from airflow_provider_rayops.jobs import builtin, contracts, loops, modeling, tracking
+from airflow_provider_rayops.jobs import builtin, contracts, loops, tracking
 from airflow_provider_rayops.jobs import train as train_job
+from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
+from airflow_provider_rayops.jobs.modeling.checkpoints import load_checkpoint
+from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 TUNE_RUN_NAME = "tune"
@@ -224,27 +227,17 @@ def search(
     entrypoint: loops.Entrypoint,
     params: dict[str, Any],
     snapshot: train_job.Snapshot,
-    encoder: modeling.FeatureEncoder,
+    encoder: FeatureEncoder,
     run_root: str,
 ) -> list[TrialOutcome]:
     """Run (or, after a retry, restore and finish) the Tune experiment; every trial's outcome."""
-    import uuid
-
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     train_job.ensure_ray()
     datasets = train_job.ray_datasets(snapshot, encoder)
-    base_config = train_job.loop_config(
-        params=params,
-        snapshot=snapshot,
-        encoder=encoder,
-        checkpoint=spec.checkpoint,
-        mixed_precision=spec.mixed_precision,
-        use_gpu=spec.scaling.use_gpu,
-        attempt=uuid.uuid4().hex[:12],
-    )
+    base_config = train_job.loop_config(spec, params=params, snapshot=snapshot, encoder=encoder)
     trials_uri = storage.join_uri(run_root, TRIALS_FOLDER)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -443,15 +436,15 @@ def _log_checkpoint_model(
     from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="rayops-best-") as tmp:
-        modeling._download_folder(checkpoint_uri, tmp)
-        loaded = modeling.load_checkpoint(tmp)
+        storage.download_folder(checkpoint_uri, tmp)
+        loaded = load_checkpoint(tmp)
         return tracking.log_torch_model(
             client,
             run_id,
             experiment_id=experiment_id,
             model=loaded.model,
             input_example=loaded.encoder.transform(snapshot.validation.slice(0, train_job.INPUT_EXAMPLE_ROWS)),
-            extra_files=[str(Path(tmp) / modeling.ENCODER_FILE), str(Path(tmp) / modeling.MODEL_SPEC_FILE)],
+            extra_files=[str(Path(tmp) / ENCODER_FILE), str(Path(tmp) / MODEL_SPEC_FILE)],
             checkpoint=checkpoint_uri,
             step=step,
         )
@@ -466,8 +459,7 @@ def _latest_checkpoint(folder_uri: str) -> str | None:
     done = sorted(
         n
         for n in folders
-        if n.startswith(builtin.CHECKPOINT_DIR_PREFIX)
-        and storage.exists(storage.join_uri(folder_uri, n, modeling.MODEL_SPEC_FILE))
+        if n.startswith(builtin.CHECKPOINT_DIR_PREFIX) and storage.exists(storage.join_uri(folder_uri, n, MODEL_SPEC_FILE))
     )
     return storage.join_uri(folder_uri, done[-1]) if done else None
 

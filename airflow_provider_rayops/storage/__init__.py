@@ -13,6 +13,7 @@ connection's hook, or from the environment inside a Ray job), never from URIs or
 from airflow_provider_rayops.storage.hashing import content_hash, table_content_hash
 from airflow_provider_rayops.storage.ops import (
     delete,
+    download_folder,
     exists,
     filesystem,
     list_uris,
@@ -43,6 +44,7 @@ __all__ = [
     "StorageURI",
     "content_hash",
     "delete",
+    "download_folder",
     "exists",
     "filesystem",
     "join_uri",

@@ -127,6 +127,21 @@ def list_uris(prefix_uri: str, *, settings: S3Settings | None = None) -> list[st
         return sorted(f"s3://{loc.bucket}/{obj.object_name}" for obj in objects if not obj.is_dir)
 
 
+def download_folder(prefix_uri: str, dest: str | os.PathLike[str], *, settings: S3Settings | None = None) -> list[str]:
+    """Copy every file under the folder `prefix_uri` into the local folder `dest`, keeping their
+    paths below `prefix_uri`; returns the local paths written (none for a missing or empty folder)."""
+    prefix = prefix_uri.rstrip("/") + "/"
+    written = []
+    for child in list_uris(prefix_uri, settings=settings):
+        relative = child[len(prefix) :] if child.startswith(prefix) else child.rsplit("/", 1)[-1]
+        target = os.path.join(dest, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(read_bytes(child, settings=settings))
+        written.append(target)
+    return written
+
+
 def delete(uri: str, *, settings: S3Settings | None = None) -> bool:
     """Delete the file or object at `uri`; returns whether there was one. Folders are not deleted."""
     loc = parse_uri(uri)

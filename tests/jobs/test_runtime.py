@@ -12,6 +12,8 @@ from airflow_provider_rayops.jobs.runtime import (
     JOB_ARGS_ENV,
     RESULT_MARKER,
     JobInputError,
+    NoSuchAttribute,
+    import_object,
     job_args,
     parse_result,
     report_result,
@@ -98,6 +100,20 @@ def test_run_job_keeps_the_traceback_of_a_bug():
     )
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "KeyError: 'missing'" in proc.stderr
+
+
+def test_import_object_walks_dotted_attributes_and_tells_a_missing_one_from_a_failed_import(tmp_path, monkeypatch):
+    (tmp_path / "rayops_probe_ok.py").write_text("class Outer:\n    class Inner:\n        pass\n")
+    (tmp_path / "rayops_probe_broken.py").write_text("raise AttributeError('broken while importing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_object("rayops_probe_ok:Outer.Inner").__qualname__ == "Outer.Inner"
+    with pytest.raises(NoSuchAttribute, match="has no attribute 'Missing'"):
+        import_object("rayops_probe_ok:Outer.Missing")
+    with pytest.raises(AttributeError, match="broken while importing") as error:
+        import_object("rayops_probe_broken:anything")
+    assert not isinstance(error.value, NoSuchAttribute)
+    with pytest.raises(ValueError, match="not of the form module:attribute"):
+        import_object("rayops_probe_ok")
 
 
 def test_job_side_modules_import_no_airflow():

@@ -60,6 +60,16 @@ def test_listing_a_missing_folder_is_empty(storage_root: str) -> None:
     assert storage.list_uris(join_uri(storage_root, "nothing-here")) == []
 
 
+def test_a_folder_downloads_with_the_paths_below_it(storage_root: str, tmp_path) -> None:
+    for name in ["ckpt/model.json", "ckpt/extra_files/encoder.json", "ckpt-old/model.json"]:
+        storage.write_bytes(join_uri(storage_root, name), name.encode())
+    local = tmp_path / "local"
+    written = storage.download_folder(join_uri(storage_root, "ckpt"), local)
+    assert written == [str(local / "extra_files" / "encoder.json"), str(local / "model.json")]
+    assert (local / "extra_files" / "encoder.json").read_bytes() == b"ckpt/extra_files/encoder.json"
+    assert storage.download_folder(join_uri(storage_root, "nothing-here"), tmp_path / "empty") == []
+
+
 def test_delete_reports_whether_something_was_deleted(storage_root: str) -> None:
     uri = join_uri(storage_root, "gone.txt")
     storage.write_bytes(uri, b"x")

@@ -1,0 +1,273 @@
+"""The feature encoder: snapshot rows in, the float32 matrix every rayops model takes out.
+
+`FeatureEncoder` also owns the target (its classes and the label encoding); a checkpoint
+stores it as encoder.json, so a model is always read with the encoding it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_rayops.jobs.modeling.artifacts import ARTIFACT_FORMAT_VERSION, ModelArtifactError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+
+class FeatureMismatch(ValueError):
+    """Rows given to a model lack a column it was trained on, or carry a value it cannot take."""
+
+    def __init__(self, *, column: str, problem: str) -> None:
+        self.column = column
+        self.problem = problem
+        super().__init__(f"column {column!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class EncodedColumn:
+    """How one snapshot column becomes model inputs."""
+
+    name: str
+    kind: str  # numeric | bool | categorical
+    mean: float = 0.0
+    std: float = 1.0
+    categories: tuple[str, ...] = ()
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.kind == "categorical":
+            return [f"{self.name}={value}" for value in self.categories]
+        return [self.name]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "numeric":
+            out.update(mean=self.mean, std=self.std)
+        if self.kind == "categorical":
+            out["categories"] = list(self.categories)
+        return out
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The target column and its classes; a label is the index of its class in `classes`."""
+
+    name: str
+    kind: str
+    classes: tuple[Any, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "classes": list(self.classes)}
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Snapshot rows -> float32 model inputs, and target values -> class indices.
+
+    Build it with `FeatureEncoder.fit(manifest, train_table)`; store it with `to_json()` and
+    rebuild it with `from_json()`. `transform(rows)` accepts a pyarrow Table, a pandas
+    DataFrame, a dict of columns or a list of row dicts, and returns an (n, num_features)
+    float32 array; extra columns are ignored, a missing one raises `FeatureMismatch`.
+    """
+
+    columns: tuple[EncodedColumn, ...]
+    target: TargetSpec
+    version: int = field(default=ARTIFACT_FORMAT_VERSION)
+
+    # -- building ---------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, manifest: Mapping[str, Any], train: pa.Table | pd.DataFrame) -> FeatureEncoder:
+        """Learn the numeric statistics and the target classes from the train split."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        table = _to_table(train)
+        kinds = {c["name"]: c["kind"] for c in manifest["columns"]}
+        categories = manifest.get("categories") or {}
+        columns = []
+        for name in manifest["features"]:
+            kind = kinds[name]
+            if name not in table.column_names:
+                raise FeatureMismatch(column=name, problem="listed in the manifest but absent from the train split")
+            if kind == "numeric":
+                values = table.column(name).cast("float64")
+                mean = pc.mean(values).as_py()
+                std = pc.stddev(values).as_py()
+                mean = 0.0 if mean is None or not math.isfinite(mean) else float(mean)
+                # A constant column must not divide by zero; it then encodes as all zeros.
+                std = 1.0 if std is None or not math.isfinite(std) or std < 1e-12 else float(std)
+                columns.append(EncodedColumn(name=name, kind=kind, mean=mean, std=std))
+            elif kind == "bool":
+                columns.append(EncodedColumn(name=name, kind=kind))
+            elif kind == "categorical":
+                columns.append(EncodedColumn(name=name, kind=kind, categories=tuple(categories.get(name, ()))))
+            else:
+                raise FeatureMismatch(column=name, problem=f"kind {kind!r} is not numeric, bool or categorical")
+
+        target_name = manifest["target"]
+        target_kind = kinds[target_name]
+        if target_kind == "bool":
+            classes: tuple[Any, ...] = (False, True)
+        elif target_kind == "categorical":
+            classes = tuple(categories.get(target_name, ()))
+        else:
+            values = table.column(target_name).to_numpy(zero_copy_only=False)
+            if values.dtype.kind == "f" and not np.all(np.equal(np.mod(values, 1), 0)):
+                raise FeatureMismatch(
+                    column=target_name,
+                    problem="target has fractional values; rayops models are classifiers (bool, categorical or integer targets)",
+                )
+            classes = tuple(int(v) for v in np.unique(values))
+        if len(classes) < 2:
+            raise FeatureMismatch(
+                column=target_name, problem=f"target has {len(classes)} class(es) in the train split; need at least 2"
+            )
+        return cls(columns=tuple(columns), target=TargetSpec(name=target_name, kind=target_kind, classes=classes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "columns": [c.to_json() for c in self.columns],
+            "target": self.target.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> FeatureEncoder:
+        parsed: Mapping[str, Any] = json.loads(data) if isinstance(data, str) else data
+        version = int(parsed.get("version", 0))
+        if version != ARTIFACT_FORMAT_VERSION:
+            raise ModelArtifactError(
+                where="encoder", problem=f"format version {version}; this rayops reads {ARTIFACT_FORMAT_VERSION}"
+            )
+        columns = tuple(
+            EncodedColumn(
+                name=c["name"],
+                kind=c["kind"],
+                mean=float(c.get("mean", 0.0)),
+                std=float(c.get("std", 1.0)),
+                categories=tuple(c.get("categories", ())),
+            )
+            for c in parsed["columns"]
+        )
+        t = parsed["target"]
+        return cls(columns=columns, target=TargetSpec(name=t["name"], kind=t["kind"], classes=tuple(t["classes"])))
+
+    # -- using ------------------------------------------------------------------------
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the encoded inputs, in order (`plan=basic` for a one-hot column)."""
+        return [name for c in self.columns for name in c.output_names]
+
+    @property
+    def num_features(self) -> int:
+        return sum(len(c.output_names) for c in self.columns)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns `transform` reads."""
+        return [c.name for c in self.columns]
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.target.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.target.classes)
+
+    def transform(self, rows: Any) -> np.ndarray:
+        """(n, num_features) float32 inputs for `rows` (Table, DataFrame, dict of columns, list of dicts)."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = _to_table(rows, columns=self.input_columns)
+        out = np.zeros((table.num_rows, self.num_features), dtype=np.float32)
+        at = 0
+        for col in self.columns:
+            values = table.column(col.name)
+            if col.kind == "numeric":
+                try:
+                    numbers = values.cast(pa.float64())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise FeatureMismatch(column=col.name, problem=f"expected numbers, got {values.type}") from exc
+                array = numbers.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                array = np.where(np.isnan(array), col.mean, array)
+                out[:, at] = (array - col.mean) / col.std
+                at += 1
+            elif col.kind == "bool":
+                try:
+                    flags = pc.fill_null(values.cast(pa.bool_()), False)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise FeatureMismatch(column=col.name, problem=f"expected booleans, got {values.type}") from exc
+                out[:, at] = flags.to_numpy(zero_copy_only=False)
+                at += 1
+            else:
+                width = len(col.categories)
+                if width:
+                    strings = values.cast(pa.string()) if not pa.types.is_string(values.type) else values
+                    index = pc.index_in(strings, value_set=pa.array(col.categories, pa.string()))
+                    index = index.to_numpy(zero_copy_only=False)
+                    known = ~np.isnan(index.astype(np.float64)) if index.dtype.kind == "f" else np.ones(len(index), bool)
+                    rows_known = np.nonzero(known)[0]
+                    out[rows_known, at + index[known].astype(np.int64)] = 1.0
+                at += width
+        return out
+
+    def encode_target(self, rows: Any) -> np.ndarray:
+        """int64 class indices of the target column of `rows`; unknown or null values raise."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = _to_table(rows, columns=[self.target.name])
+        values = table.column(self.target.name)
+        if self.target.kind == "bool":
+            values = values.cast(pa.bool_())
+            if values.null_count:
+                raise FeatureMismatch(column=self.target.name, problem="target has nulls")
+            return values.to_numpy(zero_copy_only=False).astype(np.int64)
+        value_set = pa.array(self.target.classes, pa.string() if self.target.kind == "categorical" else pa.int64())
+        if self.target.kind != "categorical":
+            values = values.cast(pa.int64())
+        index = pc.index_in(values, value_set=value_set)
+        if index.null_count:
+            raise FeatureMismatch(
+                column=self.target.name,
+                problem=f"{index.null_count} target value(s) are not among the classes {list(self.target.classes)}",
+            )
+        return index.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _to_table(rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        table = rows
+    elif isinstance(rows, pa.RecordBatch):
+        table = pa.Table.from_batches([rows])
+    elif hasattr(rows, "to_dict") and hasattr(rows, "columns") and hasattr(rows, "dtypes"):  # pandas
+        wanted = [c for c in (columns or list(rows.columns)) if c in rows.columns]
+        table = pa.Table.from_pandas(rows[wanted], preserve_index=False)
+    elif isinstance(rows, Mapping):
+        table = pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(list(v))) for k, v in rows.items()})
+    elif isinstance(rows, Sequence) and (not rows or isinstance(rows[0], Mapping)):
+        table = pa.Table.from_pylist(list(rows))
+    else:
+        raise TypeError(
+            f"rows must be a pyarrow Table, a pandas DataFrame, a dict of columns or a list of dicts, got {type(rows).__name__}"
+        )
+    if columns is not None:
+        for name in columns:
+            if name not in table.column_names:
+                raise FeatureMismatch(column=name, problem=f"missing from the rows (they have: {', '.join(table.column_names)})")
+        table = table.select(list(columns))
+    return table
