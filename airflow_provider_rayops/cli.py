@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -247,8 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = "--config-dir" if args.config_dir is not None else None
     if args.config_dir is None:
+        given = "RAYOPS_CONFIG_DIR" if os.environ.get("RAYOPS_CONFIG_DIR") else "the default ./dag_configs"
         args.config_dir = config_dir_from_env()
+    reads_folder = args.command in ("list", "render") or (args.command == "validate" and not args.paths)
+    if reads_folder and not Path(args.config_dir).is_dir():
+        print(
+            f"{Path(args.config_dir).absolute()}: no such folder (from {given}); give --config-dir or set RAYOPS_CONFIG_DIR",
+            file=sys.stderr,
+        )
+        return 1
     return args.func(args)
 
 

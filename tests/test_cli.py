@@ -1,29 +1,60 @@
-"""The rayops CLI, run as a user runs it (a subprocess of the installed console script)."""
+"""The rayops CLI: `cli.main()` in this process, as the console script calls it, with the
+working folder and environment a user would have; one test runs the installed console script
+itself (a fresh process, as a user runs it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from airflow_provider_rayops import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 RAYOPS = str(Path(sys.executable).parent / "rayops")
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """`rayops <args>` in folder `cwd`; RAYOPS_CONFIG_DIR unset unless given in `env`."""
+
+    def rayops(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Result:
+        monkeypatch.chdir(cwd)
+        monkeypatch.delenv("RAYOPS_CONFIG_DIR", raising=False)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return rayops
+
+
+def run_console_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
     return subprocess.run([RAYOPS, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
-def test_validate_passes_on_the_shipped_configs():
+def test_validate_passes_on_the_shipped_configs(run):
     proc = run("validate")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1 pipeline(s) valid, 0 file(s) with 0 error(s)"
 
 
-def test_validate_prints_every_error_as_file_line_col_and_exits_1(tmp_path):
+def test_validate_prints_every_error_as_file_line_col_and_exits_1(run, tmp_path):
     folder = tmp_path / "dag_configs"
     folder.mkdir()
     shutil.copy(ROOT / "dag_configs" / "defaults.yaml", folder)
@@ -40,13 +71,13 @@ def test_validate_prints_every_error_as_file_line_col_and_exits_1(tmp_path):
     assert proc.stdout.strip() == "1 pipeline(s) valid, 1 file(s) with 2 error(s)"
 
 
-def test_validate_names_a_missing_path():
+def test_validate_names_a_missing_path(run):
     proc = run("validate", "nope.yaml")
     assert proc.returncode == 1
     assert proc.stderr.strip() == "nope.yaml:1:1: no such file or folder"
 
 
-def test_list_shows_each_pipeline_with_schedule_compute_and_stages():
+def test_list_shows_each_pipeline_with_schedule_compute_and_stages(run):
     proc = run("list")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -54,7 +85,7 @@ def test_list_shows_each_pipeline_with_schedule_compute_and_stages():
     assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate,promote", "churn.yaml"]
 
 
-def test_render_shows_the_exact_job_submissions():
+def test_render_shows_the_exact_job_submissions(run):
     proc = run("render", "churn", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -85,7 +116,7 @@ def test_render_shows_the_exact_job_submissions():
     assert args["snapshot_root"] == f"file://{ROOT}/.rayops/artifacts/snapshots/churn"
 
 
-def test_render_of_an_unknown_pipeline_names_the_known_ones():
+def test_render_of_an_unknown_pipeline_names_the_known_ones(run):
     proc = run("render", "nope")
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("no pipeline 'nope' in dag_configs; known: churn")
@@ -101,20 +132,89 @@ def _project_with(tmp_path: Path, train: str) -> Path:
 
 
 def test_validate_imports_the_training_loop_and_names_the_import_error(tmp_path):
+    """The console script, in a fresh process (the user's loop is imported; nothing leaks into this one)."""
     (tmp_path / "myloops").mkdir()
     (tmp_path / "myloops" / "__init__.py").write_text("")
     (tmp_path / "myloops" / "train.py").write_text("import no_such_package\n")
     path = _project_with(tmp_path, "  entrypoint: myloops.train:train\n")
-    proc = run("validate", str(path), cwd=tmp_path)
+    proc = run_console_script("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 1
     [line] = proc.stderr.splitlines()
     assert line.startswith(f"{path}:4:3: train.entrypoint: ")
     assert "No module named 'no_such_package'" in line
-    assert run("validate", "--no-import-check", str(path), cwd=tmp_path).returncode == 0
+    assert run_console_script("validate", "--no-import-check", str(path), cwd=tmp_path).returncode == 0
 
 
-def test_validate_checks_the_built_in_loops_params(tmp_path):
+def test_validate_checks_the_built_in_loops_params(run, tmp_path):
     path = _project_with(tmp_path, "  entrypoint: rayops.builtin:tabular_mlp\n  params: {epochs: 0}\n")
     proc = run("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"{path}:5:12: train.params.epochs: params.epochs=0: expected an integer >= 1"]
+
+
+def _two_pipelines(folder: Path, *, broken: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", folder)
+    (folder / "fraud.yaml").write_text("pipeline: fraud\nschedule: '@daily'\ndata: {source: file://f.csv, target: y}\n")
+    if broken:
+        (folder / "broken.yaml").write_text("pipeline: broken\ndata: [\n")
+    return folder
+
+
+def test_list_shows_the_good_pipelines_and_counts_the_broken_files(run, tmp_path):
+    folder = _two_pipelines(tmp_path / "configs", broken=True)
+    proc = run("--config-dir", str(folder), "list", cwd=tmp_path)
+    assert proc.returncode == 1  # the listing is shown, and the exit status says something is broken
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["PIPELINE", "fraud", "(invalid)"]
+    assert rows[2][-1] == "broken.yaml"
+    assert proc.stderr.strip() == "1 invalid file(s): run `rayops validate` for the errors"
+
+
+def test_the_config_folder_comes_from_the_flag_then_the_environment_then_dag_configs(run, tmp_path):
+    flag = _two_pipelines(tmp_path / "from-flag")
+    env_dir = tmp_path / "from-env"
+    env_dir.mkdir()
+    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", env_dir)
+    (env_dir / "env.yaml").write_text("pipeline: from_env\ndata: {source: file://e.csv, target: y}\n")
+    _two_pipelines(tmp_path / "dag_configs")  # ./dag_configs of the working folder
+
+    def listed(*args: str, env: dict[str, str] | None = None) -> list[str]:
+        proc = run(*args, "list", cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+
+    assert listed() == ["fraud"]
+    assert listed(env={"RAYOPS_CONFIG_DIR": str(env_dir)}) == ["from_env"]
+    assert listed("--config-dir", str(flag), env={"RAYOPS_CONFIG_DIR": str(env_dir)}) == ["fraud"]
+
+
+def test_render_as_text_shows_each_task_and_its_job(run):
+    proc = run("render", "churn")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    for task in ("ingest.snapshot", "train.fit", "evaluate.score", "promote.register", "promote.champion"):
+        assert task in text
+    assert 'job: "ingest (IngestArgs -> IngestResult)"' in text
+    assert "python -m airflow_provider_rayops.jobs.train" in text
+
+
+def test_schema_prints_the_pipeline_json_schema(run):
+    from airflow_provider_rayops.config.schema import PipelineSpec
+
+    proc = run("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema == json.loads(json.dumps(PipelineSpec.model_json_schema()))
+    assert {"pipeline", "data"} <= set(schema["required"])
+    assert "train" in schema["properties"] and "promote" in schema["properties"]
+
+
+def test_a_missing_config_folder_is_named_with_where_it_came_from(run, tmp_path):
+    proc = run("list", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"{tmp_path}/dag_configs: no such folder (from the default ./dag_configs); give --config-dir or set RAYOPS_CONFIG_DIR"
+    )
+    proc = run("validate", cwd=tmp_path, env={"RAYOPS_CONFIG_DIR": str(tmp_path / "gone")})
+    assert proc.returncode == 1 and "gone: no such folder (from RAYOPS_CONFIG_DIR)" in proc.stderr
