@@ -231,6 +231,22 @@ class PromoteSpec(Spec):
         description="skip: the run ends with deploy skipped; fail: the run fails (for teams that alert on failures).",
     )
 
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> PromoteSpec:
+        # One version holds each alias: the champion, the one it replaced and the next candidate
+        # must be three names, or promoting would overwrite the rollback target.
+        given = {"alias": self.alias, "challenger_alias": self.challenger_alias, "previous_alias": self.previous_alias}
+        seen: dict[str, str] = {}
+        for key, value in given.items():
+            if value in seen:
+                raise ValueError(f"{seen[value]} and {key} must differ, both are {value!r}")
+            seen[value] = key
+        for key, value in given.items():
+            # MLflow reserves `latest` and version-like names (v1, v2, ...) for itself.
+            if value.lower() == "latest" or (value[:1] in "vV" and value[1:].isdigit()):
+                raise ValueError(f"{key}={value!r} is reserved by MLflow (latest, v<number>); choose another alias")
+        return self
+
 
 class ReplicaBounds(Spec):
     """Ray Serve autoscaling bounds."""

@@ -97,6 +97,16 @@ def search_space(space: Mapping[str, Distribution]) -> dict[str, Any]:
     return out
 
 
+def trial_scheduler(search: Any, *, epochs: int) -> Any:
+    """`asha`: stop weak trials early (after `grace_period` epochs, halving at each rung);
+    `fifo`: run every trial to its last epoch."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if search.scheduler == "asha":
+        return ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=search.grace_period, reduction_factor=2)
+    return FIFOScheduler()
+
+
 def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params: Mapping[str, Any]) -> None:
     """Refuse, before anything runs, a search the built-in loop could not carry out."""
     if entrypoint.builtin is None:
@@ -232,7 +242,6 @@ def search(
 ) -> list[TrialOutcome]:
     """Run (or, after a retry, restore and finish) the Tune experiment; every trial's outcome."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     train_job.ensure_ray()
@@ -266,13 +275,7 @@ def search(
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_errored=True, storage_filesystem=fs)
     else:
         search_spec = spec.search
-        scheduler = (
-            ASHAScheduler(
-                time_attr="epoch", max_t=int(params.get("epochs", 1)), grace_period=search_spec.grace_period, reduction_factor=2
-            )
-            if search_spec.scheduler == "asha"
-            else FIFOScheduler()
-        )
+        scheduler = trial_scheduler(search_spec, epochs=int(params.get("epochs", 1)))
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(search_spec.search_space),

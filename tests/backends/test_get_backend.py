@@ -36,5 +36,5 @@ def test_the_kuberay_profile_is_refused_with_a_clear_message():
 
 
 def test_a_malformed_profile_is_a_validation_error():
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(pydantic.ValidationError, match=r"local\.num_cpu\s+Extra inputs are not permitted"):
         get_backend({"backend": "local", "num_cpu": 2})

@@ -144,7 +144,7 @@ def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_p
             except ProcessLookupError:
                 break
             time.sleep(0.2)
-        with pytest.raises(ProcessLookupError):
+        with pytest.raises(ProcessLookupError, match="No such process"):
             os.kill(head.pid, 0)
     finally:
         other_holder.kill()
@@ -359,3 +359,16 @@ def test_a_head_that_dies_while_a_task_waits_ends_it_within_the_bound(spare_head
     assert outcome.status == "ERROR"
     assert "the Ray dashboard did not answer for" in outcome.message and "(limit 3s)" in outcome.message
     assert elapsed < 60, elapsed
+
+
+def test_a_recorded_head_that_died_is_replaced_by_a_new_one(spare_head):
+    """head.json still names a head whose processes are gone (killed above, or the machine
+    rebooted): the next job starts a new head instead of failing on the old address."""
+    dead = spare_head.read_state()
+    assert dead is not None
+    _kill_group(dead.pid)  # whether or not the test above already did
+    assert spare_head.running() is None
+    fresh = spare_head.ensure_head()
+    assert fresh.pid != dead.pid and spare_head.read_state() == fresh
+    status, logs = _run(RayJobsClient(spare_head.endpoint()), "after-restart-" + str(time.time_ns()), "echo alive-again")
+    assert status is JobStatus.SUCCEEDED and "alive-again" in logs

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -47,7 +48,7 @@ def errors_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
     """Every error of one pipeline file, as `rayops validate` prints them."""
     from airflow_provider_rayops.config.errors import ConfigError
 
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(str(path.parent))) as info:  # each issue names its file
         load(path, env)
     return [str(i) for i in info.value.issues]
 

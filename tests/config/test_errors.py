@@ -211,3 +211,29 @@ def test_unknown_evaluation_metric_lists_the_known_ones(write):
     path = write("p.yaml", MINIMAL + TRAIN + "evaluate:\n  metrics: [accuracy, roc]\n")
     [error] = errors_of(path)
     assert error.startswith(f"{path}:8:23: evaluate.metrics[1]: expected 'accuracy', 'balanced_accuracy', 'auc'")
+
+
+PROMOTE = MINIMAL + "train: {entrypoint: 'rayops.builtin:tabular_mlp'}\nevaluate: {metrics: [auc]}\n"
+
+
+def test_the_three_aliases_default_to_distinct_names_and_can_be_renamed(write, config_dir):
+    path = write(
+        "p.yaml", PROMOTE + "promote: {registered_model: m, alias: prod, challenger_alias: next, previous_alias: rollback}\n"
+    )
+    promote = load_pipeline(path, defaults=load_defaults(config_dir), env={}).spec.promote
+    assert (promote.alias, promote.challenger_alias, promote.previous_alias) == ("prod", "next", "rollback")
+    path = write("q.yaml", PROMOTE + "promote: {registered_model: m}\n")
+    promote = load_pipeline(path, defaults=load_defaults(config_dir), env={}).spec.promote
+    assert (promote.alias, promote.challenger_alias, promote.previous_alias) == ("champion", "challenger", "previous")
+
+
+def test_two_aliases_with_one_name_are_refused(write):
+    path = write("p.yaml", PROMOTE + "promote: {registered_model: m, previous_alias: champion}\n")
+    assert errors_of(path) == [f"{path}:7:1: promote: alias and previous_alias must differ, both are 'champion'"]
+    path = write("q.yaml", PROMOTE + "promote: {registered_model: m, challenger_alias: previous}\n")
+    assert errors_of(path) == [f"{path}:7:1: promote: challenger_alias and previous_alias must differ, both are 'previous'"]
+
+
+def test_an_alias_mlflow_reserves_is_refused(write):
+    path = write("p.yaml", PROMOTE + "promote: {registered_model: m, alias: v2}\n")
+    assert errors_of(path) == [f"{path}:7:1: promote: alias='v2' is reserved by MLflow (latest, v<number>); choose another alias"]

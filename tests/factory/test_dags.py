@@ -97,22 +97,27 @@ def test_a_hostile_config_is_its_own_broken_dag(configs, monkeypatch):
     assert f"{configs / 'latin1.yaml'}:2:17: not UTF-8: byte 0xe9" in bag.get_dag("broken__latin1").doc_md
 
 
-def test_running_the_broken_dag_fails_with_the_config_errors(configs, monkeypatch, airflow_db):
+def test_running_the_broken_dag_fails_with_the_config_errors(configs, monkeypatch, airflow_db, capsys):
     (configs / "fraud.yaml").write_text("pipeline: fraud\ndata: {source: file://x.csv, target: y}\nschedule: nightly\n")
     broken = dagbag(configs, monkeypatch).get_dag("broken__fraud")
     run = broken.test()
     assert run.state == "failed"
     [ti] = run.get_task_instances()
-    assert ti.state == "failed"
+    assert (ti.state, ti.try_number) == ("failed", 1)  # a config error is not retried
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    assert "InvalidPipelineConfig" in log
+    assert f"{configs / 'fraud.yaml'} is not a valid rayops pipeline" in log
+    assert f"{configs / 'fraud.yaml'}:3:1: schedule: expected a cron expression (5 fields) or one of @continuous" in log
 
 
 def test_params_are_validated_when_triggering(airflow_db):
     from airflow.sdk.definitions.param import ParamValidationError
 
     dag = dagbag().get_dag("churn")
-    with pytest.raises(ParamValidationError):
+    with pytest.raises(ParamValidationError, match="validation_fraction"):
         dag.test(run_conf={"validation_fraction": 1.5})
-    with pytest.raises(ParamValidationError):
+    with pytest.raises(ParamValidationError, match="source"):
         dag.test(run_conf={"source": "/not/a/uri"})
 
 
@@ -127,8 +132,17 @@ def test_a_source_given_at_trigger_time_outside_the_allowed_roots_fails_before_a
     assert ingest.xcom_pull(task_ids="ingest.snapshot", key="ray_job") is None  # nothing was submitted
 
 
-def test_every_param_default_passes_its_own_schema():
+def test_the_param_defaults_are_the_yamls_values_and_pass_their_schema():
     dag = dagbag().get_dag("churn")
+    # dag_configs/churn.yaml: data.source / split / train.params, as a user triggering the DAG sees them.
+    assert dict(dag.params) == {
+        "source": f"file://{ROOT}/data/churn.parquet",
+        "validation_fraction": 0.2,
+        "split_seed": 7,
+        "epochs": 4,
+        "lr": 0.003,
+        "batch_size": 256,
+    }
     for name in dag.params:
         param = dag.params.get_param(name)
         assert param.resolve() == param.value
@@ -180,3 +194,37 @@ def test_a_tune_section_replaces_the_train_task_with_a_search(configs, monkeypat
     assert search.entrypoint == "python -m airflow_provider_rayops.jobs.tune"
     assert search.job_args["search"]["search_space"]["lr"] == {"loguniform": [0.0001, 0.01]}
     assert dag.get_task("evaluate.score").job_args["model_uri"] == UpstreamResult("tune.search", "model_uri")
+
+
+def test_the_yamls_data_tracking_and_promote_settings_reach_the_tasks(configs, monkeypatch):
+    churn = configs / "churn.yaml"
+    text = churn.read_text()
+    assert "  target: churned\n" in text and "require_approval: false" in text
+    text = text.replace("  target: churned\n", "  target: churned\n  format: csv\n  features: [tenure_months, plan]\n")
+    text = text.replace("require_approval: false", "require_approval: false\n  on_gate_failure: fail")
+    churn.write_text(text + "tracking: {experiment: churn-weekly}\n")
+    dag = dagbag(configs, monkeypatch).get_dag("churn")
+    ingest = dag.get_task("ingest.snapshot").job_args
+    assert (ingest["format"], ingest["features"]) == ("csv", ["tenure_months", "plan"])
+    assert dag.get_task("train.fit").job_args["experiment"] == "churn-weekly"
+    assert dag.get_task("promote.register").on_gate_failure == "fail"
+
+
+def test_a_pipeline_whose_dag_cannot_be_built_becomes_a_broken_dag_and_hides_no_other(configs, monkeypatch):
+    """A factory bug (here: building any DAG for `fraud` raises) must not take the other pipelines down."""
+    from airflow_provider_rayops.factory import dags as factory_dags
+
+    (configs / "fraud.yaml").write_text((configs / "churn.yaml").read_text().replace("pipeline: churn", "pipeline: fraud"))
+    real = factory_dags.build_pipeline_dag
+
+    def build(loaded):
+        if loaded.spec.pipeline == "fraud":
+            raise RuntimeError("a bug in the factory")
+        return real(loaded)
+
+    monkeypatch.setattr(factory_dags, "build_pipeline_dag", build)
+    bag = dagbag(configs, monkeypatch)
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn"]
+    doc = bag.get_dag("broken__fraud").doc_md
+    assert f"{configs / 'fraud.yaml'}:1:1: building the DAG failed: RuntimeError: a bug in the factory" in doc

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_rayops import storage
+from airflow_provider_rayops.config.loader import load_config_dir
 from airflow_provider_rayops.factory import load_pipelines
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
 from tests.fixtures.airflow_db import run_dag_test
@@ -72,11 +73,11 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
     )
     dags = load_pipelines(config_dir=configs)
     assert sorted(dags) == ["churn_it"]
-    return dags["churn_it"], prefix, mlflow_server
+    return dags["churn_it"], prefix, mlflow_server, configs
 
 
 def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipeline_dag):
-    dag, prefix, tracking_uri = pipeline_dag
+    dag, prefix, tracking_uri, configs = pipeline_dag
     run = run_dag_test(dag, run_conf={"epochs": 2})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {
@@ -109,7 +110,10 @@ def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipe
     assert tags["rayops.dag_id"] == "churn_it"
     assert tags["rayops.run_id"] == run.run_id
     assert tags["rayops.snapshot_uri"] == snapshot["snapshot_uri"]
-    assert tags["rayops.config_hash"] and tags["rayops.ray_job_id"]
+    (loaded,) = load_config_dir(configs).pipelines
+    assert tags["rayops.config_hash"] == loaded.config_hash
+    train_ti = next(ti for ti in run.get_task_instances() if ti.task_id == "train.fit")
+    assert tags["rayops.ray_job_id"] == train_ti.xcom_pull(task_ids="train.fit", key="ray_job")["submission_id"]
     assert mlflow_run.data.metrics["eval_auc"] == pytest.approx(evaluated["metrics"]["auc"])
     # Config text reached the job as data: the experiment is named as written, not rendered to "churn-it 49".
     experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment(mlflow_run.info.experiment_id)

@@ -112,6 +112,9 @@ def test_a_checkpoint_round_trips_weights_encoder_state_and_optimizer(encoder, t
     spec = modeling.ModelSpec(modeling.TabularMLP.MODEL_CLASS, {"num_features": 11, "num_classes": 2, "hidden_sizes": [8]})
     model = spec.build()
     optimizer = torch.optim.AdamW(model.parameters())
+    x = torch.from_numpy(encoder.transform(table))
+    model(x).sum().backward()
+    optimizer.step()  # the optimizer now holds state worth restoring (step count, moments)
     modeling.save_checkpoint(
         tmp_path,
         model=model,
@@ -122,7 +125,14 @@ def test_a_checkpoint_round_trips_weights_encoder_state_and_optimizer(encoder, t
     )
     loaded = modeling.load_checkpoint(tmp_path, with_optimizer=True)
     assert loaded.epoch == 3 and loaded.encoder == encoder and loaded.optimizer_state is not None
-    x = torch.from_numpy(encoder.transform(table))
+    restored = torch.optim.AdamW(loaded.model.parameters())
+    restored.load_state_dict(loaded.optimizer_state["optimizer"])
+    saved_state, restored_state = optimizer.state_dict(), restored.state_dict()
+    assert restored_state["param_groups"] == saved_state["param_groups"]
+    assert saved_state["state"]  # not an empty state round-tripping trivially
+    for index, values in saved_state["state"].items():
+        for name, value in values.items():
+            torch.testing.assert_close(restored_state["state"][index][name], value)
     model.eval()
     torch.testing.assert_close(loaded.model(x), model(x))
     predictor = modeling.load_predictor(f"file://{tmp_path}")

@@ -53,7 +53,7 @@ def test_report_result_prints_one_marker_line(capsys):
 
 
 def test_report_result_refuses_what_is_not_a_dict():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="list"):
         report_result(["not", "a", "dict"])  # type: ignore[arg-type]
 
 

@@ -147,3 +147,43 @@ def test_a_retry_restores_the_search_instead_of_running_it_again(tuned, run_ray_
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_auc")]
         assert len(steps) == len(set(steps))  # no epoch logged twice
+
+
+def test_each_yaml_distribution_becomes_the_ray_tune_domain_it_names():
+    """What the trials sample from: uniform and loguniform floats, randint's exclusive high, choice, grid."""
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
+
+    from airflow_provider_rayops.config.schema import Distribution
+
+    space = tune.search_space(
+        {
+            "dropout": Distribution(uniform=(0.0, 0.5)),
+            "lr": Distribution(loguniform=(1e-4, 1e-2)),
+            "seed": Distribution(randint=(0, 10)),
+            "batch_size": Distribution(choice=[128, 256]),
+            "hidden_sizes": Distribution(grid=[[16], [32, 32]]),
+        }
+    )
+    assert isinstance(space["dropout"], Float) and (space["dropout"].lower, space["dropout"].upper) == (0.0, 0.5)
+    assert isinstance(space["lr"].get_sampler(), LogUniform) and (space["lr"].lower, space["lr"].upper) == (1e-4, 1e-2)
+    assert isinstance(space["seed"], Integer) and (space["seed"].lower, space["seed"].upper) == (0, 10)
+    assert isinstance(space["batch_size"], Categorical) and space["batch_size"].categories == [128, 256]
+    assert space["hidden_sizes"] == {"grid_search": [[16], [32, 32]]}
+    samples = {space["seed"].sample() for _ in range(200)}
+    assert samples <= set(range(10)) and 9 in samples  # randint's high is exclusive, its low..high-1 all reachable
+
+
+def test_fifo_runs_every_trial_to_the_end_and_asha_stops_early_after_the_grace_period():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from airflow_provider_rayops.config.schema import Distribution, TuneSpec
+
+    search = {"search_space": {"lr": Distribution(uniform=(0.001, 0.01))}, "metric": "val_auc", "mode": "max"}
+    fifo = tune.trial_scheduler(TuneSpec(**search, scheduler="fifo"), epochs=7)
+    assert type(fifo) is FIFOScheduler
+    asha = tune.trial_scheduler(TuneSpec(**search, scheduler="asha", grace_period=2), epochs=7)
+    assert isinstance(asha, ASHAScheduler)
+    # Ray keeps these private: epochs are the time unit, the first rung is the grace period, each
+    # later rung doubles it until max_t.
+    assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("epoch", 7, 2)
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [4, 2]

@@ -126,7 +126,7 @@ def test_job_args_travel_as_json_beside_the_users_env_vars():
 
 
 def test_a_malformed_compute_profile_is_refused_when_the_dag_is_built():
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(pydantic.ValidationError, match=r"local\.cpus\s+Extra inputs are not permitted"):
         SubmitRayJobOperator(task_id="t", entrypoint="python -m x", compute={"backend": "local", "cpus": 2})
 
 
