@@ -19,9 +19,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Ray Train's controller collects reports every 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S);
-# waiting longer before the fault makes sure the previous epoch's checkpoint is registered.
-_SETTLE_S = 5.0
+# How long the faulting worker waits for Ray Train to register the previous epoch's checkpoint.
+_REGISTERED_WITHIN_S = 120.0
+
+
+def _wait_until_registered(epoch: int) -> None:
+    """Until Ray Train's controller has recorded `epoch`'s checkpoint in its checkpoint manager
+    snapshot (it polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): a fault before that
+    would resume from an older checkpoint than the test expects. Waits on the file, not a clock."""
+    import json
+
+    import ray.train
+
+    from airflow_provider_rayops.jobs.builtin import checkpoint_dir_name
+
+    storage = ray.train.get_context().get_storage()
+    wanted = checkpoint_dir_name(epoch)
+    deadline = time.monotonic() + _REGISTERED_WITHIN_S
+    while time.monotonic() < deadline:
+        try:
+            with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as f:
+                if wanted in json.dumps(json.loads(f.read())):
+                    return
+        except (FileNotFoundError, OSError, ValueError):
+            pass  # not written yet, or being replaced
+        time.sleep(0.2)
+    raise TimeoutError(f"Ray Train did not register {wanted} within {_REGISTERED_WITHIN_S:.0f}s")
 
 
 def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
@@ -39,7 +62,8 @@ def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
         armed = metrics.get("epoch") == epoch and ray.train.get_context().get_world_rank() == rank
         if armed and marker.exists():
             marker.unlink()
-            time.sleep(_SETTLE_S)
+            if epoch > 1:
+                _wait_until_registered(epoch - 1)
             fault()
         return real_report(metrics, *args, **kwargs)
 
