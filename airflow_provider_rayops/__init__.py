@@ -31,7 +31,7 @@ def get_provider_info() -> dict:
             },
             {
                 "integration-name": "S3 storage",
-                "external-doc-url": "https://min.io/docs/minio/linux/developers/python/API.html",
+                "external-doc-url": "https://arrow.apache.org/docs/python/generated/pyarrow.fs.S3FileSystem.html",
                 "tags": ["software"],
             },
         ],

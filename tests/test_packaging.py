@@ -3,8 +3,9 @@
 A fresh venv gets the core distribution alone (no extras), built from this checkout the way
 pip would build it for a user. In it, the example DAG folder parses, every operator, hook,
 trigger and link module that `get_provider_info` declares imports, `rayops validate` runs,
-and neither torch nor any part of Ray is imported on the way. uv makes the venv (it shares a
-download cache between runs, so this takes seconds after the first time).
+the S3 connection's Test button names the extra it needs (pyarrow), and neither torch nor
+any part of Ray is imported on the way. uv makes the venv (it shares a download cache
+between runs, so this takes seconds after the first time).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run inside the core-only venv; prints one JSON line.
 PROBE = textwrap.dedent(
     """
-    import importlib, json, sys
+    import importlib, json, os, sys
     from pathlib import Path
 
     from airflow.dag_processing.dagbag import DagBag
@@ -51,9 +52,14 @@ PROBE = textwrap.dedent(
         refusal = None
     except BackendNotAvailable as exc:
         refusal = str(exc)
+    # The UI's Test button on a rayops_s3 connection: without pyarrow it names the extra to install.
+    os.environ["AIRFLOW_CONN_RAYOPS_S3_PROBE"] = json.dumps({"conn_type": "rayops_s3", "host": "http://127.0.0.1:9"})
+    from airflow_provider_rayops.hooks.s3 import S3StorageHook
+
+    s3_test = S3StorageHook(s3_conn_id="rayops_s3_probe").test_connection()
     heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("torch", "ray", "pyarrow", "numpy", "minio", "pandas")})
     print(json.dumps({"dags": sorted(bag.dag_ids), "import_errors": {k: v[-300:] for k, v in bag.import_errors.items()},
-                      "modules": modules, "heavy": heavy, "refusal": refusal}))
+                      "modules": modules, "heavy": heavy, "refusal": refusal, "s3_test": s3_test}))
     """
 )
 
@@ -115,6 +121,9 @@ def test_dags_parse_and_every_declared_module_imports_without_torch_or_ray(core_
     assert "airflow_provider_rayops.triggers.ray_job" in report["modules"]
     assert report["heavy"] == [], f"the Airflow side imported {report['heavy']}"
     assert "pip install 'airflow-provider-rayops[local]'" in report["refusal"]
+    ok, message = report["s3_test"]
+    assert ok is False
+    assert "pip install 'airflow-provider-rayops[jobs]'" in message
 
 
 def test_rayops_validate_runs_in_the_core_install(core_venv, tmp_path):

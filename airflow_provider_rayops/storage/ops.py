@@ -2,9 +2,17 @@
 
 Writes are atomic: nothing appears under the final name until the writer has finished.
 For `file://` data goes to a hidden temporary file beside the target, which is fsynced and
-renamed over it; for `s3://` the object is uploaded once the writer has finished, and S3
-makes an object visible only when its PUT (or the completion of its multipart upload)
-succeeds. A writer that raises leaves nothing behind under the final name.
+renamed over it; for `s3://` the writer's bytes are spooled locally and uploaded once the
+writer has finished, and S3 makes an object visible only when its PUT (or the completion of
+its multipart upload) succeeds. A writer that raises leaves nothing behind under the final name.
+
+`s3://` goes through pyarrow's S3 filesystem, cached per `S3Settings`: the one `filesystem()`
+hands to pyarrow and Ray Data. Two things it does that a bare S3 client would not, neither
+visible through this API: a read is a HEAD and then a GET (pyarrow learns the size first),
+and deleting an object leaves an empty `folder/` marker object for its folder (pyarrow keeps
+folders from vanishing that way); listings here skip such markers.
+`benchmarks/storage_clients.py` measures what this costs against the minio client that
+storage used before.
 
 Every function takes `settings` for `s3://` URIs; left out, `S3Settings.from_env()` is used.
 """
@@ -13,22 +21,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 import os
+import re
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, TYPE_CHECKING
 
 from airflow_provider_rayops.storage.settings import S3Settings
 from airflow_provider_rayops.storage.uri import StorageError, StorageNotFoundError, StorageURI, parse_uri
 
 if TYPE_CHECKING:
     import pyarrow.fs
-    from minio import Minio
 
 # Temporary files of in-flight writes carry this marker; listings never show them.
 _TMP_MARKER = ".rayops-tmp-"
 # An s3 writer keeps this much in memory before spilling to a local temporary file.
 _SPOOL_BYTES = 32 * 1024 * 1024
+# S3's smallest part size: below it no pyarrow starts a multipart upload, so fewer bytes
+# written to a stream opened with `allow_delayed_open` stay in memory until close() sends them
+# in one PUT.
+_SINGLE_PUT_BYTES = 5 * 1024 * 1024
+# The AWS SDK's own defaults give up on a server that takes 1 s to accept a connection or
+# 3 s without sending a byte (a MinIO hashing a large part under load does that); the minio
+# client storage used before waited 5 minutes for either.
+_CONNECT_TIMEOUT_S = 10.0
+_REQUEST_TIMEOUT_S = 60.0
 
 
 def read_bytes(uri: str, *, settings: S3Settings | None = None) -> bytes:
@@ -40,13 +58,19 @@ def read_bytes(uri: str, *, settings: S3Settings | None = None) -> bytes:
                 return fh.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise StorageNotFoundError(str(loc), "no such file") from exc
-    with _s3_errors(loc):
-        response = _client(settings).get_object(loc.bucket, loc.path)
+    if not loc.path or loc.path.endswith("/"):
+        raise StorageNotFoundError(str(loc), "no such object (a folder or bucket is not one)")
+    s3 = _settings(settings)
+    fs = _arrow_s3(s3)
+    with _s3_errors(str(loc), s3):
         try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            # A random-access file knows its size (the HEAD), so read() is one GET; a stream's
+            # read() would fetch the object in many small ranges.
+            source = fs.open_input_file(_arrow_path(loc))
+        except FileNotFoundError as exc:
+            raise _absent(fs, loc) from exc
+        with source:
+            return source.read()
 
 
 def write_bytes(uri: str, data: bytes, *, settings: S3Settings | None = None) -> None:
@@ -79,14 +103,37 @@ def open_write(uri: str, *, settings: S3Settings | None = None) -> Iterator[IO[b
                 os.unlink(tmp)
             raise
         return
-    client = _client(settings)
+    s3 = _settings(settings)
+    _arrow_s3(s3)  # a client that cannot be made fails before the writer works, not after
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
         yield spool
-        size = spool.tell()
-        spool.seek(0)
-        with _s3_errors(loc):
-            # minio asks for a BinaryIO but only read()s it; SpooledTemporaryFile is typed as IO[bytes].
-            client.put_object(loc.bucket, loc.path, cast(BinaryIO, spool), size)
+        _upload(loc, spool, s3)
+
+
+def _upload(loc: StorageURI, spool: IO[bytes], settings: S3Settings) -> None:
+    """Upload the spooled bytes in one PUT or, from `_SINGLE_PUT_BYTES` on, one multipart upload.
+
+    pyarrow's S3 stream cannot be aborted from Python, and it closes itself when collected: a
+    close completes what it holds. A delayed-open stream whose multipart upload failed to start
+    would even PUT what it buffered (nothing: an empty object). So the stream only ever gets the
+    whole content, in one write(), once the writer is done, and:
+    - small: a delayed-open stream; write() only buffers, close() is the one PUT, all or nothing.
+    - large: a stream whose multipart upload starts when it opens (failing, there is no stream);
+      a part that fails to upload fails the close after it, and a failed close never completes.
+      A write() that fails for want of memory or threads would leave a stream that completes
+      with the parts it sent: the one way left to a partial object, as remote as it gets.
+    An upload that failed may leave an incomplete multipart upload, which no listing or read
+    sees; a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims its space.
+    """
+    size = spool.seek(0, os.SEEK_END)
+    spool.seek(0)
+    # Up to the spool size the bytes are in memory anyway; past it, map the spilled file.
+    body = spool.read() if size <= _SPOOL_BYTES else mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
+    fs = _arrow_s3_single_put(settings) if size < _SINGLE_PUT_BYTES else _arrow_s3(settings)
+    with _s3_errors(str(loc), settings):
+        stream = fs.open_output_stream(_arrow_path(loc))
+        stream.write(body)
+        stream.close()
 
 
 def exists(uri: str, *, settings: S3Settings | None = None) -> bool:
@@ -94,16 +141,15 @@ def exists(uri: str, *, settings: S3Settings | None = None) -> bool:
     loc = parse_uri(uri)
     if loc.scheme == "file":
         return os.path.isfile(loc.path)
-    if not loc.path:
+    if not loc.path or loc.path.endswith("/"):
         return False
-    from minio.error import S3Error
-
-    try:
-        _client(settings).stat_object(loc.bucket, loc.path)
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"):
+    s3 = _settings(settings)
+    with _s3_errors(str(loc), s3):
+        try:
+            # One HEAD; get_file_info() would also ask whether a folder of that name exists.
+            _arrow_s3(s3).open_input_file(_arrow_path(loc)).close()
+        except FileNotFoundError:
             return False
-        raise _wrap(loc, exc) from exc
     return True
 
 
@@ -111,7 +157,8 @@ def list_uris(prefix_uri: str, *, settings: S3Settings | None = None) -> list[st
     """URIs of every file or object under the folder `prefix_uri`, recursively, sorted.
 
     `s3://b/snaps` lists `s3://b/snaps/...`, not `s3://b/snapshots-old/...`. A missing
-    folder lists as empty. Temporary files of writes in flight are not listed.
+    folder lists as empty (a missing bucket is StorageNotFoundError). Temporary files of
+    writes in flight are not listed.
     """
     loc = parse_uri(prefix_uri)
     if loc.scheme == "file":
@@ -120,11 +167,17 @@ def list_uris(prefix_uri: str, *, settings: S3Settings | None = None) -> list[st
         for folder, _dirs, files in os.walk(root):
             found.extend(f"file://{os.path.join(folder, name)}" for name in files if _TMP_MARKER not in name)
         return sorted(found)
-    prefix = loc.path.rstrip("/")
-    prefix = f"{prefix}/" if prefix else ""
-    with _s3_errors(loc):
-        objects = _client(settings).list_objects(loc.bucket, prefix=prefix, recursive=True)
-        return sorted(f"s3://{loc.bucket}/{obj.object_name}" for obj in objects if not obj.is_dir)
+    import pyarrow.fs
+
+    s3 = _settings(settings)
+    fs = _arrow_s3(s3)
+    prefix = loc.path.strip("/")
+    selector = pyarrow.fs.FileSelector(f"{loc.bucket}/{prefix}" if prefix else loc.bucket, recursive=True, allow_not_found=True)
+    with _s3_errors(str(loc), s3):
+        listed = sorted(f"s3://{info.path}" for info in fs.get_file_info(selector) if info.type == pyarrow.fs.FileType.File)
+        if not listed and fs.get_file_info(loc.bucket).type == pyarrow.fs.FileType.NotFound:
+            raise StorageNotFoundError(str(loc), "no such bucket")
+    return listed
 
 
 def download_folder(prefix_uri: str, dest: str | os.PathLike[str], *, settings: S3Settings | None = None) -> list[str]:
@@ -151,10 +204,14 @@ def delete(uri: str, *, settings: S3Settings | None = None) -> bool:
         except FileNotFoundError:
             return False
         return True
-    if not exists(uri, settings=settings):
+    if not loc.path or loc.path.endswith("/"):
         return False
-    with _s3_errors(loc):
-        _client(settings).remove_object(loc.bucket, loc.path)
+    s3 = _settings(settings)
+    with _s3_errors(str(loc), s3):
+        try:
+            _arrow_s3(s3).delete_file(_arrow_path(loc))
+        except FileNotFoundError:
+            return False
     return True
 
 
@@ -176,58 +233,100 @@ def _settings(settings: S3Settings | None) -> S3Settings:
     return settings if settings is not None else S3Settings.from_env()
 
 
-def _client(settings: S3Settings | None) -> Minio:
-    return _minio(_settings(settings))
-
-
-@functools.lru_cache(maxsize=8)
-def _minio(settings: S3Settings) -> Minio:
-    from minio import Minio
-
-    return Minio(
-        settings.endpoint,
-        access_key=settings.access_key,
-        secret_key=settings.secret_key,
-        region=settings.region,
-        secure=bool(settings.secure),
-    )
+def _arrow_path(loc: StorageURI) -> str:
+    return f"{loc.bucket}/{loc.path}"
 
 
 @functools.lru_cache(maxsize=8)
 def _arrow_s3(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
+    """The S3 filesystem for `settings`: reads, listings, deletes, large writes, `filesystem()`."""
     import pyarrow.fs
 
-    kwargs: dict[str, object] = {"region": settings.region, "scheme": "https" if settings.secure else "http"}
+    return pyarrow.fs.S3FileSystem(**_arrow_options(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def _arrow_s3_single_put(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
+    """The same with `allow_delayed_open`: an output stream of fewer bytes than a part is one PUT.
+
+    Only for `_upload`'s small objects: past a part, its streams start their multipart upload
+    inside write(), where a failure to start it leaves a stream that PUTs an empty object when
+    it closes (see `_upload`).
+    """
+    import pyarrow.fs
+
+    return pyarrow.fs.S3FileSystem(**_arrow_options(settings), allow_delayed_open=True)
+
+
+def _arrow_options(settings: S3Settings) -> dict[str, object]:
+    options: dict[str, object] = {
+        "region": settings.region,
+        "scheme": "https" if settings.secure else "http",
+        "connect_timeout": _CONNECT_TIMEOUT_S,
+        "request_timeout": _REQUEST_TIMEOUT_S,
+    }
     if settings.endpoint_url:
-        kwargs["endpoint_override"] = settings.endpoint
+        options["endpoint_override"] = settings.endpoint
     if settings.access_key and settings.secret_key:
-        kwargs["access_key"] = settings.access_key
-        kwargs["secret_key"] = settings.secret_key
-    return pyarrow.fs.S3FileSystem(**kwargs)
+        options["access_key"] = settings.access_key
+        options["secret_key"] = settings.secret_key
+    return options
 
 
-_NOT_FOUND = {"NoSuchKey": "no such object", "NoSuchObject": "no such object", "NoSuchBucket": "no such bucket"}
+def _list_buckets(settings: S3Settings) -> list[str]:
+    """Names of the buckets the settings' credentials can see (the connection test's question).
+
+    ImportError when pyarrow (with S3 support) is not installed, as on the Airflow side.
+    """
+    import pyarrow.fs
+
+    with _s3_errors("s3://", settings):
+        infos = _arrow_s3(settings).get_file_info(pyarrow.fs.FileSelector("", recursive=False))
+    return sorted(info.path for info in infos)
 
 
-def _wrap(loc: StorageURI, exc: Exception) -> StorageError:
-    from minio.error import S3Error
+def _absent(fs: pyarrow.fs.S3FileSystem, loc: StorageURI) -> StorageNotFoundError:
+    """Not found: the object, or its whole bucket? (A HEAD of an object cannot tell: it has no body.)"""
+    import pyarrow.fs
 
-    if isinstance(exc, S3Error):
-        if exc.code in _NOT_FOUND:
-            return StorageNotFoundError(str(loc), _NOT_FOUND[exc.code])
-        # code and message only: the full S3Error text carries request ids and headers.
-        return StorageError(str(loc), f"S3 error {exc.code}: {exc.message}")
-    return StorageError(str(loc), f"S3 request failed: {type(exc).__name__}: {exc}")
+    if fs.get_file_info(loc.bucket).type == pyarrow.fs.FileType.NotFound:
+        return StorageNotFoundError(str(loc), "no such bucket")
+    return StorageNotFoundError(str(loc), "no such object")
+
+
+# pyarrow words S3 failures as "...: AWS Error <CODE> during <Operation> operation: <message>",
+# CODE being the AWS SDK's name for the error (NO_SUCH_BUCKET, ACCESS_DENIED, NETWORK_CONNECTION,
+# UNKNOWN (HTTP status 400), [code 133]).
+_AWS_ERROR = re.compile(r"AWS Error (?P<code>.+?) during (?P<operation>\w+) operation: (?P<message>.*)", re.DOTALL)
+_REQUEST_ID = re.compile(r"\s*\((?:Request|Host) ID: [^)]*\)")
+# A missing object comes as FileNotFoundError (from a HEAD), handled where it can happen.
+_NOT_FOUND = {"NO_SUCH_BUCKET": "no such bucket"}
+
+
+def _wrap(where: str, exc: Exception, settings: S3Settings) -> StorageError:
+    """Our error for a pyarrow S3 failure: the code, operation and message, never request ids or keys."""
+    found = _AWS_ERROR.search(str(exc))
+    if found:
+        code = found["code"]
+        if code in _NOT_FOUND:
+            return StorageNotFoundError(where, _NOT_FOUND[code])
+        message = " ".join(_REQUEST_ID.sub("", found["message"]).split())
+        problem = f"S3 error {code} during {found['operation']}: {message}"
+    else:
+        problem = f"S3 request failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    for secret in (settings.secret_key, settings.access_key):
+        if secret:
+            problem = problem.replace(secret, "***")
+    return StorageError(where, problem[:500])
 
 
 @contextlib.contextmanager
-def _s3_errors(loc: StorageURI) -> Iterator[None]:
-    from minio.error import MinioException
-    from urllib3.exceptions import HTTPError
+def _s3_errors(where: str, settings: S3Settings) -> Iterator[None]:
+    import pyarrow
 
     try:
         yield
-    except (MinioException, HTTPError, OSError) as exc:
-        if isinstance(exc, StorageError):
-            raise
-        raise _wrap(loc, exc) from exc
+    except StorageError:
+        raise
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise _wrap(where, exc, settings) from exc

@@ -70,7 +70,7 @@ class S3Settings:
 
     @property
     def endpoint(self) -> str:
-        """`host:port` of the service, the form the minio client and pyarrow take."""
+        """`host:port` of the service, the form pyarrow's `endpoint_override` takes."""
         if self.endpoint_url is None:
             return "s3.amazonaws.com"
         return urlsplit(self.endpoint_url).netloc

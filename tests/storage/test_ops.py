@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_rayops import storage
-from airflow_provider_rayops.storage import StorageError, StorageNotFoundError, join_uri
+from airflow_provider_rayops.storage import S3Settings, StorageError, StorageNotFoundError, join_uri
 from tests.fixtures.s3 import S3_BUCKET, S3_SECRET_KEY
 
 
@@ -171,3 +171,91 @@ def test_missing_bucket_is_not_found_and_the_error_keeps_secrets_out(s3_endpoint
     assert err.value.uri == uri
     assert S3_SECRET_KEY not in str(err.value)
     assert s3_endpoint.access_key not in str(err.value)
+
+
+# --- s3:// through pyarrow: how its failures become ours (real moto server, real pyarrow) -----------
+
+
+def test_reading_a_folder_uri_is_not_found(storage_root: str) -> None:
+    storage.write_bytes(join_uri(storage_root, "folder", "x.txt"), b"x")
+    with pytest.raises(StorageNotFoundError):
+        storage.read_bytes(join_uri(storage_root, "folder") + "/")
+
+
+def test_deleting_the_last_object_of_a_folder_leaves_nothing_listed(storage_root: str) -> None:
+    # pyarrow leaves an empty `folder/` marker object behind on s3: not an object to this API.
+    uri = join_uri(storage_root, "folder", "only.txt")
+    storage.write_bytes(uri, b"x")
+    assert storage.delete(uri) is True
+    assert storage.list_uris(storage_root) == []
+    assert not storage.exists(join_uri(storage_root, "folder"))
+    assert not storage.exists(join_uri(storage_root, "folder") + "/")
+    if storage_root.startswith("s3://"):  # (file:// raises IsADirectoryError here, as it always has)
+        assert storage.delete(join_uri(storage_root, "folder") + "/") is False
+
+
+def test_write_past_the_spool_size_round_trips_and_fails_atomically(s3_endpoint, monkeypatch) -> None:
+    # Past the spool size the bytes sit in a local file and are uploaded from a memory map.
+    monkeypatch.setattr("airflow_provider_rayops.storage.ops._SPOOL_BYTES", 1024 * 1024)
+    data = bytes(range(256)) * (3 * 1024 * 4)  # 3 MiB
+    uri = f"s3://{S3_BUCKET}/spilled/big.bin"
+    with pytest.raises(WriterCrashed), storage.open_write(uri) as fh:
+        fh.write(data)
+        raise WriterCrashed
+    assert not storage.exists(uri)
+    with storage.open_write(uri) as fh:
+        fh.write(data[:1000])
+        fh.write(data[1000:])
+    assert storage.read_bytes(uri) == data
+
+
+@pytest.mark.parametrize("size", [10, 12 * 1024 * 1024], ids=["one-put", "multipart"])
+def test_writing_into_a_missing_bucket_is_not_found_and_names_the_uri(s3_endpoint, size: int) -> None:
+    # pyarrow: "AWS Error NO_SUCH_BUCKET during PutObject / CreateMultipartUpload operation".
+    uri = "s3://no-such-bucket/model.bin"
+    with pytest.raises(StorageNotFoundError, match="no such bucket") as err:
+        storage.write_bytes(uri, b"x" * size)
+    assert err.value.uri == uri
+    assert S3_SECRET_KEY not in str(err.value)
+
+
+def test_a_missing_bucket_lists_as_not_found_exists_and_deletes_as_false(s3_endpoint) -> None:
+    with pytest.raises(StorageNotFoundError, match="no such bucket"):
+        storage.list_uris("s3://no-such-bucket/snaps")
+    assert storage.exists("s3://no-such-bucket/x.txt") is False
+    assert storage.delete("s3://no-such-bucket/x.txt") is False
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda uri, s: storage.read_bytes(uri, settings=s),
+        lambda uri, s: storage.write_bytes(uri, b"x", settings=s),
+        lambda uri, s: storage.exists(uri, settings=s),
+        lambda uri, s: storage.list_uris(uri, settings=s),
+        lambda uri, s: storage.delete(uri, settings=s),
+    ],
+    ids=["read", "write", "exists", "list", "delete"],
+)
+def test_an_unreachable_endpoint_is_a_storage_error_with_the_uri_and_no_secrets(operation) -> None:
+    # Nothing listens on port 9: pyarrow's "AWS Error NETWORK_CONNECTION during <Operation> ...".
+    dead = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="ak-unreachable", secret_key=S3_SECRET_KEY)
+    uri = "s3://rayops-test/unreachable/x.txt"
+    with pytest.raises(StorageError) as err:
+        operation(uri, dead)
+    assert not isinstance(err.value, StorageNotFoundError)
+    assert err.value.uri == uri
+    assert err.value.problem.startswith("S3 error NETWORK_CONNECTION during ")
+    assert "Request ID" not in str(err.value)
+    assert S3_SECRET_KEY not in str(err.value)
+    assert "ak-unreachable" not in str(err.value)
+
+
+def test_a_key_that_shows_up_in_an_error_text_is_masked() -> None:
+    # Contrived on purpose: the "secret" is the AWS SDK's name for a refused connection, so that
+    # pyarrow's real error text contains it.
+    dead = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="ak", secret_key="NETWORK_CONNECTION")
+    with pytest.raises(StorageError) as err:
+        storage.exists("s3://rayops-test/x.txt", settings=dead)
+    assert "NETWORK_CONNECTION" not in str(err.value)
+    assert err.value.problem.startswith("S3 error *** during HeadObject: ")
