@@ -26,14 +26,18 @@ if TYPE_CHECKING:
 
 
 class MlflowHook(BaseHook):
-    """Reads a `rayops_mlflow` connection; gives the tracking URI and a Ray job's env vars."""
+    """Reads a `rayops_mlflow` connection; gives an `MlflowClient`, the tracking URI and a Ray job's env vars.
+
+    :param mlflow_conn_id: the connection; None (the operators' default too) means the embedded
+        store under $RAYOPS_HOME/mlflow.
+    """
 
     conn_name_attr = "mlflow_conn_id"
     default_conn_name = "rayops_mlflow_default"
     conn_type = "rayops_mlflow"
     hook_name = "MLflow tracking server (rayops)"
 
-    def __init__(self, mlflow_conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, mlflow_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
 

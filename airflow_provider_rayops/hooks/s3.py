@@ -12,7 +12,7 @@ the same settings. Credentials never appear in pipeline YAML.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -21,20 +21,27 @@ from airflow_provider_rayops.storage import S3Settings, StorageConfigError, Stor
 from airflow_provider_rayops.storage.ops import _list_buckets
 from airflow_provider_rayops.storage.settings import DEFAULT_REGION
 
+if TYPE_CHECKING:
+    import pyarrow.fs
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 class S3StorageHook(BaseHook):
-    """Reads a `rayops_s3` connection; gives `S3Settings` and the env vars a Ray job needs."""
+    """Reads a `rayops_s3` connection; gives `S3Settings`, a filesystem on it, and the env vars a Ray job needs.
+
+    :param s3_conn_id: the connection; None (the operators' default too) means no connection:
+        settings from this process's environment (`S3Settings.from_env()`), nothing handed to jobs.
+    """
 
     conn_name_attr = "s3_conn_id"
     default_conn_name = "rayops_s3_default"
     conn_type = "rayops_s3"
     hook_name = "S3 / MinIO storage (rayops)"
 
-    def __init__(self, s3_conn_id: str = default_conn_name) -> None:
-        super().__init__()
+    def __init__(self, s3_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.s3_conn_id = s3_conn_id
 
     @classmethod
@@ -53,6 +60,8 @@ class S3StorageHook(BaseHook):
 
     def get_settings(self) -> S3Settings:
         """The connection as `S3Settings`; StorageConfigError if its endpoint cannot work."""
+        if self.s3_conn_id is None:
+            return S3Settings.from_env()
         conn = checked(self.get_connection(self.s3_conn_id), conn_id=self.s3_conn_id, conn_type=self.conn_type)
         extra = conn.extra_dejson or {}
         return S3Settings(
@@ -67,8 +76,18 @@ class S3StorageHook(BaseHook):
         """Environment variables that give a Ray job these settings through `S3Settings.from_env()`.
 
         They hold the secret key: pass them as the job's runtime_env env_vars, never log them.
+        Without a connection there is nothing to hand over: the job reads its own environment.
         """
-        return self.get_settings().to_env()
+        return self.get_settings().to_env() if self.s3_conn_id is not None else {}
+
+    def get_conn(self) -> pyarrow.fs.S3FileSystem:
+        """pyarrow's S3 filesystem on these settings, as storage/ builds it (timeouts included).
+
+        pyarrow comes with the `jobs` extra, not the core install; ImportError without it.
+        """
+        from airflow_provider_rayops.storage.ops import s3_filesystem
+
+        return s3_filesystem(self.get_settings())
 
     def test_connection(self) -> tuple[bool, str]:
         """List the buckets the credentials can see (the UI's Test button), through pyarrow's S3 filesystem.

@@ -238,6 +238,11 @@ def _arrow_path(loc: StorageURI) -> str:
 
 
 @functools.lru_cache(maxsize=8)
+def s3_filesystem(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
+    """pyarrow's S3 filesystem for `settings` (cached per settings), for code outside storage/."""
+    return _arrow_s3(settings)
+
+
 def _arrow_s3(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
     """The S3 filesystem for `settings`: reads, listings, deletes, large writes, `filesystem()`."""
     import pyarrow.fs

@@ -45,9 +45,33 @@ def test_bare_host_takes_port_and_secure_from_the_connection(monkeypatch) -> Non
     assert S3StorageHook(s3_conn_id="minio_bare").get_settings().endpoint_url == "http://minio.data:9000"
 
 
-def test_default_connection_id_is_used(monkeypatch) -> None:
+def test_no_connection_means_this_processs_environment_and_nothing_for_jobs(monkeypatch) -> None:
+    """As the operators' storage_conn_id=None: no credentials are handed to a job."""
+    monkeypatch.setenv("RAYOPS_S3_ENDPOINT_URL", "https://s3.example.com")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    hook = S3StorageHook()
+    assert (hook.get_settings().endpoint_url, hook.get_settings().access_key) == ("https://s3.example.com", "from-env")
+    assert hook.job_env() == {}
+
+
+def test_the_default_connection_is_named_like_airflow_shows_it(monkeypatch) -> None:
     _set_connection(monkeypatch, "rayops_s3_default", host="https://s3.example.com")
-    assert S3StorageHook().get_settings().endpoint_url == "https://s3.example.com"
+    assert S3StorageHook(S3StorageHook.default_conn_name).get_settings().endpoint_url == "https://s3.example.com"
+
+
+def test_get_conn_is_a_filesystem_on_the_connections_endpoint(monkeypatch, s3_endpoint) -> None:
+    import pyarrow.fs
+
+    from tests.fixtures.s3 import S3_BUCKET
+
+    settings = s3_endpoint
+    _set_connection(monkeypatch, "s3_fs", host=settings.endpoint_url, login=settings.access_key, password=settings.secret_key)
+    fs = S3StorageHook("s3_fs").get_conn()
+    assert isinstance(fs, pyarrow.fs.S3FileSystem)
+    with fs.open_output_stream(f"{S3_BUCKET}/hook-get-conn/hello.txt") as out:
+        out.write(b"hello from the hook")
+    with fs.open_input_stream(f"{S3_BUCKET}/hook-get-conn/hello.txt") as data:
+        assert data.read() == b"hello from the hook"
 
 
 def test_secure_extra_that_is_not_a_boolean_is_refused(monkeypatch) -> None:

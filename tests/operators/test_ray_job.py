@@ -485,3 +485,19 @@ def test_a_result_off_its_contract_fails_the_task(airflow_db, ray_head):
     [error] = exceptions
     assert type(error).__name__ == "JobResultInvalid"
     assert "does not fit the ingest job's contract: result field 'snapshot_uri' is required" in str(error)
+
+
+def test_conn_id_defaults_agree_between_the_operator_and_the_hooks():
+    """None is 'the embedded MLflow store' and 'no storage connection' for operator and hook alike;
+    the Ray cluster defaults to the hook's default connection."""
+    import inspect
+
+    from airflow_provider_rayops.hooks.mlflow import MlflowHook
+    from airflow_provider_rayops.hooks.s3 import S3StorageHook
+
+    def default(callable_, name):
+        return inspect.signature(callable_).parameters[name].default
+
+    assert default(SubmitRayJobOperator.__init__, "mlflow_conn_id") is default(MlflowHook.__init__, "mlflow_conn_id") is None
+    assert default(SubmitRayJobOperator.__init__, "storage_conn_id") is default(S3StorageHook.__init__, "s3_conn_id") is None
+    assert SubmitRayJobOperator(task_id="t", entrypoint="true")._profile()["conn_id"] == default(RayHook.__init__, "ray_conn_id")
