@@ -25,8 +25,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.links.mlflow import XCOM_KEY, MlflowModelVersionLink, link_xcom_value
+from airflow_provider_rayops.registry import audit as promotion
 from airflow_provider_rayops.registry import gates as gate_logic
-from airflow_provider_rayops.registry import promotion
 from airflow_provider_rayops.registry.gates import GateResult
 
 if TYPE_CHECKING:

@@ -3,8 +3,7 @@
 Pure logic over MLflow's client, no Airflow: the operators in operators/mlflow_model.py call it.
 """
 
-from airflow_provider_rayops.registry.gates import GateResult, evaluate_gates, gate_policy_hash, gate_table
-from airflow_provider_rayops.registry.promotion import (
+from airflow_provider_rayops.registry.audit import (
     Promotion,
     PromotionRefused,
     RegistryError,
@@ -13,6 +12,7 @@ from airflow_provider_rayops.registry.promotion import (
     register_version,
     set_challenger,
 )
+from airflow_provider_rayops.registry.gates import GateResult, evaluate_gates, gate_policy_hash, gate_table
 
 __all__ = [
     "GateResult",

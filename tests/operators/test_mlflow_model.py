@@ -29,7 +29,7 @@ from airflow_provider_rayops.operators.mlflow_model import (
     PromoteMLflowModelOperator,
     RegisterMLflowModelOperator,
 )
-from airflow_provider_rayops.registry import promotion
+from airflow_provider_rayops.registry import audit as promotion
 from tests.fixtures.airflow_db import run_dag_test
 from tests.registry.models import CONN_ID, mlflow_registry, registry_snapshot, trained, unique_name
 

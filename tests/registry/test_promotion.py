@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_provider_rayops import tag_names as names
-from airflow_provider_rayops.registry import promotion
+from airflow_provider_rayops.registry import audit as promotion
 from airflow_provider_rayops.registry.gates import evaluate_gates, gate_policy_hash
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
 
