@@ -96,6 +96,7 @@ from airflow_provider_rayops.jobs.modeling.artifacts import ModelArtifactError
 from airflow_provider_rayops.jobs.modeling.features import FeatureMismatch
 from airflow_provider_rayops.jobs.modeling.predictor import Predictor, load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
+from airflow_provider_rayops.registry.champion import find_champion, model_identity
 
 if TYPE_CHECKING:
     import numpy as np
@@ -326,61 +327,7 @@ def score(model: LoadedModel, data: ValidationData, spec: contracts.EvaluateArgs
 
 
 # -- the champion ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a model URI points at in MLflow, as far as it can be told (for "is it the champion?")."""
-
-    model_id: str | None = None
-    registered_model: str | None = None
-    version: str | None = None
-
-    def same_as(self, version: Any) -> bool:
-        # A version registered from `models:/m-...` may carry its logged model only in `source`.
-        source = str(getattr(version, "source", None) or "")
-        version_model_id = getattr(version, "model_id", None) or (
-            source[len("models:/") :] if source.startswith("models:/m-") else None
-        )
-        if self.model_id and version_model_id == self.model_id:
-            return True
-        return bool(self.registered_model) and self.registered_model == version.name and self.version == str(version.version)
-
-
-def model_identity(client: MlflowClient, uri: str) -> ModelIdentity:
-    if not uri.startswith("models:/"):
-        return ModelIdentity()
-    rest = uri[len("models:/") :].strip("/")
-    try:
-        if "/" not in rest and "@" not in rest:
-            return ModelIdentity(model_id=rest)
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = rest.split("/", 1)
-            version = client.get_model_version(name, number)
-    except Exception:  # a candidate outside the registry cannot be the champion
-        return ModelIdentity()
-    return ModelIdentity(model_id=getattr(version, "model_id", None), registered_model=version.name, version=str(version.version))
-
-
-def find_champion(client: MlflowClient, name: str, alias: str) -> tuple[Any | None, str | None]:
-    """(model version, None) for `name@alias`, or (None, why there is none)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code in _MLFLOW_NOT_FOUND:
-            return None, f"registered model {name!r} does not exist"
-        raise
-    try:
-        return client.get_model_version_by_alias(name, alias), None
-    except MlflowException as exc:
-        if exc.error_code in _MLFLOW_NOT_FOUND or exc.error_code == "INVALID_PARAMETER_VALUE":
-            return None, f"registered model {name!r} has no version with alias {alias!r}"
-        raise
+# Which version is the champion and whether the candidate is it: registry/champion.py. Scoring it: here.
 
 
 def evaluate_champion(

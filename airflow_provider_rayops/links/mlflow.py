@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_provider_rayops.registry.promotion import model_version_ui_url
+from airflow_provider_rayops.registry.audit import model_version_ui_url
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -9,7 +9,7 @@ The promotion part of the lifecycle DAG, wired by the factory:
 Failing gates end the run as "skipped deploy": `register` raises AirflowSkipException, so
 approve / deploy / promote are skipped and the champion keeps serving (`on_gate_failure="fail"`
 raises `GateFailed` instead). A rejection in the approval form skips the rest the same way.
-All the facts land on the model version as `rayops.*` tags (registry/promotion.py lists them).
+All the facts land on the model version as `rayops.*` tags (named in tag_names.py; registry/ writes them).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.links.mlflow import XCOM_KEY, MlflowModelVersionLink, link_xcom_value
+from airflow_provider_rayops.registry import aliases, audit, registration, version_tags
 from airflow_provider_rayops.registry import gates as gate_logic
-from airflow_provider_rayops.registry import promotion
 from airflow_provider_rayops.registry.gates import GateResult
 
 if TYPE_CHECKING:
@@ -152,9 +152,9 @@ class RegisterMLflowModelOperator(BaseOperator):
         ti = context["ti"]
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         tracking_uri = client.tracking_uri
-        lineage = promotion.lineage_from_run(client, run_id)
+        lineage = version_tags.lineage_from_run(client, run_id)
         registered_by = _task_label(context)
-        description = promotion.describe_version(
+        description = audit.describe_version(
             registered_model=self.registered_model,
             model_uri=model_uri,
             run_id=run_id,
@@ -168,7 +168,7 @@ class RegisterMLflowModelOperator(BaseOperator):
             names.EVALUATION_URI: evaluation.get("evaluation_uri"),
             names.REGISTERED_BY: registered_by,
         }
-        version, created = promotion.register_version(
+        version, created = registration.register_version(
             client,
             registered_model=self.registered_model,
             model_uri=model_uri,
@@ -185,10 +185,10 @@ class RegisterMLflowModelOperator(BaseOperator):
             number,
             run_id,
         )
-        promotion.record_gate_results(client, self.registered_model, number, results, gates=gates)
+        version_tags.record_gate_results(client, self.registered_model, number, results, gates=gates)
         if passed:
-            promotion.set_challenger(client, self.registered_model, number, alias=self.challenger_alias)
-        url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
+            aliases.set_challenger(client, self.registered_model, number, alias=self.challenger_alias)
+        url = audit.model_version_ui_url(tracking_uri, self.registered_model, number)
         self.log.info("Gates of %s v%s:\n%s", self.registered_model, number, gate_logic.gate_table(results))
         result = {
             "registered_model": self.registered_model,
@@ -272,9 +272,9 @@ class ApproveModelVersionOperator(ApprovalOperator):
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         tracking_uri = client.tracking_uri
         version = client.get_model_version(self.registered_model, number)
-        champion = promotion.version_by_alias(client, self.registered_model, self.champion_alias)
+        champion = aliases.version_by_alias(client, self.registered_model, self.champion_alias)
         context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, self.registered_model, number))
-        url = promotion.model_version_ui_url(tracking_uri, self.registered_model, number)
+        url = audit.model_version_ui_url(tracking_uri, self.registered_model, number)
         self.subject = f"Promote {self.registered_model} v{number} to {self.champion_alias}?"
         if not self._custom_body:
             self.body = approval_body(
@@ -296,12 +296,12 @@ class ApproveModelVersionOperator(ApprovalOperator):
         user = event.get("responded_by_user") or {}
         at: Any = event.get("responded_at")  # a datetime, or text or None, passed on as is
         client = MlflowHook(self.mlflow_conn_id).get_conn()
-        promotion.record_approval(
+        audit.record_approval(
             client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),
             comment=(event.get("params_input") or {}).get(COMMENT_PARAM), at=at.isoformat() if hasattr(at, "isoformat") else at,
         )  # fmt: skip
         if not approved:
-            promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
+            aliases.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
         self.log.info(
             "%s v%s %s by %s",
             self.registered_model,
@@ -314,7 +314,7 @@ class ApproveModelVersionOperator(ApprovalOperator):
 def approval_body(name: str, version: Any, *, champion: Any, champion_alias: str, challenger_alias: str, url: str) -> str:
     """The approval form's markdown: verdict, gate table, lineage, what each answer does."""
     tags = version.tags or {}
-    results = promotion.gate_results_of(version)
+    results = version_tags.gate_results_of(version)
     passed = tags.get(names.GATES_PASSED) == "true"
     serving = f"v{champion.version}" if champion is not None else "none yet (this would be the first)"
     lines = [
@@ -396,24 +396,24 @@ class PromoteMLflowModelOperator(BaseOperator):
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         tracking_uri = client.tracking_uri
         context["ti"].xcom_push(key=XCOM_KEY, value=link_xcom_value(tracking_uri, name, number))
-        promotion.require_gates_passed(client, name, number)
+        audit.require_gates_passed(client, name, number)
         if approval is not None:
             decision = self._record_person(client, number, approval)
         else:
-            written = promotion.record_policy_approval(client, name, number, at=_now())
+            written = audit.record_policy_approval(client, name, number, at=_now())
             decision = {"decision": "policy", "by": written[names.APPROVED_BY], "comment": None}
-        moved = promotion.promote_to_champion(
+        moved = aliases.promote_to_champion(
             client, name, number, champion_alias=self.champion_alias, previous_alias=self.previous_alias,
             challenger_alias=self.challenger_alias,
         )  # fmt: skip
         tags = client.get_model_version(name, number).tags or {}
         if moved.changed or names.PROMOTED_AT not in tags:
-            promotion.set_version_tags(client, name, number, {
+            version_tags.set_version_tags(client, name, number, {
                 names.PROMOTED_AT: _now(),
                 names.PROMOTED_BY: _task_label(context),
                 names.REPLACED_VERSION: moved.previous or "",
             })  # fmt: skip
-        url = promotion.model_version_ui_url(tracking_uri, name, number)
+        url = audit.model_version_ui_url(tracking_uri, name, number)
         if moved.changed:
             self.log.info("%s v%s is now %r; %s", name, number, self.champion_alias,
                           f"v{moved.previous} keeps {self.previous_alias!r}" if moved.previous else "it is the first champion")  # fmt: skip
@@ -436,13 +436,13 @@ class PromoteMLflowModelOperator(BaseOperator):
         comment = (approval.get("params_input") or {}).get(COMMENT_PARAM)
         at: Any = approval.get("responded_at")  # a datetime, or text or None, passed on as is
         approved = chosen == [ApprovalOperator.APPROVE]
-        promotion.record_approval(
+        audit.record_approval(
             client, self.registered_model, number, approved=approved, user_name=user.get("name"), user_id=user.get("id"),
             comment=comment, at=at.isoformat() if hasattr(at, "isoformat") else at,
         )  # fmt: skip
         who = user.get("name") or user.get("id") or "unknown"
         if not approved:
-            promotion.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
+            aliases.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
             raise AirflowSkipException(
                 f"{self.registered_model} v{number} was not approved ({chosen}) by {who}: {comment or 'no comment'}"
             )

@@ -29,7 +29,7 @@ from airflow_provider_rayops.operators.mlflow_model import (
     PromoteMLflowModelOperator,
     RegisterMLflowModelOperator,
 )
-from airflow_provider_rayops.registry import promotion
+from airflow_provider_rayops.registry import audit, version_tags
 from tests.fixtures.airflow_db import run_dag_test
 from tests.registry.models import CONN_ID, mlflow_registry, registry_snapshot, trained, unique_name
 
@@ -197,7 +197,7 @@ def test_a_per_class_floor_breach_fails_the_run_when_configured_to(airflow_db, m
 
 def test_a_retried_register_task_does_not_create_a_second_version(airflow_db, mlflow_registry, trained, lifecycle, monkeypatch):
     name = unique_name("retry")
-    real = promotion.record_gate_results
+    real = version_tags.record_gate_results
     calls = []
 
     def crash_once(*args, **kwargs):  # the worker dies after the version exists, before its gate tags
@@ -206,7 +206,7 @@ def test_a_retried_register_task_does_not_create_a_second_version(airflow_db, ml
             raise RuntimeError("worker lost")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(promotion, "record_gate_results", crash_once)
+    monkeypatch.setattr(version_tags, "record_gate_results", crash_once)
     dag = _dag(name, lifecycle["strong"]["evaluation"], retries=1, retry_delay=dt.timedelta(0))
     run = run_dag_test(dag)
     register = _tis(run)["register"]
@@ -379,8 +379,8 @@ def test_why_a_version_serves_is_answered_from_mlflow_alone(approved, mlflow_reg
     )
     assert tags["rayops.ray_job_id"] == "rayops-churn--train.fit--strong-1" and serving.run_id == strong.run_id
     assert tags[names.REGISTERED_BY].startswith(f"rayops_test_{approved['name']}/")
-    assert tags[names.GATES_PASSED] == "true" and len(promotion.gate_results_of(serving)) == len(GATES)
+    assert tags[names.GATES_PASSED] == "true" and len(version_tags.gate_results_of(serving)) == len(GATES)
     assert (tags[names.APPROVED_BY], tags[names.APPROVAL_COMMENT]) == ("alice", "AUC up, recall floor met")
-    record = promotion.audit_record(client, approved["name"], alias="champion")
+    record = audit.audit_record(client, approved["name"], alias="champion")
     assert record["approval"]["by"] == "alice" and record["snapshot_hash"] == tags["rayops.snapshot_hash"]
     assert all(g["passed"] for g in record["gates"]) and "gates_uri" not in record

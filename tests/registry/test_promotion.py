@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_provider_rayops import tag_names as names
-from airflow_provider_rayops.registry import promotion
+from airflow_provider_rayops.registry import aliases, audit, errors, registration, version_tags
 from airflow_provider_rayops.registry.gates import evaluate_gates, gate_policy_hash
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
 
@@ -15,7 +15,7 @@ GATES = [{"metric": "auc", "min": 0.5}, {"metric": "auc", "min_gain_over_champio
 
 
 def _register(client, name, model, **kw):
-    return promotion.register_version(
+    return registration.register_version(
         client, registered_model=name, model_uri=model.model_uri, run_id=model.run_id, tags=model.lineage, description="d", **kw
     )
 
@@ -27,7 +27,7 @@ def test_a_version_is_registered_from_the_training_runs_logged_model(mlflow_regi
     assert version.source == strong.model_uri  # REST drops model_id from versions; the source keeps it
     tags = client.get_model_version(name, "1").tags
     assert tags[names.TRAIN_RUN_ID] == strong.run_id and tags["rayops.snapshot_hash"] == strong.lineage["rayops.snapshot_hash"]
-    linked = json.loads(client.get_logged_model(promotion.logged_model_id(strong.model_uri)).tags["mlflow.modelVersions"])
+    linked = json.loads(client.get_logged_model(registration.logged_model_id(strong.model_uri)).tags["mlflow.modelVersions"])
     assert {"name": name, "version": "1"} in linked
 
 
@@ -45,15 +45,15 @@ def test_the_previous_champion_keeps_an_alias_and_a_repeat_moves_nothing(mlflow_
     client, name = mlflow_registry.client(), unique_name("alias")
     v1, _ = _register(client, name, trained["weak"])
     v2, _ = _register(client, name, trained["strong"])
-    first = promotion.promote_to_champion(client, name, v1.version)
+    first = aliases.promote_to_champion(client, name, v1.version)
     assert (first.champion, first.previous, first.changed) == ("1", None, True)
-    promotion.set_challenger(client, name, v2.version)
-    second = promotion.promote_to_champion(client, name, v2.version)
+    aliases.set_challenger(client, name, v2.version)
+    second = aliases.promote_to_champion(client, name, v2.version)
     assert (second.champion, second.previous, second.changed) == ("2", "1", True)
-    repeat = promotion.promote_to_champion(client, name, v2.version)
+    repeat = aliases.promote_to_champion(client, name, v2.version)
     assert (repeat.previous, repeat.changed) == ("1", False)
-    aliases = client.get_registered_model(name).aliases
-    assert aliases == {"champion": "2", "previous": "1"}  # the challenger alias left with the promotion
+    pointing = client.get_registered_model(name).aliases
+    assert pointing == {"champion": "2", "previous": "1"}  # the challenger alias left with the promotion
 
 
 def test_gate_results_are_version_tags(mlflow_registry, trained):
@@ -61,7 +61,7 @@ def test_gate_results_are_version_tags(mlflow_registry, trained):
     version, _ = _register(client, name, weak)
     evaluation = {"metrics": {"auc": 0.4}, "champion": None, "champion_absent_reason": "none yet"}
     results = evaluate_gates(GATES, evaluation)
-    promotion.record_gate_results(client, name, version.version, results, gates=GATES)
+    version_tags.record_gate_results(client, name, version.version, results, gates=GATES)
     tags = client.get_model_version(name, version.version).tags
     assert tags[names.GATES_PASSED] == "false" and tags[names.GATES_FAILED] == "auc >= 0.5"
     assert tags["rayops.gate.0"] == "FAIL auc >= 0.5: 0.4 < 0.5 by 0.1"
@@ -77,12 +77,12 @@ def test_policy_approval_refuses_a_version_whose_gates_failed(mlflow_registry, t
     client, name = mlflow_registry.client(), unique_name("refuse")
     version, _ = _register(client, name, trained["bad"])
     results = evaluate_gates(GATES[:1], {"metrics": {"auc": 0.2}})
-    promotion.record_gate_results(client, name, version.version, results, gates=GATES[:1])
-    with pytest.raises(promotion.PromotionRefused, match=r"v1 cannot be promoted: gates failed: auc >= 0.5"):
-        promotion.record_policy_approval(client, name, version.version)
+    version_tags.record_gate_results(client, name, version.version, results, gates=GATES[:1])
+    with pytest.raises(errors.PromotionRefused, match=r"v1 cannot be promoted: gates failed: auc >= 0.5"):
+        audit.record_policy_approval(client, name, version.version)
 
 
 def test_the_ui_link_names_the_version_and_never_credentials():
-    url = promotion.model_version_ui_url("http://bob:s3cret@mlflow.ml:5000/", "churn model", 3)
+    url = audit.model_version_ui_url("http://bob:s3cret@mlflow.ml:5000/", "churn model", 3)
     assert url == "http://mlflow.ml:5000/#/models/churn%20model/versions/3"
-    assert promotion.model_version_ui_url("sqlite:////tmp/mlflow.db", "churn", 3) == ""
+    assert audit.model_version_ui_url("sqlite:////tmp/mlflow.db", "churn", 3) == ""
