@@ -9,7 +9,7 @@ def get_provider_info() -> dict:
     """Provider metadata, read by Airflow through the `apache_airflow_provider` entry point.
 
     `package-name` must equal the installed distribution's name, or `airflow providers list`
-    breaks for every provider (see DESIGN.md).
+    breaks for every provider (Airflow 3.3's ProvidersManager looks the distribution up by it).
     """
     return {
         "package-name": "airflow-provider-rayops",

@@ -315,7 +315,7 @@ def _root(spec: PipelineSpec) -> str:
 
 
 def _lineage(loaded: LoadedPipeline) -> dict[str, Any]:
-    """Who and what produced a run: recorded as tags on every MLflow run (DESIGN.md, Lineage)."""
+    """Who and what produced a run: recorded as tags on every MLflow run (README: Promotion and lineage)."""
     return {
         "pipeline": loaded.spec.pipeline,
         "config_file": loaded.file,
