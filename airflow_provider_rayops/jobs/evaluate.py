@@ -72,7 +72,8 @@ with characters MLflow refuses in keys get "_" there; the JSON keeps them exact)
 
 Wrong input fails with a `JobInputError` naming it: an unknown metric, a snapshot or model URI with
 nothing there, a training run that does not exist, validation rows lacking a model input column.
-The metrics are plain numpy (no scikit-learn dependency).
+The metrics are plain numpy: scikit-learn's give the same numbers, but importing sklearn.metrics
+alone adds about a second to every job (benchmarks/EVALUATE_RESULTS.md).
 """
 
 from __future__ import annotations
