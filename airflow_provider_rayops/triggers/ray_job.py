@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_rayops.backends import get_backend
+from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, RayEndpoint, RayopsComputeError
 from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 
@@ -52,6 +53,8 @@ class JobLog(Protocol):
 class RayJobTrigger(BaseTrigger):
     """Polls a Ray job's status every `poll_interval` seconds while streaming its log; fires once at the end.
 
+    :param ray_conn_id: the `rayops_ray` connection of the cluster (default `rayops_ray_default`),
+        unless `compute` names where the job runs (a profile dict, e.g. `{"backend": "local"}`).
     :param deadline: Unix time after which the job is stopped and the event is TIMEOUT (None: no limit).
     :param unreachable_timeout: seconds the dashboard may fail to answer before the event is ERROR.
     """
@@ -60,6 +63,7 @@ class RayJobTrigger(BaseTrigger):
         self,
         *,
         submission_id: str,
+        ray_conn_id: str | None = None,
         compute: dict[str, Any] | None = None,
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
@@ -67,7 +71,10 @@ class RayJobTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.submission_id = submission_id
-        self.compute = dict(compute) if compute else {"backend": "local"}
+        if ray_conn_id is not None and compute is not None:
+            raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
+        # As the operator: a cluster by connection unless a compute profile says otherwise.
+        self.compute = dict(compute) if compute else {"backend": "ray", "conn_id": ray_conn_id or RayHook.default_conn_name}
         self.poll_interval = float(poll_interval)
         self.unreachable_timeout = float(unreachable_timeout)
         self.deadline = float(deadline) if deadline is not None else None
@@ -186,10 +193,15 @@ class RayJobTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """The user killed the deferred task (mark failed / success, clear): stop the Ray job too."""
-        endpoint = await self._endpoint()
-        async with AsyncRayJobsClient(endpoint) as client:
-            stopped = await client.stop(self.submission_id)
+        """The user killed the deferred task (mark failed / success, clear): stop the Ray job too.
+
+        Best effort: the task is being killed either way, so a cluster that does not answer is logged."""
+        try:
+            async with AsyncRayJobsClient(await self._endpoint()) as client:
+                stopped = await client.stop(self.submission_id)
+        except RayopsComputeError as exc:
+            self.log.warning("Could not stop Ray job %s (%s); stop it from the dashboard", self.submission_id, exc)
+            return
         self.log.info("Ray job %s %s", self.submission_id, "stopped" if stopped else "had already ended")
 
     async def _endpoint(self) -> RayEndpoint:

@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 
+import pytest
 import requests
 
 from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
@@ -245,3 +246,21 @@ def test_a_deadline_stops_the_job_and_ends_as_timeout(ray_head):
     _wait_status(ray_head, sid, JobStatus.STOPPED, timeout=30)
     # the deadline survives the trip through the database
     assert RayJobTrigger(**trigger.serialize()[1]).deadline == trigger.deadline
+
+
+def test_a_trigger_names_its_cluster_by_connection_like_the_operator():
+    trigger = RayJobTrigger(submission_id="s-1", ray_conn_id="ray_prod")
+    assert trigger.compute == {"backend": "ray", "conn_id": "ray_prod"}
+    assert RayJobTrigger(**trigger.serialize()[1]).compute == trigger.compute
+    assert RayJobTrigger(submission_id="s-1").compute == {"backend": "ray", "conn_id": "rayops_ray_default"}
+    with pytest.raises(ValueError, match="not both"):
+        RayJobTrigger(submission_id="s-1", ray_conn_id="ray_prod", compute={"backend": "local"})
+
+
+def test_killing_a_deferred_task_whose_cluster_is_gone_does_not_raise(monkeypatch, capsys):
+    """on_kill is best effort: the task ends either way; the log says the job may still run."""
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_GONE", json.dumps({"conn_type": "rayops_ray", "host": "http://127.0.0.1:9"}))
+    trigger = RayJobTrigger(submission_id="s-gone", ray_conn_id="ray_gone")
+    asyncio.run(trigger.on_kill())  # returns instead of raising
+    logged = "".join(capsys.readouterr())
+    assert "Could not stop Ray job s-gone" in logged and "cannot reach the Ray dashboard at http://127.0.0.1:9" in logged
