@@ -101,7 +101,7 @@ class RegisterMLflowModelOperator(BaseOperator):
         (`GateFailed`, no retry).
 
     The version carries the training run's lineage tags, a description a person can read, the
-    gate results (tags and `gates.json` on the training run) and the policy hash. A retry reuses
+    gate results (one tag per gate, and the list as JSON in `rayops.gates`) and the policy hash. A retry reuses
     the version its first try registered. Returns, and pushes as XCom `registration` even when
     skipping: `{registered_model, version, created, passed, gates: [GateResult dicts], failed:
     [gate names], policy_hash, train_run_id, model_uri: "models:/<name>/<version>",
