@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from versions import installed  # benchmarks/versions.py (this folder is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 OPERATOR = "airflow_provider_rayops.operators.ray_job.SubmitRayJobOperator"
 EXPECTED_TASK_IDS = ["ingest.snapshot"]
@@ -407,7 +409,7 @@ def render(runs: dict, sizes: list[int], repeats: int, total_s: float) -> str:
     lines = [
         f"Parse time, median of {repeats} fresh processes per cell, seconds "
         f"({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"Airflow {_version('apache-airflow')}, dag-factory {_version('dag-factory')}; whole run {total_s:.0f} s).",
+        f"Airflow {installed('apache-airflow')}, dag-factory {installed('dag-factory')}; whole run {total_s:.0f} s).",
         "",
         "| pipelines | `import airflow.sdk` | rayops first parse | rayops re-parse | dag-factory | dag-factory / rayops first | first / re-parse | rayops config load first -> re-parse |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -446,15 +448,6 @@ def render(runs: dict, sizes: list[int], repeats: int, total_s: float) -> str:
         f"- re-parse at least {GOAL_REPARSE:.0f}x faster than first parse: {cold / warm:.1f}x ({verdict(cold / warm >= GOAL_REPARSE)})",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":

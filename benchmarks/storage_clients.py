@@ -58,6 +58,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from versions import installed  # benchmarks/versions.py (this folder is on sys.path when run as a script)
+
 BUCKET = "rayops-bench"
 ACCESS_KEY = "bench-access"
 SECRET_KEY = "bench-secret"
@@ -442,8 +444,8 @@ def render(options: argparse.Namespace, names: list[str], runs: list[dict], tota
         header.append(f"{other} / {base}")
     header.append("S3 requests: " + " / ".join(names))
     lines = [
-        f"Seconds per step, median of {len(runs)} runs; moto {_version('moto')} on 127.0.0.1, minio {_version('minio')}, "
-        f"pyarrow {_version('pyarrow')}, Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
+        f"Seconds per step, median of {len(runs)} runs; moto {installed('moto')} on 127.0.0.1, minio {installed('minio')}, "
+        f"pyarrow {installed('pyarrow')}, Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
         f"load average {min(loads):.1f} to {max(loads):.1f}; whole run {total_s:.0f} s.",
         "",
         "| " + " | ".join(header) + " |",
@@ -468,15 +470,6 @@ def render(options: argparse.Namespace, names: list[str], runs: list[dict], tota
         "values: they differed between runs).",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":
