@@ -28,7 +28,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_rayops.backends import get_backend
 from airflow_provider_rayops.hooks.ray import RayHook
-from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, RayEndpoint, RayopsComputeError
+from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, JobStatus, RayEndpoint, RayopsComputeError
 from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
@@ -140,7 +140,7 @@ class RayJobTrigger(BaseTrigger):
                         message=f"the Ray cluster at {dashboard_url} has no job {self.submission_id} (was the head restarted?)",
                     )
                 if info.status.is_terminal():
-                    await self._drain(tail, client, follower, log)
+                    await self._drain(tail, client, follower, log, succeeded=info.status is JobStatus.SUCCEEDED)
                     log.info("Ray job %s ended %s", self.submission_id, info.status.value)
                     return JobOutcome.of_job(info, follower, dashboard_url=dashboard_url)
                 await asyncio.sleep(self.poll_interval)
@@ -165,13 +165,17 @@ class RayJobTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
             follower.restart()
 
-    async def _drain(self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog) -> None:
-        """Let the log stream deliver the job's last lines; if it has not started or lags, read the
-        rest in one request (the only whole-log read; polls never fetch the log)."""
+    async def _drain(
+        self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog, *, succeeded: bool
+    ) -> None:
+        """Let the log stream deliver the job's last lines; if it has not started or lags, or the job
+        failed or was stopped, read the rest in one request (the only whole-log read; polls never
+        fetch the log). A failure's last lines are its error message: a job stopped seconds after
+        it began can end before Ray's tail has sent what the driver printed."""
         if follower.consumed:
             with contextlib.suppress(TimeoutError, RayopsComputeError):
                 await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
-        if not tail.done() or follower.consumed == 0:
+        if not tail.done() or follower.consumed == 0 or not succeeded:
             with contextlib.suppress(RayopsComputeError):
                 for line in follower.catch_up(await client.get_logs(self.submission_id)):
                     log.info("%s", line)
