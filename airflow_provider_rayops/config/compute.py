@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # An environment variable name, or a prefix ending in * (never a bare *: that would be everything).
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\*?$"
+# An Airflow connection id (letters, digits, _ . -): nothing a template engine would act on.
+CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
 
 
 class _Strict(BaseModel):
@@ -63,6 +65,7 @@ class RayClusterProfile(_Strict):
     backend: Literal["ray"] = Field(description="Submit to an existing Ray cluster through the Jobs API.")
     conn_id: str = Field(
         default="rayops_ray_default",
+        pattern=CONN_ID,
         description="Airflow connection of type rayops_ray: host is the dashboard address, password the Ray auth token.",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
@@ -112,7 +115,9 @@ class KubeRayProfile(_Strict):
 
     backend: Literal["kuberay"] = Field(description="Run as KubeRay RayJob / RayService resources on Kubernetes.")
     conn_id: str = Field(
-        default="kubernetes_default", description="Airflow connection of the cncf-kubernetes provider for the target cluster."
+        default="kubernetes_default",
+        pattern=CONN_ID,
+        description="Airflow connection of the cncf-kubernetes provider for the target cluster.",
     )
     namespace: str = Field(default="default", description="Kubernetes namespace of the Ray resources.")
     image: str = Field(description="Container image with rayops and the pipeline's code (see docker/).")

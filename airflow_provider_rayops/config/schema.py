@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from airflow_provider_rayops.config.compute import ComputeProfile, ScalingSpec
+from airflow_provider_rayops.config.compute import CONN_ID, ComputeProfile, ScalingSpec
 
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -87,6 +87,7 @@ class StorageSpec(Spec):
     )
     conn_id: str | None = Field(
         default=None,
+        pattern=CONN_ID,
         description="Airflow connection of type rayops_s3 with the endpoint and credentials for s3:// URIs "
         "(credentials never go in YAML).",
     )
@@ -314,6 +315,7 @@ class TrackingSpec(Spec):
 
     conn_id: str | None = Field(
         default=None,
+        pattern=CONN_ID,
         description="Airflow connection of type rayops_mlflow (tracking server URL, token or basic auth); "
         "none: the embedded local store under $RAYOPS_HOME/mlflow (local profile only).",
     )

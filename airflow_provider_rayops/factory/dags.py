@@ -88,6 +88,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 unreachable_timeout=plan.unreachable_timeout_s,
                 # Pipeline stages run for minutes to days: they always free the worker slot.
                 deferrable=True,
+                template_conn_ids=False,  # config text never reaches Jinja
             )
         for planned in plan.tasks:
             for up in planned.upstream:

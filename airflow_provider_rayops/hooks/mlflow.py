@@ -121,9 +121,23 @@ def _client_with_credentials(uri: str, credentials: dict[str, str | None]) -> Ml
     from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
     from mlflow.tracking._model_registry.client import ModelRegistryClient
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
+    from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import MlflowHostCreds
 
-    creds = MlflowHostCreds(host=uri, **credentials)
+    # MLflow's defaults for this URI (TLS verification, CA and client certificates from its own
+    # MLFLOW_TRACKING_* settings), with the connection's credentials in place of the environment's.
+    default = get_default_host_creds(uri)
+    creds = MlflowHostCreds(
+        host=uri,
+        username=credentials.get("username"),
+        password=credentials.get("password"),
+        token=credentials.get("token"),
+        aws_sigv4=default.aws_sigv4,
+        auth=default.auth,
+        ignore_tls_verification=default.ignore_tls_verification,
+        client_cert_path=default.client_cert_path,
+        server_cert_path=default.server_cert_path,
+    )
     tracking_store = TrackingRestStore(lambda: creds)
     registry_store = RegistryRestStore(lambda: creds)
 

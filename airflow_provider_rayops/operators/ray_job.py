@@ -174,6 +174,8 @@ class SubmitRayJobOperator(BaseOperator):
     :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
         credentials) from `mlflow_conn_id`, or the embedded local store when that is None.
     :param mlflow_conn_id: a `rayops_mlflow` connection (None: the embedded local store). Templated.
+    :param template_conn_ids: render the three conn ids with Jinja (default); False uses them
+        exactly as given (the DAG factory: its values come from pipeline YAML).
     :param deferrable: release the worker slot while the job runs; default: Airflow's
         `[operators] default_deferrable` (pipelines built from YAML always defer).
     :param poll_interval: seconds between status polls.
@@ -211,6 +213,7 @@ class SubmitRayJobOperator(BaseOperator):
         with_mlflow: bool = False,
         mlflow_conn_id: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        template_conn_ids: bool = True,
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
@@ -227,6 +230,9 @@ class SubmitRayJobOperator(BaseOperator):
         if ray_conn_id is not None and compute is not None:
             raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
         self.ray_conn_id = ray_conn_id
+        if not template_conn_ids:
+            # Used exactly as given: the DAG factory's conn ids are config text, which never reaches Jinja.
+            self.data_fields = (*type(self).data_fields, "ray_conn_id", "storage_conn_id", "mlflow_conn_id")
         # Validated now, so a malformed profile is a DAG import error, not a task failure.
         self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True) if compute is not None else None
         self.storage_conn_id = storage_conn_id

@@ -128,12 +128,16 @@ def _upload(loc: StorageURI, spool: IO[bytes], settings: S3Settings) -> None:
     size = spool.seek(0, os.SEEK_END)
     spool.seek(0)
     # Up to the spool size the bytes are in memory anyway; past it, map the spilled file.
-    body = spool.read() if size <= _SPOOL_BYTES else mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
     fs = _arrow_s3_single_put(settings) if size < _SINGLE_PUT_BYTES else _arrow_s3(settings)
-    with _s3_errors(str(loc), settings):
-        stream = fs.open_output_stream(_arrow_path(loc))
-        stream.write(body)
-        stream.close()
+    with contextlib.ExitStack() as stack:
+        if size <= _SPOOL_BYTES:
+            body: bytes | mmap.mmap = spool.read()
+        else:
+            body = stack.enter_context(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ))
+        with _s3_errors(str(loc), settings):
+            stream = fs.open_output_stream(_arrow_path(loc))
+            stream.write(body)
+            stream.close()
 
 
 def exists(uri: str, *, settings: S3Settings | None = None) -> bool:
@@ -184,10 +188,14 @@ def download_folder(prefix_uri: str, dest: str | os.PathLike[str], *, settings: 
     """Copy every file under the folder `prefix_uri` into the local folder `dest`, keeping their
     paths below `prefix_uri`; returns the local paths written (none for a missing or empty folder)."""
     prefix = prefix_uri.rstrip("/") + "/"
+    root = os.path.realpath(dest)
     written = []
     for child in list_uris(prefix_uri, settings=settings):
         relative = child[len(prefix) :] if child.startswith(prefix) else child.rsplit("/", 1)[-1]
-        target = os.path.join(dest, relative)
+        target = os.path.realpath(os.path.join(root, relative))
+        if os.path.commonpath([root, target]) != root:
+            # An S3 key may hold `../`: it must not write outside the folder it is copied into.
+            raise StorageError(child, f"its path leads outside the folder it is copied into ({dest})")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as fh:
             fh.write(read_bytes(child, settings=settings))
@@ -237,12 +245,12 @@ def _arrow_path(loc: StorageURI) -> str:
     return f"{loc.bucket}/{loc.path}"
 
 
-@functools.lru_cache(maxsize=8)
 def s3_filesystem(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
     """pyarrow's S3 filesystem for `settings` (cached per settings), for code outside storage/."""
     return _arrow_s3(settings)
 
 
+@functools.lru_cache(maxsize=8)
 def _arrow_s3(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
     """The S3 filesystem for `settings`: reads, listings, deletes, large writes, `filesystem()`."""
     import pyarrow.fs

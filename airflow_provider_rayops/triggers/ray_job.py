@@ -71,7 +71,7 @@ class RayJobTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.submission_id = submission_id
-        if ray_conn_id is not None and compute is not None:
+        if ray_conn_id is not None and compute:
             raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
         # As the operator: a cluster by connection unless a compute profile says otherwise.
         self.compute = dict(compute) if compute else {"backend": "ray", "conn_id": ray_conn_id or RayHook.default_conn_name}

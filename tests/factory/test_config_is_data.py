@@ -90,3 +90,34 @@ def test_submit_operator_resolves_job_args_without_jinja(jinja_dag):
     assert task.job_args["target"] == SECRET
     assert task.job_args["features"] == [RCE, LOOP]
     assert (task.job_args["split_validation"], task.job_args["seed"]) == (0.25, 3)
+
+
+def test_a_connection_id_is_an_airflow_connection_id_never_text_for_a_template(tmp_path):
+    """storage.conn_id and tracking.conn_id fill templated operator fields: text with template
+    syntax is refused where it is written."""
+    folder = tmp_path / "dag_configs"
+    folder.mkdir()
+    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", folder)
+    path = folder / "p.yaml"
+    path.write_text(
+        "pipeline: p\ndata: {source: file://x.csv, target: y}\n"
+        f'storage: {{root: "file://.rayops", conn_id: "{RCE}"}}\n'
+        f'tracking: {{conn_id: "{SECRET}"}}\n'
+    )
+    [error] = load_config_dir(folder, env={}).errors.values()
+    messages = [str(issue) for issue in error.issues]
+    assert any(m.startswith(f"{path}:3:") and "storage.conn_id" in m and "pattern" in m for m in messages), messages
+    assert any(m.startswith(f"{path}:4:") and "tracking.conn_id" in m for m in messages), messages
+
+
+def test_the_factorys_conn_ids_are_used_as_given_while_a_plain_dag_may_template_them(jinja_dag):
+    """Defence in depth beside the schema: the factory's tasks never render their conn ids."""
+    for task in jinja_dag.tasks:
+        if isinstance(task, SubmitRayJobOperator):
+            assert {"ray_conn_id", "storage_conn_id", "mlflow_conn_id"} <= set(task.data_fields), task.task_id
+    literal = SubmitRayJobOperator(task_id="t", entrypoint="true", storage_conn_id="{{ 7 * 7 }}", template_conn_ids=False)
+    literal.render_template_fields({"params": {}})
+    assert literal.storage_conn_id == "{{ 7 * 7 }}"
+    templated = SubmitRayJobOperator(task_id="u", entrypoint="true", storage_conn_id="s3_{{ params.env }}")
+    templated.render_template_fields({"params": {"env": "prod"}})
+    assert templated.storage_conn_id == "s3_prod"
