@@ -29,6 +29,7 @@ os.environ.setdefault("RAYOPS_CONFIG_DIR", str(ROOT / "dag_configs"))
 pytest_plugins = [
     "tests.fixtures.airflow_db",
     "tests.fixtures.ray_head",
+    "tests.fixtures.bare_cluster",
     "tests.fixtures.s3",
     "tests.fixtures.airflow_stack",
     "tests.fixtures.mlflow",

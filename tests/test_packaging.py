@@ -3,7 +3,8 @@
 A fresh venv gets the core distribution alone (no extras), built from this checkout the way
 pip would build it for a user. In it, the example DAG folder parses, every operator, hook,
 trigger and link module that `get_provider_info` declares imports, `rayops validate` runs,
-the S3 connection's Test button names the extra it needs (pyarrow), and neither torch nor
+a job's local folder is packed and uploaded to a real head (no Ray's client needed), the S3
+connection's Test button names the extra it needs (pyarrow), and neither torch nor
 any part of Ray is imported on the way. uv makes the venv (it shares a download cache
 between runs, so this takes seconds after the first time).
 """
@@ -44,14 +45,19 @@ PROBE = textwrap.dedent(
     for name in modules:
         importlib.import_module(name)
 
-    # Submitting a job with a local folder to upload needs Ray's client: refused with the extra to install.
-    from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint, RayJobsClient
+    # A job whose code is a local folder: packed and uploaded without Ray, run on the session's head.
+    import tempfile, time
+    from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint, RayJobsClient
 
-    try:
-        RayJobsClient(RayEndpoint("http://127.0.0.1:9")).submit(submission_id="x", entrypoint="true", runtime_env={"working_dir": "."})
-        refusal = None
-    except BackendNotAvailable as exc:
-        refusal = str(exc)
+    work = Path(tempfile.mkdtemp())
+    (work / "main.py").write_text("print('shipped', 6 * 7)")
+    client = RayJobsClient(RayEndpoint(os.environ["RAYOPS_TEST_DASHBOARD"], os.environ["RAYOPS_TEST_TOKEN"]))
+    sid = "core-ship-%d" % time.time_ns()
+    client.submit(submission_id=sid, entrypoint="python main.py", runtime_env={"working_dir": str(work)}, entrypoint_num_cpus=0)
+    deadline = time.monotonic() + 120
+    while not (info := client.get_job(sid)).status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    shipped = [info.status.value, "shipped 42" in client.get_logs(sid)]
     # The UI's Test button on a rayops_s3 connection: without pyarrow it names the extra to install.
     os.environ["AIRFLOW_CONN_RAYOPS_S3_PROBE"] = json.dumps({"conn_type": "rayops_s3", "host": "http://127.0.0.1:9"})
     from airflow_provider_rayops.hooks.s3 import S3StorageHook
@@ -59,7 +65,7 @@ PROBE = textwrap.dedent(
     s3_test = S3StorageHook(s3_conn_id="rayops_s3_probe").test_connection()
     heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("torch", "ray", "pyarrow", "numpy", "minio", "pandas")})
     print(json.dumps({"dags": sorted(bag.dag_ids), "import_errors": {k: v[-300:] for k, v in bag.import_errors.items()},
-                      "modules": modules, "heavy": heavy, "refusal": refusal, "s3_test": s3_test}))
+                      "modules": modules, "heavy": heavy, "shipped": shipped, "s3_test": s3_test}))
     """
 )
 
@@ -108,10 +114,10 @@ def test_the_core_distribution_installs_without_torch_or_ray(core_venv):
     assert (site / "airflow_provider_rayops" / "py.typed").is_file()
 
 
-def test_dags_parse_and_every_declared_module_imports_without_torch_or_ray(core_venv, tmp_path):
+def test_dags_parse_and_every_declared_module_imports_without_torch_or_ray(core_venv, tmp_path, ray_head):
+    env = _env(tmp_path) | {"RAYOPS_TEST_DASHBOARD": ray_head.dashboard_url, "RAYOPS_TEST_TOKEN": ray_head.endpoint.token or ""}
     proc = subprocess.run(
-        [str(core_venv / "bin" / "python"), "-c", PROBE, str(ROOT)],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=300,
+        [str(core_venv / "bin" / "python"), "-c", PROBE, str(ROOT)], capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,7 +126,7 @@ def test_dags_parse_and_every_declared_module_imports_without_torch_or_ray(core_
     assert "airflow_provider_rayops.operators.ray_job" in report["modules"]
     assert "airflow_provider_rayops.triggers.ray_job" in report["modules"]
     assert report["heavy"] == [], f"the Airflow side imported {report['heavy']}"
-    assert "pip install 'airflow-provider-rayops[local]'" in report["refusal"]
+    assert report["shipped"] == ["SUCCEEDED", True]  # code shipped to a cluster without Ray on this side
     ok, message = report["s3_test"]
     assert ok is False
     assert "pip install 'airflow-provider-rayops[jobs]'" in message

@@ -133,15 +133,24 @@ class EmbeddedHead:
     :param num_cpus: CPUs the head offers to Ray (default: every core of this machine).
     :param num_gpus: GPUs it offers (default: what Ray detects).
     :param env: more environment variables it inherits: names, or prefixes ending in `*`.
+    :param python: the interpreter whose Ray runs the head and its jobs (default: this one, which
+        has rayops; another is a cluster that may lack it, as tests of code shipping need).
     """
 
     def __init__(
-        self, state_dir: Path, *, num_cpus: int | None = None, num_gpus: int | None = None, env: Sequence[str] = ()
+        self,
+        state_dir: Path,
+        *,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+        env: Sequence[str] = (),
+        python: str | None = None,
     ) -> None:
         self.state_dir = state_dir.expanduser().absolute()
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.env = tuple(env)
+        self.python = python or sys.executable
 
     @property
     def token_path(self) -> Path:
@@ -326,9 +335,9 @@ class EmbeddedHead:
         env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        # Job entrypoints such as `python -m airflow_provider_rayops.jobs.x` must find this
-        # interpreter (the one with rayops installed), not whatever python comes first.
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        # Job entrypoints such as `python -m airflow_provider_rayops.jobs.x` must find the head's
+        # interpreter (by default the one with rayops installed), not whatever python comes first.
+        env["PATH"] = os.path.dirname(self.python) + os.pathsep + env.get("PATH", "")
         return env
 
     def _start(self, *, attempts: int = START_ATTEMPTS) -> HeadState:
@@ -341,7 +350,7 @@ class EmbeddedHead:
             # Free ports picked here can be taken before Ray binds them; a retry picks others.
             dashboard_port, client_port, agent_port = _free_ports(3)
             cmd = [
-                _ray_executable(),
+                _ray_executable(self.python),
                 "start",
                 "--head",
                 "--block",
@@ -517,8 +526,8 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _ray_executable() -> str:
-    beside = Path(sys.executable).with_name("ray")
+def _ray_executable(python: str) -> str:
+    beside = Path(python).with_name("ray")
     if beside.exists():
         return str(beside)
     found = shutil.which("ray")

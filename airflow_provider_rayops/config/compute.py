@@ -38,6 +38,14 @@ _SCALING_DESCRIPTION = (
 )
 
 
+CodeMode = Literal["auto", "image", "ship"]
+DEFAULT_CODE_MAX_MB = 20.0
+_CODE_MAX_MB_DESCRIPTION = (
+    "Largest size (MiB, before compression) of the pipeline's own training code shipped with each job "
+    "(the package or module of train.entrypoint, after excludes); more is refused before anything is sent."
+)
+
+
 class LocalProfile(_Strict):
     """An embedded Ray head on 127.0.0.1, started on first use and reused after."""
 
@@ -57,6 +65,7 @@ class LocalProfile(_Strict):
         "connections, not here.",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
+    code_max_mb: float = Field(default=DEFAULT_CODE_MAX_MB, gt=0, description=_CODE_MAX_MB_DESCRIPTION)
 
 
 class RayClusterProfile(_Strict):
@@ -68,6 +77,16 @@ class RayClusterProfile(_Strict):
         pattern=CONN_ID,
         description="Airflow connection of type rayops_ray: host is the dashboard address, password the Ray auth token.",
     )
+    code: CodeMode = Field(
+        default="auto",
+        description="How jobs get their code on this cluster. ship: rayops' job code and the pipeline's own modules "
+        "are uploaded with every job (content-addressed, sent once). image: nothing is uploaded; the cluster's image "
+        "must already have airflow-provider-rayops at this very version and the pipeline's own modules (checked "
+        "before each job). auto: the cluster is probed first "
+        "and rayops' job code is uploaded only when the image lacks this version; the pipeline's own modules are "
+        "always uploaded. Python, Ray and the jobs' libraries are checked in every mode.",
+    )
+    code_max_mb: float = Field(default=DEFAULT_CODE_MAX_MB, gt=0, description=_CODE_MAX_MB_DESCRIPTION)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
 
 

@@ -9,6 +9,7 @@ Many people commit pipeline files; the platform team owns `dag_configs/defaults.
       source_roots: [s3://lake/]     # where data.source may read, besides the defaults below
       storage_roots: [s3://ml/]      # where storage.root may write, besides the defaults below
       entrypoint_modules: [acme.ml]  # packages train.entrypoint may import, besides the defaults
+      job_env_vars: [HF_HUB_OFFLINE] # names runtime_env.env_vars may set, besides thread counts
 
 Defaults: sources in the project folder (the parent of dag_configs/) or under the storage
 root (the whole bucket for s3://); storage in the project folder or under the storage root
@@ -29,6 +30,19 @@ from airflow_provider_rayops.config.schema import _URI, Spec
 from airflow_provider_rayops.storage.uri import InvalidURIError, is_within, parse_uri, resolve_uri
 
 BUILTIN_MODULE = "rayops.builtin"
+# Variables runtime_env.env_vars may set unless defaults.yaml says otherwise: tuning knobs only.
+DEFAULT_JOB_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TOKENIZERS_PARALLELISM",
+    "NCCL_DEBUG",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
+# Never settable from YAML, whatever defaults.yaml allows: they decide which code runs, or
+# carry what rayops itself hands a job (its arguments, MLflow and S3 credentials, Ray's address).
+JOB_ENV_NEVER = ("PATH", "PYTHON*", "LD_*", "DYLD_*", "RAYOPS_*", "MLFLOW_*", "AWS_*", "RAY_ADDRESS", "RAY_AUTH*")
 SECTION = "security"
 Root = Annotated[str, Field(pattern=_URI)]
 
@@ -59,6 +73,26 @@ class SecurityPolicy(Spec):
         "and modules whose files lie in the project folder.",
     )
 
+    job_env_vars: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]] = Field(
+        default_factory=lambda: list(DEFAULT_JOB_ENV_VARS),
+        description="Environment variables runtime_env.env_vars may set in jobs: names, or prefixes ending in *. "
+        "PATH, PYTHON*, LD_*, RAYOPS_*, MLFLOW_*, AWS_* and Ray's address and token are never allowed.",
+    )
+
+    def job_env_refusal(self, name: str) -> str | None:
+        """None when runtime_env.env_vars may set `name`, else why not."""
+        if any(_matches(name, pattern) for pattern in JOB_ENV_NEVER):
+            return (
+                f"{name} cannot be set from a pipeline: it decides which code runs or carries what rayops hands a "
+                "job itself (credentials come from Airflow connections)"
+            )
+        if any(_matches(name, pattern) for pattern in self.job_env_vars):
+            return None
+        return (
+            f"{name} is not among the variables jobs may be given ({', '.join(self.job_env_vars) or 'none'}); a "
+            f"platform admin can add it to security.job_env_vars in defaults.yaml"
+        )
+
     def env_refusal(self, name: str) -> str | None:
         """None when ${name} may be expanded, else why not (never reads the variable)."""
         if name in self.env_names or any(name.startswith(p) for p in self.env_prefixes if p):
@@ -68,6 +102,10 @@ class SecurityPolicy(Spec):
             f"only variables named {allowed} may be expanded in pipeline configs; "
             f"a platform admin can add {name} to security.env_names in defaults.yaml"
         )
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
 
 
 def _resolved(uris: list[str], project_dir: Path) -> list[str]:
@@ -149,4 +187,20 @@ def entrypoint_refusal(module: str, policy: SecurityPolicy, *, project_dir: Path
     project = project_dir.resolve()
     if places and not any(p.resolve().is_relative_to(project) for p in places):
         return f"module {top!r} is an installed package ({places[0]}), which a file of the same name in the project would not replace; {hint}"
+    return None
+
+
+def project_code_path(entrypoint: str, *, project_dir: Path) -> Path | None:
+    """What a pipeline ships of its own code for `train.entrypoint`: the top-level package folder
+    (or single module file) of its module in the project folder. None for the built-in loops and
+    for modules that do not live there (installed packages allowed by security.entrypoint_modules)."""
+    module = entrypoint.partition(":")[0]
+    if module == BUILTIN_MODULE:
+        return None
+    top = module.split(".")[0]
+    folder, file = project_dir / top, project_dir / f"{top}.py"
+    if folder.is_dir() and not folder.is_symlink():
+        return folder.resolve()
+    if file.is_file() and not file.is_symlink():
+        return file.resolve()
     return None

@@ -9,9 +9,9 @@ is not built yet still validate here, so a typo is caught today, and are refused
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from airflow_provider_rayops.config.compute import CONN_ID, ComputeProfile, ScalingSpec
 
@@ -106,6 +106,45 @@ class CheckpointSpec(Spec):
 
     every_epochs: int = Field(default=1, ge=1, description="Save a checkpoint every N epochs.")
     keep: int = Field(default=2, ge=1, description="Checkpoints kept; older ones are deleted.")
+
+
+def _requirement(line: str) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(line)
+    except InvalidRequirement as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"{line!r} is not a requirement (a name, extras and versions, e.g. 'lightgbm>=4'): {reason}") from None
+    return line
+
+
+class RuntimeEnvSpec(Spec):
+    """What every Ray job of the pipeline gets besides rayops' own settings (Ray's runtime_env)."""
+
+    pip: list[Annotated[str, AfterValidator(_requirement)]] = Field(
+        default_factory=list,
+        description="Python requirements the cluster installs for this pipeline's jobs (e.g. 'scikit-learn==1.5.2'); "
+        "the cluster needs a package index.",
+    )
+    env_vars: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Environment variables of every job, by name from security.job_env_vars in defaults.yaml "
+        "(thread counts and the like by default). Never secrets: those come from connections.",
+    )
+    excludes: list[str] = Field(
+        default_factory=list,
+        description="Files of the pipeline's own training code not to ship (gitignore patterns relative to its "
+        "package folder, e.g. 'notebooks/', '*.ckpt'); caches, VCS folders, data and key files are never shipped.",
+    )
+
+    @field_validator("env_vars")
+    @classmethod
+    def _names(cls, env_vars: dict[str, Any]) -> dict[str, Any]:
+        for name in env_vars:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return env_vars
 
 
 class TrainSpec(Spec):
@@ -371,6 +410,9 @@ class PipelineSpec(Spec):
         default_factory=lambda: StorageSpec(root="file://.rayops/artifacts"), description="Where the pipeline writes."
     )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking and registry.")
+    runtime_env: RuntimeEnvSpec = Field(
+        default_factory=RuntimeEnvSpec, description="Requirements, environment and code excludes of every Ray job."
+    )
     data: DataSpec = Field(description="Training data source: the ingest stage.")
     train: TrainSpec | None = Field(default=None, description="Distributed training stage.")
     tune: TuneSpec | None = Field(default=None, description="Hyperparameter search stage (wraps train).")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param, TaskGroup
 
+from airflow_provider_rayops.backends.cluster_code import JobCode
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
@@ -45,6 +46,19 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         # are still validated against these schemas (tests/factory/test_dags.py).
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
+        runtime_env = spec.runtime_env
+        code = JobCode(
+            rayops=True,
+            modules=plan.code_paths,
+            excludes=tuple(runtime_env.excludes),
+            pip=tuple(runtime_env.pip),
+            profile_name=spec.compute,
+        )
+        job_env: dict[str, object] = {}
+        if runtime_env.pip:
+            job_env["pip"] = list(runtime_env.pip)
+        if runtime_env.env_vars:
+            job_env["env_vars"] = {name: _env_value(value) for name, value in runtime_env.env_vars.items()}
         tasks: dict[str, BaseOperator] = {}
         groups: dict[str, TaskGroup] = {}
         for planned in plan.tasks:
@@ -74,6 +88,8 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 task_group=group,
                 doc_md=planned.doc,
                 entrypoint=sub.entrypoint,
+                runtime_env=job_env or None,
+                code=code,
                 job_args=sub.job_args,
                 contract=sub.contract,
                 entrypoint_num_cpus=sub.entrypoint_num_cpus,
@@ -88,13 +104,18 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 unreachable_timeout=plan.unreachable_timeout_s,
                 # Pipeline stages run for minutes to days: they always free the worker slot.
                 deferrable=True,
-                template_conn_ids=False,  # config text never reaches Jinja
+                templated_config=False,  # config text never reaches Jinja
             )
         for planned in plan.tasks:
             for up in planned.upstream:
                 if up not in tasks[planned.full_id].upstream_task_ids:
                     tasks[up] >> tasks[planned.full_id]
     return dag
+
+
+def _env_value(value: object) -> str:
+    """A YAML scalar as an environment variable's text (true -> "true", as a shell user writes it)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _schedule(schedule: str | None) -> str | CronTriggerTimetable | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_rayops.config.loader import LoadedPipeline
+from airflow_provider_rayops.config.policy import project_code_path
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
 from airflow_provider_rayops.jobs import contracts
 from airflow_provider_rayops.jobs.contracts import JobContract
@@ -91,6 +92,8 @@ class PipelinePlan:
     tasks: list[PlannedTask]
     retry_delay_s: float = field(default=30.0)
     unreachable_timeout_s: float = field(default=60.0)
+    # The pipeline's own code every job imports (train.entrypoint's package in the project folder).
+    code_paths: tuple[str, ...] = ()
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -118,7 +121,14 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         tasks=tasks,
         retry_delay_s=parse_duration(spec.retry_delay),
         unreachable_timeout_s=spec.timeouts.seconds("unreachable"),
+        code_paths=_code_paths(loaded),
     )
+
+
+def _code_paths(loaded: LoadedPipeline) -> tuple[str, ...]:
+    train = loaded.spec.train
+    path = project_code_path(train.entrypoint, project_dir=Path(loaded.project_dir)) if train and loaded.project_dir else None
+    return (str(path),) if path is not None else ()
 
 
 def _with_timeout(task: PlannedTask, spec: PipelineSpec) -> PlannedTask:

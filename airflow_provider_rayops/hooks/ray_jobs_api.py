@@ -4,8 +4,8 @@
 to the dashboard of a `RayEndpoint` with the token in `Authorization: Bearer`, which is what Ray
 2.60's token mode checks. They never log headers, and every request has a timeout. `RayHook`
 builds them from an Airflow connection; nothing here imports Airflow or Ray, so the provider
-talks to a cluster with requests and aiohttp alone. Only a runtime_env that names a local
-folder to upload (`working_dir`, `py_modules`) needs Ray's own client, which packages it.
+talks to a cluster with requests and aiohttp alone, and uploads the code a job needs (a local
+`working_dir` or `py_modules`) the way Ray's own client does (backends/code_package.py).
 A job's log is followed through the dashboard's websocket tail, so each poll moves only new text.
 """
 
@@ -282,8 +282,8 @@ class RayJobsClient:
     ) -> str:
         """Submit a job under `submission_id`; JobAlreadyExists if Ray has one by that id.
 
-        POST /api/jobs/ as Ray's own client sends it. A runtime_env naming a local folder goes
-        through Ray's client instead, which zips and uploads it first (`local_paths`).
+        POST /api/jobs/ as Ray's own client sends it. A local `working_dir` or `py_modules` entry
+        is zipped and uploaded first (backends/code_package.py), as Ray's own client would.
         """
         request = {
             "entrypoint": entrypoint,
@@ -296,8 +296,8 @@ class RayJobsClient:
             "entrypoint_resources": dict(entrypoint_resources) if entrypoint_resources else None,
         }
         request = {key: value for key, value in request.items() if value is not None}
-        if local_paths(runtime_env):
-            return self._submit_with_upload(request)
+        if runtime_env and local_paths(runtime_env):
+            request["runtime_env"] = self._upload_local_paths(runtime_env)
         r = self._request("POST", "/api/jobs/", body=request)
         if r.status_code >= 400 and "already exists" in r.text:
             raise JobAlreadyExists(submission_id)
@@ -309,38 +309,62 @@ class RayJobsClient:
             )
         return str(r.json().get("submission_id") or submission_id)
 
-    def _submit_with_upload(self, request: dict[str, Any]) -> str:
-        try:
-            from ray.job_submission import JobSubmissionClient
-        except ImportError:
-            raise BackendNotAvailable(
-                f"the runtime_env names local folders {local_paths(request.get('runtime_env'))}: uploading them needs "
-                "Ray's client on the Airflow side (pip install 'airflow-provider-rayops[local]'), or give them "
-                "as remote URIs (s3://..., https://....zip)"
-            ) from None
+    def package_exists(self, uri: str) -> bool:
+        """Whether the cluster holds the code package `uri` (gcs://_ray_pkg_<hash>.zip).
+
+        Ray pins a package it is asked about for a while, so one found here is still there
+        when the job that names it starts."""
+        r = self._request("GET", _package_path(uri))
+        if r.status_code == 404:
+            return False
+        self._check(r)
+        return True
+
+    def upload_package(self, uri: str, data: bytes) -> None:
+        """PUT a code package (a zip) under `uri`, as Ray's own client uploads one."""
         import requests
 
-        timeout_s = self.timeout_s
-
-        class TimedJobSubmissionClient(JobSubmissionClient):
-            """Ray's client with our timeout on every request it sends (Ray's sets none)."""
-
-            def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
-                kwargs.setdefault("timeout", timeout_s)
-                return super()._do_request(method, endpoint, **kwargs)
-
-        self.version()  # checked first with our own client: Ray's prints a long generic auth hint
+        url = self.endpoint.dashboard_url.rstrip("/") + _package_path(uri)
         try:
-            client = TimedJobSubmissionClient(self.endpoint.dashboard_url, headers=self.endpoint.headers())
-            return client.submit_job(**request)
-        except RuntimeError as exc:
-            # Ray's client raises RuntimeError("Request failed with status code N: <body>").
-            if "already exists" in str(exc):
-                raise JobAlreadyExists(request["submission_id"]) from None
-            raise BackendNotAvailable(f"Ray refused the job submission {request['submission_id']}: {exc}") from None
-        except (ConnectionError, requests.RequestException) as exc:
-            # Whether Ray took the job is unknown: a retry of the task finds it by id if it did.
+            r = requests.put(url, headers=self.endpoint.headers(), data=data, timeout=self.timeout_s)
+        except requests.RequestException as exc:
             raise _unreachable(self.endpoint, exc) from None
+        self._check(r)
+
+    def _upload_local_paths(self, runtime_env: Mapping[str, Any]) -> dict[str, Any]:
+        """`runtime_env` with its local working_dir and py_modules packed, uploaded and named by URI."""
+        from pathlib import Path
+
+        from airflow_provider_rayops.backends import code_package
+
+        env = dict(runtime_env)
+        excludes = list(env.pop("excludes", None) or [])
+
+        def shipped(entry: str, *, working_dir: bool) -> str:
+            if "://" in entry:
+                return entry
+            path = Path(entry).expanduser().absolute()
+            if not path.exists():
+                raise BackendNotAvailable(
+                    f"runtime_env {'working_dir' if working_dir else 'py_modules'} {entry!r}: no such file or folder"
+                )
+            pack = code_package.pack_working_dir if working_dir else code_package.pack_module
+            package = pack(path, label=str(path), excludes=excludes)
+            code_package.upload(self, package)
+            return package.uri
+
+        if isinstance(env.get("working_dir"), str):
+            env["working_dir"] = shipped(env["working_dir"], working_dir=True)
+        if env.get("py_modules"):
+            env["py_modules"] = [shipped(str(m), working_dir=False) for m in env["py_modules"]]
+        return env
+
+
+def _package_path(uri: str) -> str:
+    protocol, _, name = uri.partition("://")
+    if not name or "/" in name:
+        raise ValueError(f"{uri!r} is not a package URI such as gcs://_ray_pkg_<hash>.zip")
+    return f"/api/packages/{protocol}/{name}"
 
 
 def local_paths(runtime_env: Mapping[str, Any] | None) -> list[str]:

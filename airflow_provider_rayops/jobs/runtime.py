@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 JOB_ARGS_ENV = "RAYOPS_JOB_ARGS"
+# The rayops version of the Airflow that submitted the job: its job code must be the same version.
+PROVIDER_VERSION_ENV = "RAYOPS_PROVIDER_VERSION"
 RESULT_MARKER = "::rayops-result::"
 USER_ERROR_EXIT_CODE = 1
 
@@ -83,6 +85,20 @@ def parse_result(logs: str) -> dict[str, Any] | None:
     return None
 
 
+def check_provider_version() -> None:
+    """JobInputError when the Airflow that submitted this job runs another rayops version than this
+    job code: its arguments and result would not mean the same on both sides."""
+    from airflow_provider_rayops import __version__
+
+    submitted_by = os.environ.get(PROVIDER_VERSION_ENV)
+    if submitted_by and submitted_by != __version__:
+        raise JobInputError(
+            f"this job runs airflow-provider-rayops {__version__} job code ({os.path.dirname(os.path.dirname(__file__))}), "
+            f"but was submitted by Airflow with {submitted_by}; install that version on the cluster, or set the "
+            "compute profile's code: ship (or auto) to send Airflow's job code with each job"
+        )
+
+
 def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
     """Run `main(job_args())` and report what it returns as the job's result.
 
@@ -90,6 +106,7 @@ def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mappi
     exception propagates with its traceback (a bug should show where it is).
     """
     try:
+        check_provider_version()
         result = main(job_args())
     except JobInputError as exc:
         sys.stdout.flush()

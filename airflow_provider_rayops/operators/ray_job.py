@@ -32,7 +32,11 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
 from pydantic import ValidationError
 
+from airflow_provider_rayops import __version__
 from airflow_provider_rayops.backends import get_backend, parse_profile
+from airflow_provider_rayops.backends.base import ComputeBackend
+from airflow_provider_rayops.backends.cluster_code import ClusterNotReady, JobCode, prepare_job_code
+from airflow_provider_rayops.backends.code_package import CodeTooLarge
 from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import (
     JobAlreadyExists,
@@ -44,7 +48,7 @@ from airflow_provider_rayops.hooks.ray_jobs_api import (
     RayopsComputeError,
 )
 from airflow_provider_rayops.jobs.contracts import JobContract, describe_error
-from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
+from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, PROVIDER_VERSION_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
 from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
 from airflow_provider_rayops.triggers.job_outcome import JobOutcome
@@ -174,8 +178,13 @@ class SubmitRayJobOperator(BaseOperator):
     :param with_mlflow: give the job MLflow's tracking settings (MLFLOW_TRACKING_URI and
         credentials) from `mlflow_conn_id`, or the embedded local store when that is None.
     :param mlflow_conn_id: a `rayops_mlflow` connection (None: the embedded local store). Templated.
-    :param template_conn_ids: render the three conn ids with Jinja (default); False uses them
-        exactly as given (the DAG factory: its values come from pipeline YAML).
+    :param code: what the job imports besides Ray (`backends.cluster_code.JobCode`): rayops' job
+        code, the pipeline's own modules to ship. Default: rayops' job code when `contract` is
+        given, else nothing. Before submitting, the cluster is checked and what it lacks is
+        uploaded, as the compute profile's `code:` key says; a cluster that cannot run the job
+        fails the task without a retry, naming what is missing and the key that fixes it.
+    :param templated_config: render the three conn ids and `runtime_env` with Jinja (default);
+        False uses them exactly as given (the DAG factory: its values come from pipeline YAML).
     :param deferrable: release the worker slot while the job runs; default: Airflow's
         `[operators] default_deferrable` (pipelines built from YAML always defer).
     :param poll_interval: seconds between status polls.
@@ -212,8 +221,9 @@ class SubmitRayJobOperator(BaseOperator):
         storage_conn_id: str | None = None,
         with_mlflow: bool = False,
         mlflow_conn_id: str | None = None,
+        code: JobCode | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        template_conn_ids: bool = True,
+        templated_config: bool = True,
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
@@ -230,9 +240,10 @@ class SubmitRayJobOperator(BaseOperator):
         if ray_conn_id is not None and compute is not None:
             raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
         self.ray_conn_id = ray_conn_id
-        if not template_conn_ids:
-            # Used exactly as given: the DAG factory's conn ids are config text, which never reaches Jinja.
-            self.data_fields = (*type(self).data_fields, "ray_conn_id", "storage_conn_id", "mlflow_conn_id")
+        if not templated_config:
+            # Used exactly as given: the DAG factory's values are config text, which never reaches Jinja.
+            self.data_fields = (*type(self).data_fields, "runtime_env", "ray_conn_id", "storage_conn_id", "mlflow_conn_id")
+        self.code = code if code is not None else JobCode(rayops=contract is not None)
         # Validated now, so a malformed profile is a DAG import error, not a task failure.
         self.compute = parse_profile(compute).model_dump(mode="json", exclude_none=True) if compute is not None else None
         self.storage_conn_id = storage_conn_id
@@ -273,7 +284,7 @@ class SubmitRayJobOperator(BaseOperator):
         client = RayJobsClient(endpoint)
         ti = context["ti"]
         identity = JobIdentity.of(context, deployment=deployment_id())
-        info = self._attach_or_submit(client, identity, context)
+        info = self._attach_or_submit(client, identity, context, backend)
         self._submission_id = info.submission_id
         ti.xcom_push(key=XCOM_KEY, value=link_xcom_value(endpoint.dashboard_url, info.submission_id))
         self.log.info("Ray job %s: %s", info.submission_id, endpoint.job_url(info.submission_id))
@@ -325,7 +336,9 @@ class SubmitRayJobOperator(BaseOperator):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _attach_or_submit(self, client: RayJobsClient, identity: JobIdentity, context: Context) -> JobInfo:
+    def _attach_or_submit(
+        self, client: RayJobsClient, identity: JobIdentity, context: Context, backend: ComputeBackend
+    ) -> JobInfo:
         """Re-attach to this task instance's job of this try or an earlier try since the last clear
         (pending, running or succeeded: it runs once), else submit the next attempt."""
         ti = context["ti"]
@@ -353,11 +366,12 @@ class SubmitRayJobOperator(BaseOperator):
         elif latest is not None:
             self.log.info("Earlier Ray job %s ended %s; submitting a new one", latest.submission_id, latest.status.value)
         sid = submission_id(identity.base, attempt)
+        py_modules = self._prepare_code(client, backend)
         try:
             client.submit(
                 submission_id=sid,
                 entrypoint=self.entrypoint,
-                runtime_env=self._runtime_env(),
+                runtime_env=self._runtime_env(py_modules),
                 entrypoint_num_cpus=self.entrypoint_num_cpus,
                 entrypoint_num_gpus=self.entrypoint_num_gpus,
                 entrypoint_memory=self.entrypoint_memory,
@@ -370,9 +384,21 @@ class SubmitRayJobOperator(BaseOperator):
             self.log.info("Ray job %s was submitted concurrently; re-attaching", sid)
         return client.get_job(sid) or JobInfo(submission_id=sid, status=JobStatus.PENDING)
 
-    def _runtime_env(self) -> dict[str, Any]:
+    def _prepare_code(self, client: RayJobsClient, backend: ComputeBackend) -> tuple[str, ...]:
+        """Check the cluster can run the job and upload what it lacks; the py_modules URIs to add."""
+        try:
+            return prepare_job_code(client, backend.profile, self.code, log=self.log.info).py_modules
+        except (ClusterNotReady, CodeTooLarge) as exc:
+            # A retry would meet the same cluster: the message says what to install or which key to set.
+            raise AirflowFailException(str(exc)) from None
+
+    def _runtime_env(self, py_modules: Sequence[str] = ()) -> dict[str, Any]:
         runtime_env = dict(self.runtime_env or {})
+        if py_modules:
+            runtime_env["py_modules"] = [*py_modules, *(runtime_env.get("py_modules") or [])]
         env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
+        if self.code.rayops:
+            env_vars[PROVIDER_VERSION_ENV] = __version__
         if self.storage_conn_id:
             from airflow_provider_rayops.hooks.s3 import S3StorageHook
 

@@ -213,3 +213,70 @@ def test_only_defaults_may_widen_what_jobs_inherit_from_the_head(write, config_d
     assert error.endswith(
         "compute_profiles.local.env[0]: expected a variable name or a prefix ending in * (e.g. HF_*), never a bare *, found '*'"
     )
+
+
+# -- what every job of a pipeline is given: runtime_env, and the pipeline's own code ------------------
+
+
+def test_job_environment_variables_come_from_the_platforms_allowlist(write, config_dir):
+    path = write("p.yaml", MINIMAL + "runtime_env:\n  env_vars: {OMP_NUM_THREADS: 2, HF_HUB_OFFLINE: 1, PYTHONPATH: /x}\n")
+    assert errors_of(path) == [
+        f"{path}:6:34: runtime_env.env_vars.HF_HUB_OFFLINE: HF_HUB_OFFLINE is not among the variables jobs may be "
+        "given (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, TOKENIZERS_PARALLELISM, NCCL_DEBUG, "
+        "PYTORCH_CUDA_ALLOC_CONF, CUBLAS_WORKSPACE_CONFIG); a platform admin can add it to security.job_env_vars in defaults.yaml",
+        f"{path}:6:53: runtime_env.env_vars.PYTHONPATH: PYTHONPATH cannot be set from a pipeline: it decides which "
+        "code runs or carries what rayops hands a job itself (credentials come from Airflow connections)",
+    ]
+    add_security(config_dir, "  job_env_vars: [OMP_NUM_THREADS, HF_*, AWS_*]\n")
+    assert "AWS_SECRET_ACCESS_KEY cannot be set from a pipeline" in errors_of(
+        write("q.yaml", MINIMAL.replace("churn", "q") + "runtime_env:\n  env_vars: {AWS_SECRET_ACCESS_KEY: x}\n")
+    )[0]  # the platform cannot open what rayops itself hands jobs
+    loaded = load(write("r.yaml", MINIMAL.replace("churn", "r") + "runtime_env:\n  env_vars: {HF_HUB_OFFLINE: 1}\n"))
+    assert loaded.spec.runtime_env.env_vars == {"HF_HUB_OFFLINE": 1}
+
+
+def test_pip_takes_requirements_not_options(write):
+    path = write("p.yaml", MINIMAL + "runtime_env:\n  pip: ['lightgbm>=4', '--index-url=http://evil']\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:6:24: runtime_env.pip[1]: '--index-url=http://evil' is not a requirement (a name,")
+    assert "\n" not in error
+
+
+def _big_loop(project: Path) -> None:
+    loops = project / "team_loops"
+    loops.mkdir()
+    (loops / "__init__.py").write_text("")
+    (loops / "tabular.py").write_text("def train(config):\n    pass\n")
+    (loops / "weights.bin").write_bytes(b"\0" * 60_000)
+    (loops / "train.parquet").write_bytes(b"\0" * 900_000)  # data is never shipped: not counted
+
+
+def test_a_pipeline_module_over_the_profiles_cap_is_refused_by_validate(write, config_dir):
+    _big_loop(config_dir.parent)
+    profile = "compute_profiles:\n  local: {backend: local, code_max_mb: 0.05}\n"
+    path = write("p.yaml", MINIMAL + profile + TRAIN.format("team_loops.tabular:train"))
+    [error] = errors_of(path)
+    assert error.startswith(
+        f"{path}:8:3: train.entrypoint: module team_loops (shipped with every job) would ship 58.6 KiB in 3 files, "
+        "over the 51.2 KiB cap; biggest: weights.bin (58.6 KiB)"
+    )
+    assert error.endswith("Leave files out with runtime_env.excludes, or raise compute_profiles.local.code_max_mb in defaults.yaml.")
+    excluded = write("q.yaml", MINIMAL.replace("churn", "q") + profile + TRAIN.format("team_loops.tabular:train")
+                     + "runtime_env: {excludes: ['*.bin']}\n")  # fmt: skip
+    assert load(excluded).spec.runtime_env.excludes == ["*.bin"]
+    # With code: image nothing is shipped, so nothing is capped (the cluster's image is checked instead).
+    image = "compute: c\ntracking: {conn_id: mlflow_x}\ncompute_profiles:\n  c: {backend: ray, code: image, code_max_mb: 0.05}\n"
+    assert load(write("r.yaml", MINIMAL.replace("churn", "r") + image + TRAIN.format("team_loops.tabular:train")))
+
+
+def test_rayops_validate_prints_the_size_refusal(config_dir):
+    _big_loop(config_dir.parent)
+    (config_dir / "p.yaml").write_text(
+        MINIMAL + "compute_profiles:\n  local: {backend: local, code_max_mb: 0.05}\n" + TRAIN.format("team_loops.tabular:train")
+    )
+    rayops = Path(sys.executable).with_name("rayops")
+    proc = subprocess.run(
+        [rayops, "--config-dir", str(config_dir), "validate"], capture_output=True, text=True, cwd=config_dir.parent, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "train.entrypoint: module team_loops (shipped with every job) would ship 58.6 KiB" in proc.stderr

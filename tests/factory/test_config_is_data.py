@@ -43,6 +43,9 @@ promote:
   challenger_alias: "{SECRET}"
   previous_alias: "prev-{{{{ 7 * 7 }}}}"
   require_approval: true
+runtime_env:
+  env_vars: {{OMP_NUM_THREADS: "{RCE}"}}
+  excludes: ["{SECRET}"]
 """
 
 
@@ -73,6 +76,10 @@ def test_every_config_string_reaches_the_job_verbatim(jinja_dag):
     assert train.job_args["experiment"] == SECRET
     assert train.job_args["params"]["extra"] == {"nested": [SECRET]}
     assert train.job_args["params"]["hidden_sizes"] == [8]
+    # The pipeline's runtime_env is data too: every job gets it as written, never rendered.
+    assert train.runtime_env == {"env_vars": {"OMP_NUM_THREADS": RCE}}
+    assert "runtime_env" in train.data_fields
+    assert train.code.excludes == (SECRET,)
     assert jinja_dag.params["note"] == RCE  # a Param's default is a value, never rendered
     register = jinja_dag.get_task("promote.register")
     assert (register.registered_model, register.challenger_alias) == (RCE, SECRET)
@@ -115,7 +122,7 @@ def test_the_factorys_conn_ids_are_used_as_given_while_a_plain_dag_may_template_
     for task in jinja_dag.tasks:
         if isinstance(task, SubmitRayJobOperator):
             assert {"ray_conn_id", "storage_conn_id", "mlflow_conn_id"} <= set(task.data_fields), task.task_id
-    literal = SubmitRayJobOperator(task_id="t", entrypoint="true", storage_conn_id="{{ 7 * 7 }}", template_conn_ids=False)
+    literal = SubmitRayJobOperator(task_id="t", entrypoint="true", storage_conn_id="{{ 7 * 7 }}", templated_config=False)
     literal.render_template_fields({"params": {}})
     assert literal.storage_conn_id == "{{ 7 * 7 }}"
     templated = SubmitRayJobOperator(task_id="u", entrypoint="true", storage_conn_id="s3_{{ params.env }}")

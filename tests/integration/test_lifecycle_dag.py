@@ -1,7 +1,10 @@
 """The factory's lifecycle DAG end to end: YAML -> Airflow -> Ray jobs -> storage and MLflow.
 
-Real parts only: Airflow's dag.test(), the embedded Ray head, moto's S3 server on 127.0.0.1
-for every artifact the pipeline writes, and a real MLflow tracking server.
+Real parts only: Airflow's dag.test(), moto's S3 server on 127.0.0.1 for every artifact the
+pipeline writes, a real MLflow tracking server, and an existing Ray cluster that has never seen
+rayops (tests/fixtures/bare_cluster.py: its Python lacks this package and Airflow), reached
+through a rayops_ray connection with `code: ship`, so every stage is sent rayops' job code.
+The embedded head's path runs in test_production_path.py and `make demo`.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_rayops import storage
+from airflow_provider_rayops.backends import cluster_code
 from airflow_provider_rayops.config.loader import load_config_dir
 from airflow_provider_rayops.factory import load_pipelines
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
 from tests.fixtures.airflow_db import run_dag_test
+from tests.fixtures.bare_cluster import BARE_CONN_ID
 from tests.fixtures.s3 import S3_BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, airflow_db):
+def pipeline_dag(tmp_path, monkeypatch, bare_cluster, s3_endpoint, mlflow_server, airflow_db):
     settings = s3_endpoint
     monkeypatch.setenv(
         "AIRFLOW_CONN_RAYOPS_S3_TEST",
@@ -39,6 +44,7 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
         ),
     )
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", json.dumps({"conn_type": "rayops_mlflow", "host": mlflow_server}))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{BARE_CONN_ID.upper()}", bare_cluster.connection())
     prefix = f"s3://{S3_BUCKET}/lifecycle-{tmp_path.name}"
     storage.write_bytes(f"{prefix}/raw/churn.parquet", table_bytes(make_churn(3000, seed=3), fmt="parquet"))
     configs = tmp_path / "dag_configs"
@@ -46,14 +52,14 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
     shutil.copy(ROOT / "dag_configs" / "defaults.yaml", configs)
     with open(configs / "defaults.yaml", "a") as defaults:  # the platform lets pipelines write to the test bucket
         defaults.write(f"security:\n  storage_roots: ['s3://{S3_BUCKET}/']\n")
-    compute = json.dumps(ray_head.compute)
+    compute = json.dumps({"backend": "ray", "conn_id": BARE_CONN_ID, "code": "ship"})
     (configs / "churn_it.yaml").write_text(
         textwrap.dedent(
             f"""
             pipeline: churn_it
-            compute: test-head
+            compute: bare
             compute_profiles:
-              test-head: {compute}
+              bare: {compute}
             storage: {{root: "{prefix}/artifacts", conn_id: rayops_s3_test}}
             tracking: {{conn_id: mlflow_test, experiment: "churn-it {{{{ 7 * 7 }}}}"}}
             data: {{source: "{prefix}/raw/churn.parquet", target: churned, min_rows: 1000}}
@@ -76,9 +82,10 @@ def pipeline_dag(tmp_path, monkeypatch, ray_head, s3_endpoint, mlflow_server, ai
     return dags["churn_it"], prefix, mlflow_server, configs
 
 
-def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipeline_dag):
+def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipeline_dag, capfd):
     dag, prefix, tracking_uri, configs = pipeline_dag
     run = run_dag_test(dag, run_conf={"epochs": 2})
+    out = capfd.readouterr().out
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {
         "ingest.snapshot": "success",
@@ -86,7 +93,12 @@ def test_lifecycle_dag_runs_ingest_train_evaluate_on_ray_with_s3_and_mlflow(pipe
         "evaluate.score": "success",
         "promote.register": "success",
         "promote.champion": "success",
-    }
+    }, out[-3000:]
+    # Every Ray stage was sent the job code; the first upload put it on the cluster, the others found it there.
+    shipped = [line for line in out.splitlines() if "shipping airflow-provider-rayops" in line]
+    assert len(shipped) == 3, shipped
+    assert all("(already on the cluster)" in line for line in shipped[1:]), shipped
+    assert {line.split(" as ")[1].split()[0] for line in shipped} == {cluster_code.rayops_package().uri}
 
     xcom = {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in run.get_task_instances()}
     snapshot = xcom["ingest.snapshot"]
