@@ -228,9 +228,10 @@ def test_job_environment_variables_come_from_the_platforms_allowlist(write, conf
         "code runs or carries what rayops hands a job itself (credentials come from Airflow connections)",
     ]
     add_security(config_dir, "  job_env_vars: [OMP_NUM_THREADS, HF_*, AWS_*]\n")
-    assert "AWS_SECRET_ACCESS_KEY cannot be set from a pipeline" in errors_of(
-        write("q.yaml", MINIMAL.replace("churn", "q") + "runtime_env:\n  env_vars: {AWS_SECRET_ACCESS_KEY: x}\n")
-    )[0]  # the platform cannot open what rayops itself hands jobs
+    assert (
+        "AWS_SECRET_ACCESS_KEY cannot be set from a pipeline"
+        in errors_of(write("q.yaml", MINIMAL.replace("churn", "q") + "runtime_env:\n  env_vars: {AWS_SECRET_ACCESS_KEY: x}\n"))[0]
+    )  # the platform cannot open what rayops itself hands jobs
     loaded = load(write("r.yaml", MINIMAL.replace("churn", "r") + "runtime_env:\n  env_vars: {HF_HUB_OFFLINE: 1}\n"))
     assert loaded.spec.runtime_env.env_vars == {"HF_HUB_OFFLINE": 1}
 
@@ -260,7 +261,9 @@ def test_a_pipeline_module_over_the_profiles_cap_is_refused_by_validate(write, c
         f"{path}:8:3: train.entrypoint: module team_loops (shipped with every job) would ship 58.6 KiB in 3 files, "
         "over the 51.2 KiB cap; biggest: weights.bin (58.6 KiB)"
     )
-    assert error.endswith("Leave files out with runtime_env.excludes, or raise compute_profiles.local.code_max_mb in defaults.yaml.")
+    assert error.endswith(
+        "Leave files out with runtime_env.excludes, or raise compute_profiles.local.code_max_mb in defaults.yaml."
+    )
     excluded = write("q.yaml", MINIMAL.replace("churn", "q") + profile + TRAIN.format("team_loops.tabular:train")
                      + "runtime_env: {excludes: ['*.bin']}\n")  # fmt: skip
     assert load(excluded).spec.runtime_env.excludes == ["*.bin"]
