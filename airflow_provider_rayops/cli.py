@@ -95,17 +95,33 @@ def _entrypoint_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
     return issues
 
 
+def _shipped_code_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
+    """The pipeline's own module must pack under the profile's code_max_mb wherever jobs are sent
+    it. Checked here, not while Airflow parses (it reads the module's files, which the parse
+    cache does not watch); jobs check it again when they are submitted."""
+    from airflow_provider_rayops.backends.cluster_code import pipeline_packages
+    from airflow_provider_rayops.backends.code_package import CodeNotShippable
+
+    profile = loaded.spec.profile
+    if getattr(profile, "code", "ship") == "image" or not hasattr(profile, "code_max_mb"):
+        return []  # nothing is shipped: the cluster's image must have it (checked there)
+    try:
+        pipeline_packages(plan_pipeline(loaded).code, max_mb=profile.code_max_mb)
+    except CodeNotShippable as exc:
+        return [load_yaml(loaded.source_text, file=loaded.file).issue(("train", "entrypoint"), str(exc))]
+    return []
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     result = _load(args.paths, args.config_dir)
-    if args.import_check:
-        valid = []
-        for loaded in result.pipelines:
-            issues = _entrypoint_issues(loaded)
-            if issues:
-                result.errors[loaded.file] = ConfigError(issues)
-            else:
-                valid.append(loaded)
-        result = ConfigDirResult(pipelines=valid, errors=result.errors)
+    valid = []
+    for loaded in result.pipelines:
+        issues = _shipped_code_issues(loaded) + (_entrypoint_issues(loaded) if args.import_check else [])
+        if issues:
+            result.errors[loaded.file] = ConfigError(issues)
+        else:
+            valid.append(loaded)
+    result = ConfigDirResult(pipelines=valid, errors=result.errors)
     for error in result.errors.values():
         print(error, file=sys.stderr)
     total = sum(len(e.issues) for e in result.errors.values())

@@ -118,6 +118,28 @@ def _stage_seconds(db: Path, dag_id: str) -> dict[str, float]:
     return out
 
 
+def results_table(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, load: list[float], shipped: str) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{', '.join(f'{d} {installed(d)}' for d in ('ray', 'apache-airflow', 'torch'))}; load average {load[0]:.1f} at start, {load[-1]:.1f} at end.",
+        f"Pipeline: churn, {args.rows} rows, built-in loop, {args.epochs} epochs, file storage, MLflow server; "
+        f"{args.rounds} rounds, alternating order. Shipped job code: {shipped}.",
+        "",
+        "| stage (seconds, as Airflow recorded the task) | image, round 1 | ship, round 1 | image, later rounds (median) | ship, later rounds (median) | ship / image (later) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for stage in (*STAGES, "airflow dags test"):
+        first = [results[v][0][stage] for v in ("image", "ship")]
+        later = [
+            statistics.median(r[stage] for r in results[v][1:]) if len(results[v]) > 1 else float("nan")
+            for v in ("image", "ship")
+        ]
+        lines.append(
+            f"| {stage} | {first[0]:.1f} | {first[1]:.1f} | {later[0]:.1f} | {later[1]:.1f} | {later[1] / later[0]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -181,26 +203,7 @@ def main() -> int:
         if saved_pythonpath is not None:
             os.environ["PYTHONPATH"] = saved_pythonpath
 
-    package = cluster_code.rayops_package()
-    lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{installed('ray', 'apache-airflow', 'torch')}; load average {load[0]:.1f} at start, {load[-1]:.1f} at end.",
-        f"Pipeline: churn, {args.rows} rows, built-in loop, {args.epochs} epochs, file storage, MLflow server; "
-        f"{args.rounds} rounds, alternating order. Shipped job code: {package.describe()}.",
-        "",
-        "| stage (seconds, as Airflow recorded the task) | image, round 1 | ship, round 1 | image, later rounds (median) | ship, later rounds (median) | ship / image (later) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for stage in (*STAGES, "airflow dags test"):
-        first = [results[v][0][stage] for v in ("image", "ship")]
-        later = [
-            statistics.median(r[stage] for r in results[v][1:]) if len(results[v]) > 1 else float("nan")
-            for v in ("image", "ship")
-        ]
-        lines.append(
-            f"| {stage} | {first[0]:.1f} | {first[1]:.1f} | {later[0]:.1f} | {later[1]:.1f} | {later[1] / later[0]:.2f} |"
-        )
-    table = "\n".join(lines)
+    table = results_table(results, args, load, cluster_code.rayops_package().describe())
     print("\n" + table)
     if args.write:
         args.write.write_text(f"# Code shipping: `code: ship` beside `code: image`\n\n`{' '.join(sys.argv)}`\n\n{table}\n")

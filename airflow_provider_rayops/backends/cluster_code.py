@@ -28,9 +28,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import shlex
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,9 +37,10 @@ from typing import Any
 
 from airflow_provider_rayops import __version__
 from airflow_provider_rayops.backends import cluster_probe, code_package
+from airflow_provider_rayops.config.cache import write_atomically
 from airflow_provider_rayops.config.compute import LocalProfile, RayClusterProfile
 from airflow_provider_rayops.config.home import rayops_home
-from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus, RayJobsClient, RayopsComputeError
+from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobStatus, RayJobsClient, RayopsComputeError
 
 DISTRIBUTION = "airflow-provider-rayops"
 PROBE_TTL_S = 600.0
@@ -68,6 +67,7 @@ class JobCode:
     :param excludes: gitignore patterns of files in `modules` not to ship.
     :param pip: requirements the pipeline's runtime_env installs (they need not be on the image).
     :param profile_name: the compute profile's name, for messages that say which key to change.
+    :param project_dir: the project folder the modules lie in (its .gitignore applies too).
     """
 
     rayops: bool = True
@@ -75,6 +75,7 @@ class JobCode:
     excludes: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
     profile_name: str | None = None
+    project_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,7 @@ def run_probe(client: RayJobsClient, request: Mapping[str, Any], *, runtime_env:
     while not (info := client.get_job(sid)) or not info.status.is_terminal():
         if time.monotonic() > deadline:
             client.stop(sid)
-            raise ClusterNotReady(
+            raise BackendNotAvailable(  # a busy or scaling cluster: a retry of the task may find it ready
                 f"the Ray cluster at {client.endpoint.dashboard_url} did not run rayops' probe job {sid} within "
                 f"{timeout_s:.0f} s (is it out of resources, or its runtime_env agent failing?); see the job in the dashboard"
             )
@@ -196,10 +197,16 @@ def run_probe(client: RayJobsClient, request: Mapping[str, Any], *, runtime_env:
     logs = client.get_logs(sid)
     for line in reversed(logs.splitlines()):
         if line.startswith(cluster_probe.MARKER):
-            return json.loads(line[len(cluster_probe.MARKER) :])
+            try:
+                report = json.loads(line[len(cluster_probe.MARKER) :])
+            except json.JSONDecodeError:
+                break
+            if isinstance(report, dict) and "python" in report:
+                return report
+            break
     if info.status is JobStatus.SUCCEEDED:
-        raise ClusterNotReady(f"rayops' probe job {sid} printed no report; its log ends: {logs[-500:]!r}")
-    raise ClusterNotReady(
+        raise BackendNotAvailable(f"rayops' probe job {sid} printed no readable report; its log ends: {logs[-500:]!r}")
+    raise BackendNotAvailable(
         f"rayops' probe job {sid} {info.status.value.lower()} on the Ray cluster at {client.endpoint.dashboard_url} "
         f"(is `python` on the cluster's PATH a Python 3?): {(info.message or '').strip()[:300]} {logs[-500:]!r}"
     )
@@ -223,20 +230,8 @@ def probe_cluster(client: RayJobsClient, *, modules: Sequence[str] = (), cache_d
     except (OSError, ValueError, KeyError, TypeError):
         pass
     report = run_probe(client, request)
-    _write_private(path, json.dumps({"session": session, "at": time.time(), "report": report}))
+    write_atomically(path, json.dumps({"session": session, "at": time.time(), "report": report}))
     return ClusterReport.from_json(report, ray_version=str(version.get("ray_version") or ""))
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write whole or not at all (a concurrent reader never sees half a file)."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".probe-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # only a cache: the next task probes again
 
 
 # -- the decision ---------------------------------------------------------------------------------
@@ -268,9 +263,11 @@ def cluster_problems(report: ClusterReport, code: JobCode, mode: str) -> tuple[l
                 f"'{req.name}{req.specifier}' in the cluster's image, or add it to the pipeline's runtime_env.pip"
             )
         elif req.specifier and not req.specifier.contains(installed, prereleases=True):
+            # Ray itself cannot be replaced per job; a library can, through the pipeline's runtime_env.
+            per_job = "" if name == "ray" else ", or add it to the pipeline's runtime_env.pip"
             problems.append(
-                f"{req.name} {installed} on the cluster; the jobs need {req.name}{req.specifier}: install a matching "
-                f"version in the cluster's image ({README_SECTION})"
+                f"{req.name} {installed} on the cluster; the jobs need {req.name}{req.specifier}: install "
+                f"'{req.name}{req.specifier}' in the cluster's image{per_job} ({README_SECTION})"
             )
     ship_rayops = False
     found = report.rayops
@@ -316,6 +313,25 @@ def module_names(code: JobCode) -> list[str]:
     return [Path(m).stem if Path(m).suffix == ".py" else Path(m).name for m in code.modules]
 
 
+def pipeline_packages(code: JobCode, *, max_mb: float | None) -> list[code_package.CodePackage]:
+    """The pipeline's own modules as py_modules packages: guarded (never data, keys or rayops'
+    state, whatever excludes say), capped at the profile's code_max_mb. CodeNotShippable names
+    the module and the key to change."""
+    key = f"compute_profiles.{code.profile_name}.code_max_mb" if code.profile_name else "the profile's code_max_mb"
+    return [
+        code_package.pack_module(
+            Path(module),
+            label=f"module {Path(module).name} of the pipeline",
+            excludes=code.excludes,
+            guarded=True,
+            project_dir=Path(code.project_dir) if code.project_dir else None,
+            max_bytes=int(max_mb * code_package.MIB) if max_mb else code_package.RAY_PACKAGE_LIMIT,
+            fix=f"Leave files out with runtime_env.excludes in the pipeline, or raise {key} in defaults.yaml.",
+        )
+        for module in code.modules
+    ]
+
+
 def prepare_job_code(
     client: RayJobsClient,
     profile: LocalProfile | RayClusterProfile | Any,
@@ -346,19 +362,7 @@ def prepare_job_code(
             )
     packages = [rayops_package()] if ship_rayops else []
     if mode != "image":
-        for module in code.modules:
-            fix = "Leave files out with runtime_env.excludes in the pipeline, or raise " + (
-                f"compute_profiles.{code.profile_name}.code_max_mb" if code.profile_name else "the profile's code_max_mb"
-            )
-            packages.append(
-                code_package.pack_module(
-                    Path(module),
-                    label=f"module {Path(module).name} of the pipeline",
-                    excludes=code.excludes,
-                    max_bytes=int(float(max_mb) * code_package.MIB) if max_mb else None,
-                    fix=fix,
-                )
-            )
+        packages += pipeline_packages(code, max_mb=max_mb)
     uploaded = tuple(p.uri for p in packages if code_package.upload(client, p))
     prepared = PreparedCode(
         py_modules=tuple(p.uri for p in packages), shipped=tuple(packages), uploaded=uploaded, notes=tuple(notes)

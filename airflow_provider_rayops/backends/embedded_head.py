@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
+from airflow_provider_rayops.config.compute import env_listed
 from airflow_provider_rayops.config.home import rayops_home
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, RayEndpoint
 
@@ -329,7 +330,7 @@ class EmbeddedHead:
             name: value
             for name, value in os.environ.items()
             if name not in HEAD_ENV_REFUSED
-            and (name in HEAD_ENV_NAMES or name.startswith(HEAD_ENV_PREFIXES) or _listed(name, extra))
+            and (name in HEAD_ENV_NAMES or name.startswith(HEAD_ENV_PREFIXES) or env_listed(name, extra))
         }
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
@@ -474,11 +475,6 @@ def private_dir(path: Path) -> Path:
     if info.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
-
-
-def _listed(name: str, patterns: tuple[str, ...]) -> bool:
-    """`NAME` matches `NAME`; `PREFIX_*` matches names starting with PREFIX_."""
-    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
 
 
 def _process_start(pid: int) -> str | None:

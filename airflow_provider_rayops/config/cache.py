@@ -126,7 +126,7 @@ def load_config_dir_cached(
         else:
             loaded.append(result)
     if set(new_cache) != set(cache) or new_cache["policies"] != cache.get("policies"):
-        _write_atomically(cache_file, json.dumps(new_cache))
+        write_atomically(cache_file, json.dumps(new_cache))
     return check_unique_names(loaded, errors)
 
 
@@ -165,7 +165,9 @@ def _from_entry(entry: dict, path: Path, text: str) -> LoadedPipeline | ConfigEr
         return None  # written by another version of the schema: validate afresh
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` whole or not at all (a concurrent reader never sees half a file); a failure to
+    write is ignored: what is written this way is a cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

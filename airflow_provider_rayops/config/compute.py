@@ -8,12 +8,20 @@ operators and the jobs alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # An environment variable name, or a prefix ending in * (never a bare *: that would be everything).
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\*?$"
+
+
+def env_listed(name: str, patterns: Sequence[str]) -> bool:
+    """Whether an environment variable is among `patterns` (ENV_NAME: `NAME`, or `PREFIX_*`)."""
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
+
+
 # An Airflow connection id (letters, digits, _ . -): nothing a template engine would act on.
 CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
 

@@ -301,14 +301,17 @@ def _scope_issues(
             issues.append(merged.issue(key, problem))
     pipeline_doc = merged.docs[0]
     for name in spec.compute_profiles:
-        key = ("compute_profiles", name, "env")
-        if pipeline_doc.known_depth(key) == len(key):  # widening the head's environment is the platform's call
-            issues.append(
-                pipeline_doc.issue(
-                    key,
-                    "a compute profile's env belongs in defaults.yaml (the platform team's file); a pipeline cannot widen what jobs inherit",
+        for setting, why in (
+            ("env", "a pipeline cannot widen what jobs inherit"),
+            ("code_max_mb", "a pipeline cannot raise the cap on the code it ships"),
+        ):
+            key = ("compute_profiles", name, setting)
+            if pipeline_doc.known_depth(key) == len(key):  # the platform's call
+                issues.append(
+                    pipeline_doc.issue(
+                        key, f"a compute profile's {setting} belongs in defaults.yaml (the platform team's file); {why}"
+                    )
                 )
-            )
     for name in spec.runtime_env.env_vars:
         refusal = policy.job_env_refusal(name)
         if refusal:
@@ -318,35 +321,7 @@ def _scope_issues(
         refusal = policies.entrypoint_refusal(module, policy, project_dir=project_dir)
         if refusal:
             issues.append(merged.issue(("train", "entrypoint"), refusal))
-        else:
-            issues += _shipped_code_issues(spec, merged, project_dir)
     return issues
-
-
-def _shipped_code_issues(spec: PipelineSpec, merged: _Merged, project_dir: Path) -> list[ConfigIssue]:
-    """The pipeline's own code must fit the profile's code_max_mb wherever jobs are sent it."""
-    from airflow_provider_rayops.backends import code_package
-
-    assert spec.train is not None
-    profile = spec.profile
-    if getattr(profile, "code", "ship") == "image" or not hasattr(profile, "code_max_mb"):
-        return []  # nothing is shipped: the image must have it (checked on the cluster)
-    path = policies.project_code_path(spec.train.entrypoint, project_dir=project_dir)
-    if path is None:
-        return []
-    try:
-        files = code_package.code_files(path, excludes=spec.runtime_env.excludes)
-        code_package.check_size(
-            files,
-            label=f"module {path.name} (shipped with every job)",
-            max_bytes=int(profile.code_max_mb * code_package.MIB),
-            fix=f"Leave files out with runtime_env.excludes, or raise compute_profiles.{spec.compute}.code_max_mb in defaults.yaml.",
-        )
-    except code_package.CodeTooLarge as exc:
-        return [merged.issue(("train", "entrypoint"), str(exc))]
-    except OSError as exc:
-        return [merged.issue(("train", "entrypoint"), f"cannot read the module's files to ship them: {exc}")]
-    return []
 
 
 def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:

@@ -26,6 +26,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from airflow_provider_rayops.config.compute import env_listed
 from airflow_provider_rayops.config.schema import _URI, Spec
 from airflow_provider_rayops.storage.uri import InvalidURIError, is_within, parse_uri, resolve_uri
 
@@ -81,12 +82,12 @@ class SecurityPolicy(Spec):
 
     def job_env_refusal(self, name: str) -> str | None:
         """None when runtime_env.env_vars may set `name`, else why not."""
-        if any(_matches(name, pattern) for pattern in JOB_ENV_NEVER):
+        if env_listed(name, JOB_ENV_NEVER):
             return (
                 f"{name} cannot be set from a pipeline: it decides which code runs or carries what rayops hands a "
                 "job itself (credentials come from Airflow connections)"
             )
-        if any(_matches(name, pattern) for pattern in self.job_env_vars):
+        if env_listed(name, self.job_env_vars):
             return None
         return (
             f"{name} is not among the variables jobs may be given ({', '.join(self.job_env_vars) or 'none'}); a "
@@ -102,10 +103,6 @@ class SecurityPolicy(Spec):
             f"only variables named {allowed} may be expanded in pipeline configs; "
             f"a platform admin can add {name} to security.env_names in defaults.yaml"
         )
-
-
-def _matches(name: str, pattern: str) -> bool:
-    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
 
 
 def _resolved(uris: list[str], project_dir: Path) -> list[str]:
@@ -176,6 +173,11 @@ def entrypoint_refusal(module: str, policy: SecurityPolicy, *, project_dir: Path
     candidates = [project_dir / relative.with_suffix(".py"), project_dir / relative / "__init__.py"]
     if not any(c.is_file() for c in candidates):
         return f"module {module!r} is neither a built-in loop (rayops.builtin:...) nor a file in the project folder; {hint}"
+    if project_code_path(module + ":x", project_dir=project_dir) is None:
+        return (
+            f"module {module!r} comes from a symlink in the project folder ({project_dir / top}); jobs are sent "
+            "only files that live there: replace the link with the files"
+        )
     # A project file named like an installed package would be shadowed by it at import time.
     try:
         spec = importlib.util.find_spec(top)  # a top-level name: searched, never executed
@@ -192,15 +194,20 @@ def entrypoint_refusal(module: str, policy: SecurityPolicy, *, project_dir: Path
 
 def project_code_path(entrypoint: str, *, project_dir: Path) -> Path | None:
     """What a pipeline ships of its own code for `train.entrypoint`: the top-level package folder
-    (or single module file) of its module in the project folder. None for the built-in loops and
-    for modules that do not live there (installed packages allowed by security.entrypoint_modules)."""
+    (or single module file) its module is imported from in the project folder, found in Python's
+    own order (a package with __init__.py, then a module file, then a namespace folder). None for
+    the built-in loops and for modules that do not live there (installed packages allowed by
+    security.entrypoint_modules). A symlink is never followed: it could lead anywhere."""
     module = entrypoint.partition(":")[0]
     if module == BUILTIN_MODULE:
         return None
     top = module.split(".")[0]
     folder, file = project_dir / top, project_dir / f"{top}.py"
-    if folder.is_dir() and not folder.is_symlink():
-        return folder.resolve()
-    if file.is_file() and not file.is_symlink():
-        return file.resolve()
+    for candidate, found in (
+        (folder, (folder / "__init__.py").is_file()),
+        (file, file.is_file()),
+        (folder, folder.is_dir()),
+    ):
+        if found:
+            return None if candidate.is_symlink() else candidate.absolute()
     return None

@@ -112,10 +112,15 @@ def _requirement(line: str) -> str:
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
-        Requirement(line)
+        requirement = Requirement(line)
     except InvalidRequirement as exc:
         reason = str(exc).splitlines()[0]
         raise ValueError(f"{line!r} is not a requirement (a name, extras and versions, e.g. 'lightgbm>=4'): {reason}") from None
+    if requirement.url:
+        raise ValueError(
+            f"{line!r} names a URL; the cluster installs requirements from its package index by name and version "
+            "(e.g. 'lightgbm>=4'), never code from an address given in YAML"
+        )
     return line
 
 

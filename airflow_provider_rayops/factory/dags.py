@@ -8,7 +8,6 @@ from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param, TaskGroup
 
-from airflow_provider_rayops.backends.cluster_code import JobCode
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
@@ -47,13 +46,6 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
         runtime_env = spec.runtime_env
-        code = JobCode(
-            rayops=True,
-            modules=plan.code_paths,
-            excludes=tuple(runtime_env.excludes),
-            pip=tuple(runtime_env.pip),
-            profile_name=spec.compute,
-        )
         job_env: dict[str, object] = {}
         if runtime_env.pip:
             job_env["pip"] = list(runtime_env.pip)
@@ -89,7 +81,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                 doc_md=planned.doc,
                 entrypoint=sub.entrypoint,
                 runtime_env=job_env or None,
-                code=code,
+                code=plan.code,
                 job_args=sub.job_args,
                 contract=sub.contract,
                 entrypoint_num_cpus=sub.entrypoint_num_cpus,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_rayops.backends.cluster_code import JobCode
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.config.policy import project_code_path
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
@@ -92,8 +93,8 @@ class PipelinePlan:
     tasks: list[PlannedTask]
     retry_delay_s: float = field(default=30.0)
     unreachable_timeout_s: float = field(default=60.0)
-    # The pipeline's own code every job imports (train.entrypoint's package in the project folder).
-    code_paths: tuple[str, ...] = ()
+    # What every job imports besides Ray: rayops' job code and the pipeline's own module.
+    code: JobCode = field(default_factory=JobCode)
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -121,14 +122,24 @@ def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
         tasks=tasks,
         retry_delay_s=parse_duration(spec.retry_delay),
         unreachable_timeout_s=spec.timeouts.seconds("unreachable"),
-        code_paths=_code_paths(loaded),
+        code=job_code(loaded),
     )
 
 
-def _code_paths(loaded: LoadedPipeline) -> tuple[str, ...]:
-    train = loaded.spec.train
+def job_code(loaded: LoadedPipeline) -> JobCode:
+    """What the pipeline's jobs import: rayops' job code, and train.entrypoint's package when it
+    lives in the project folder (shipped or checked as the compute profile's `code:` says)."""
+    spec = loaded.spec
+    train = spec.train
     path = project_code_path(train.entrypoint, project_dir=Path(loaded.project_dir)) if train and loaded.project_dir else None
-    return (str(path),) if path is not None else ()
+    return JobCode(
+        rayops=True,
+        modules=(str(path),) if path is not None else (),
+        excludes=tuple(spec.runtime_env.excludes),
+        pip=tuple(spec.runtime_env.pip),
+        profile_name=spec.compute,
+        project_dir=loaded.project_dir or None,
+    )
 
 
 def _with_timeout(task: PlannedTask, spec: PipelineSpec) -> PlannedTask:

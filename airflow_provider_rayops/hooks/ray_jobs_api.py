@@ -108,6 +108,10 @@ class JobNotFound(RayopsComputeError):
         return (type(self), (self.submission_id, self.dashboard_url))
 
 
+class CodeRefused(RayopsComputeError):
+    """Code a job names cannot be shipped (missing, unreadable, too large); retrying will not help."""
+
+
 class JobAlreadyExists(RayopsComputeError):
     """A job with this submission id was submitted already (Ray keeps ids unique)."""
 
@@ -214,12 +218,12 @@ class RayJobsClient:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
 
-    def _request(self, method: str, path: str, *, body: Mapping[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, *, body: Mapping[str, Any] | None = None, data: bytes | None = None) -> Any:
         import requests
 
         url = self.endpoint.dashboard_url.rstrip("/") + path
         try:
-            return requests.request(method, url, headers=self.endpoint.headers(), json=body, timeout=self.timeout_s)
+            return requests.request(method, url, headers=self.endpoint.headers(), json=body, data=data, timeout=self.timeout_s)
         except requests.RequestException as exc:
             raise _unreachable(self.endpoint, exc) from None
 
@@ -322,14 +326,7 @@ class RayJobsClient:
 
     def upload_package(self, uri: str, data: bytes) -> None:
         """PUT a code package (a zip) under `uri`, as Ray's own client uploads one."""
-        import requests
-
-        url = self.endpoint.dashboard_url.rstrip("/") + _package_path(uri)
-        try:
-            r = requests.put(url, headers=self.endpoint.headers(), data=data, timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise _unreachable(self.endpoint, exc) from None
-        self._check(r)
+        self._check(self._request("PUT", _package_path(uri), data=data))
 
     def _upload_local_paths(self, runtime_env: Mapping[str, Any]) -> dict[str, Any]:
         """`runtime_env` with its local working_dir and py_modules packed, uploaded and named by URI."""
@@ -344,12 +341,15 @@ class RayJobsClient:
             if "://" in entry:
                 return entry
             path = Path(entry).expanduser().absolute()
-            if not path.exists():
-                raise BackendNotAvailable(
-                    f"runtime_env {'working_dir' if working_dir else 'py_modules'} {entry!r}: no such file or folder"
-                )
-            pack = code_package.pack_working_dir if working_dir else code_package.pack_module
-            package = pack(path, label=str(path), excludes=excludes)
+            try:
+                if path.suffix in (".whl", ".zip") and path.is_file():
+                    package = code_package.package_file(path, label=str(path))
+                elif working_dir:
+                    package = code_package.pack_working_dir(path, label=f"working_dir {path}", excludes=excludes)
+                else:
+                    package = code_package.pack_module(path, label=f"py_modules {path}", excludes=excludes)
+            except code_package.CodeNotShippable as exc:
+                raise CodeRefused(f"runtime_env {'working_dir' if working_dir else 'py_modules'} {entry!r}: {exc}") from None
             code_package.upload(self, package)
             return package.uri
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +37,10 @@ from airflow_provider_rayops import __version__
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.backends.cluster_code import ClusterNotReady, JobCode, prepare_job_code
-from airflow_provider_rayops.backends.code_package import CodeTooLarge
+from airflow_provider_rayops.backends.code_package import CodeNotShippable
 from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import (
+    CodeRefused,
     JobAlreadyExists,
     JobInfo,
     JobStatus,
@@ -185,6 +187,7 @@ class SubmitRayJobOperator(BaseOperator):
         fails the task without a retry, naming what is missing and the key that fixes it.
     :param templated_config: render the three conn ids and `runtime_env` with Jinja (default);
         False uses them exactly as given (the DAG factory: its values come from pipeline YAML).
+        `template_conn_ids` is its former name, still accepted with a DeprecationWarning.
     :param deferrable: release the worker slot while the job runs; default: Airflow's
         `[operators] default_deferrable` (pipelines built from YAML always defer).
     :param poll_interval: seconds between status polls.
@@ -224,6 +227,7 @@ class SubmitRayJobOperator(BaseOperator):
         code: JobCode | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         templated_config: bool = True,
+        template_conn_ids: bool | None = None,
         poll_interval: float = 2.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
@@ -240,6 +244,13 @@ class SubmitRayJobOperator(BaseOperator):
         if ray_conn_id is not None and compute is not None:
             raise ValueError("give either ray_conn_id (a Ray cluster by connection) or compute (a profile), not both")
         self.ray_conn_id = ray_conn_id
+        if template_conn_ids is not None:
+            warnings.warn(
+                "SubmitRayJobOperator(template_conn_ids=...) is now templated_config=... (it covers runtime_env too)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            templated_config = template_conn_ids
         if not templated_config:
             # Used exactly as given: the DAG factory's values are config text, which never reaches Jinja.
             self.data_fields = (*type(self).data_fields, "runtime_env", "ray_conn_id", "storage_conn_id", "mlflow_conn_id")
@@ -382,13 +393,15 @@ class SubmitRayJobOperator(BaseOperator):
         except JobAlreadyExists:
             # Another process submitted the same attempt between our look-up and our submit.
             self.log.info("Ray job %s was submitted concurrently; re-attaching", sid)
+        except CodeRefused as exc:  # a local working_dir or py_modules that cannot be shipped
+            raise AirflowFailException(str(exc)) from None
         return client.get_job(sid) or JobInfo(submission_id=sid, status=JobStatus.PENDING)
 
     def _prepare_code(self, client: RayJobsClient, backend: ComputeBackend) -> tuple[str, ...]:
         """Check the cluster can run the job and upload what it lacks; the py_modules URIs to add."""
         try:
             return prepare_job_code(client, backend.profile, self.code, log=self.log.info).py_modules
-        except (ClusterNotReady, CodeTooLarge) as exc:
+        except (ClusterNotReady, CodeNotShippable) as exc:
             # A retry would meet the same cluster: the message says what to install or which key to set.
             raise AirflowFailException(str(exc)) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import zipfile
 
@@ -27,26 +28,53 @@ def module(tmp_path):
     return pkg
 
 
-def test_never_shipped_files_stay_home_whatever_the_excludes_say(module):
-    for name in (".env", "id_rsa", "server.pem", "train.parquet", "model.pt", "__pycache__/loop.cpython-311.pyc"):
+def test_a_pipelines_data_keys_and_state_never_ship_whatever_its_gitignore_or_excludes_say(module):
+    for name in (".env", "id_rsa", "server.pem", "train.parquet", "model.pt", "gcp-sa-key.json", ".pgpass", "secrets/db.yaml"):
         (module / name).parent.mkdir(exist_ok=True)
         (module / name).write_text("secret or data")
-    (module / ".git").mkdir()
-    (module / ".git" / "config").write_text("[core]")
-    (module / ".rayops").mkdir()
-    (module / ".rayops" / "auth_token").write_text("token")
+    for folder in (".git", ".rayops", ".ssh", "__pycache__"):
+        (module / folder).mkdir()
+        (module / folder / "inside").write_text("x")
     (module / "outside.py").symlink_to(module.parent / "elsewhere.py")
     (module.parent / "elsewhere.py").write_text("print('outside')")
-    package = code_package.pack_module(module, label="myloops")
-    assert _names(package) == ["myloops/__init__.py", "myloops/loop.py", "myloops/sub/util.py", "myloops/vocab.txt"]
+    os.mkfifo(module / "pipe")  # reading it would block the worker: only regular files are packed
+    (module / ".gitignore").write_text("!.env\n!*.pem\n!.rayops/\n")
+    package = code_package.pack_module(module, label="myloops", excludes=["!*.parquet"], guarded=True)
+    assert _names(package) == [
+        "myloops/.gitignore", "myloops/__init__.py", "myloops/loop.py", "myloops/sub/util.py", "myloops/vocab.txt",
+    ]  # fmt: skip
 
 
-def test_excludes_and_the_folders_gitignore_leave_files_out(module):
-    (module / "notebooks").mkdir()
-    (module / "notebooks" / "try.ipynb").write_text("{}")
-    (module / ".gitignore").write_text("vocab.txt\n")
-    package = code_package.pack_module(module, label="myloops", excludes=["notebooks/"])
-    assert _names(package) == ["myloops/.gitignore", "myloops/__init__.py", "myloops/loop.py", "myloops/sub/util.py"]
+def test_the_projects_gitignore_applies_to_a_pipelines_module(module):
+    (module.parent / ".gitignore").write_text("myloops/vocab.txt\n")
+    package = code_package.pack_module(module, label="myloops", guarded=True, project_dir=module.parent)
+    assert "myloops/vocab.txt" not in _names(package)
+
+
+def test_a_plain_working_dir_ships_what_rays_own_client_would(tmp_path):
+    """A DAG author's own runtime_env: their data files travel (as with Ray's client); caches do not."""
+    (tmp_path / "main.py").write_text("print(1)")
+    (tmp_path / "lookup.csv").write_text("a,b\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
+    assert _names(code_package.pack_working_dir(tmp_path, label="w")) == ["lookup.csv", "main.py"]
+
+
+def test_missing_code_is_refused_naming_the_path(tmp_path):
+    with pytest.raises(code_package.CodeNotShippable, match="no such file or folder to ship"):
+        code_package.pack_module(tmp_path / "gone", label="gone")
+
+
+def test_a_wheel_or_zip_is_sent_as_it_is(tmp_path):
+    wheel = tmp_path / "mylib-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK-not-really")
+    assert code_package.package_file(wheel, label="w").uri == "gcs://mylib-1.0-py3-none-any.whl"
+    archive = tmp_path / "code.zip"
+    archive.write_bytes(b"PK")
+    assert code_package.package_file(archive, label="z").uri.startswith("gcs://_ray_pkg_")
+    (tmp_path / "code.tar").write_bytes(b"tar")
+    with pytest.raises(code_package.CodeNotShippable, match=r"must be a \.whl or a \.zip"):
+        code_package.package_file(tmp_path / "code.tar", label="t")
 
 
 def test_the_same_files_give_the_same_uri_and_a_change_gives_another(module):

@@ -252,34 +252,58 @@ def _big_loop(project: Path) -> None:
     (loops / "train.parquet").write_bytes(b"\0" * 900_000)  # data is never shipped: not counted
 
 
-def test_a_pipeline_module_over_the_profiles_cap_is_refused_by_validate(write, config_dir):
-    _big_loop(config_dir.parent)
-    profile = "compute_profiles:\n  local: {backend: local, code_max_mb: 0.05}\n"
-    path = write("p.yaml", MINIMAL + profile + TRAIN.format("team_loops.tabular:train"))
+def test_only_defaults_may_raise_the_cap_on_shipped_code(write):
+    path = write("p.yaml", MINIMAL + "compute_profiles:\n  local: {backend: local, code_max_mb: 500}\n")
+    assert errors_of(path) == [
+        f"{path}:6:27: compute_profiles.local.code_max_mb: a compute profile's code_max_mb belongs in defaults.yaml "
+        "(the platform team's file); a pipeline cannot raise the cap on the code it ships"
+    ]
+
+
+def test_pip_refuses_addresses(write):
+    path = write("p.yaml", MINIMAL + "runtime_env:\n  pip: ['lib @ https://example.com/lib.whl']\n")
     [error] = errors_of(path)
+    assert "names a URL; the cluster installs requirements from its package index by name and version" in error
+
+
+def _validate(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    rayops = Path(sys.executable).with_name("rayops")
+    return subprocess.run(
+        [rayops, "--config-dir", str(config_dir), "validate", *args], capture_output=True, text=True, cwd=config_dir.parent, timeout=120
+    )  # fmt: skip
+
+
+def test_rayops_validate_refuses_a_pipeline_module_over_the_profiles_cap(config_dir):
+    """Checked by `rayops validate` (and again when a job is submitted), not while Airflow parses:
+    it reads the module's files, which the parse cache does not watch."""
+    _big_loop(config_dir.parent)
+    defaults = config_dir / "defaults.yaml"
+    defaults.write_text(defaults.read_text().replace("    backend: local\n", "    backend: local\n    code_max_mb: 0.05\n", 1))
+    path = config_dir / "p.yaml"
+    path.write_text(MINIMAL.lstrip("\n") + TRAIN.format("team_loops.tabular:train"))
+    proc = _validate(config_dir, "--no-import-check")
+    assert proc.returncode == 1
+    [error] = proc.stderr.splitlines()
     assert error.startswith(
-        f"{path}:8:3: train.entrypoint: module team_loops (shipped with every job) would ship 58.6 KiB in 3 files, "
+        f"{path}:6:3: train.entrypoint: module team_loops of the pipeline would ship 58.6 KiB in 3 files, "
         "over the 51.2 KiB cap; biggest: weights.bin (58.6 KiB)"
     )
     assert error.endswith(
-        "Leave files out with runtime_env.excludes, or raise compute_profiles.local.code_max_mb in defaults.yaml."
+        "Leave files out with runtime_env.excludes in the pipeline, or raise compute_profiles.local.code_max_mb in defaults.yaml."
     )
-    excluded = write("q.yaml", MINIMAL.replace("churn", "q") + profile + TRAIN.format("team_loops.tabular:train")
-                     + "runtime_env: {excludes: ['*.bin']}\n")  # fmt: skip
-    assert load(excluded).spec.runtime_env.excludes == ["*.bin"]
+    path.write_text(path.read_text() + "runtime_env: {excludes: ['*.bin']}\n")
+    assert _validate(config_dir, "--no-import-check").returncode == 0
     # With code: image nothing is shipped, so nothing is capped (the cluster's image is checked instead).
-    image = "compute: c\ntracking: {conn_id: mlflow_x}\ncompute_profiles:\n  c: {backend: ray, code: image, code_max_mb: 0.05}\n"
-    assert load(write("r.yaml", MINIMAL.replace("churn", "r") + image + TRAIN.format("team_loops.tabular:train")))
+    image = "compute: c\ntracking: {conn_id: mlflow_x}\ncompute_profiles:\n  c: {backend: ray, code: image}\n"
+    path.write_text(MINIMAL.lstrip("\n") + image + TRAIN.format("team_loops.tabular:train"))
+    assert _validate(config_dir, "--no-import-check").returncode == 0
 
 
-def test_rayops_validate_prints_the_size_refusal(config_dir):
-    _big_loop(config_dir.parent)
-    (config_dir / "p.yaml").write_text(
-        MINIMAL + "compute_profiles:\n  local: {backend: local, code_max_mb: 0.05}\n" + TRAIN.format("team_loops.tabular:train")
-    )
-    rayops = Path(sys.executable).with_name("rayops")
-    proc = subprocess.run(
-        [rayops, "--config-dir", str(config_dir), "validate"], capture_output=True, text=True, cwd=config_dir.parent, timeout=120
-    )
-    assert proc.returncode == 1
-    assert "train.entrypoint: module team_loops (shipped with every job) would ship 58.6 KiB" in proc.stderr
+def test_a_loop_package_that_is_a_symlink_is_refused(write, config_dir, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "team_loops"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "__init__.py").write_text("")
+    (elsewhere / "tabular.py").write_text("def train(config):\n    pass\n")
+    (config_dir.parent / "team_loops").symlink_to(elsewhere)
+    [error] = errors_of(write("p.yaml", MINIMAL + TRAIN.format("team_loops.tabular:train")))
+    assert "module 'team_loops.tabular' comes from a symlink in the project folder" in error
