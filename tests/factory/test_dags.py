@@ -210,6 +210,31 @@ def test_the_yamls_data_tracking_and_promote_settings_reach_the_tasks(configs, m
     assert dag.get_task("promote.register").on_gate_failure == "fail"
 
 
+def test_the_pipelines_runtime_env_and_code_reach_every_ray_job(configs, monkeypatch):
+    """What each job is sent besides rayops' own settings (the cluster installs the pip list; no
+    test here can reach a package index, so the list is checked as the job would receive it)."""
+    loops = configs.parent / "team_loops"
+    loops.mkdir()
+    (loops / "__init__.py").write_text("")
+    (loops / "tabular.py").write_text("def train(config):\n    pass\n")
+    churn = configs / "churn.yaml"
+    text = churn.read_text().replace("rayops.builtin:tabular_mlp", "team_loops.tabular:train")
+    churn.write_text(
+        text + "runtime_env:\n  pip: ['lightgbm>=4']\n  env_vars: {OMP_NUM_THREADS: 2, TOKENIZERS_PARALLELISM: false}\n"
+    )
+    dag = dagbag(configs, monkeypatch).get_dag("churn")
+    for task_id in ("ingest.snapshot", "train.fit", "evaluate.score"):
+        task = dag.get_task(task_id)
+        assert task.runtime_env == {
+            "pip": ["lightgbm>=4"],
+            "env_vars": {"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"},
+        }
+        assert task.code.modules == (str(loops),) and task.code.pip == ("lightgbm>=4",)
+        sent = task._runtime_env(("gcs://_ray_pkg_x.zip",))
+        assert sent["pip"] == ["lightgbm>=4"] and sent["py_modules"] == ["gcs://_ray_pkg_x.zip"]
+        assert sent["env_vars"]["OMP_NUM_THREADS"] == "2" and sent["env_vars"]["RAYOPS_PROVIDER_VERSION"]
+
+
 def test_a_pipeline_whose_dag_cannot_be_built_becomes_a_broken_dag_and_hides_no_other(configs, monkeypatch):
     """A factory bug (here: building any DAG for `fraud` raises) must not take the other pipelines down."""
     from airflow_provider_rayops.factory import dags as factory_dags

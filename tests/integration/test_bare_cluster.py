@@ -32,6 +32,8 @@ STAGES = ("ingest.snapshot", "train.fit", "evaluate.score", "promote.register", 
 CUSTOM_LOOP = '''\
 """A team's own training loop, kept in the project: the built-in model, trained by this code."""
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +42,8 @@ from airflow_provider_rayops.jobs import builtin
 
 def train(config):
     params = dict(config["params"])
-    Path(params.pop("ran_marker")).write_text(sys.executable)  # which Python ran this loop
+    ran = {"python": sys.executable, "omp": os.environ.get("OMP_NUM_THREADS")}  # where, and with what
+    Path(params.pop("ran_marker")).write_text(json.dumps(ran))
     return builtin.tabular_mlp({**config, "params": params})
 '''
 
@@ -122,8 +125,8 @@ def test_a_custom_loop_in_the_project_runs_there_with_code_auto(bare_dags, bare_
     run = run_dag_test(bare_dags["bare_auto"])
     out = capfd.readouterr().out
     assert _states(run) == dict.fromkeys(STAGES, "success"), out[-3000:]
-    # The loop in the project folder ran, under the bare cluster's Python.
-    assert marker.read_text() == str(bare_cluster.python)
+    # The loop in the project folder ran, under the bare cluster's Python, with the pipeline's runtime_env.
+    assert json.loads(marker.read_text()) == {"python": str(bare_cluster.python), "omp": "1"}
     # auto probed the cluster, found no rayops, and shipped it with the pipeline's module (without its .env).
     assert "shipping airflow-provider-rayops" in out
     module_lines = [line for line in out.splitlines() if "shipping module myloops of the pipeline: 2 files" in line]
