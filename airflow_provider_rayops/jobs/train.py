@@ -183,16 +183,27 @@ def ensure_ray() -> None:
     actors (its placement-group cleaner) that find the cluster for the State API by
     auto-detection, which fails on a machine running several Ray instances, and then never
     free the CPUs of a run that was stopped (a trial ASHA ends early).
+
+    So is a short Ray Train controller poll (HEALTH_CHECK_INTERVAL_S), unless the job or the
+    cluster sets its own: every `ray.train.report()` waits for the controller's next poll, by
+    default 2 s, which made a 40-epoch run on 344 rows take 111.5 s instead of 28.5 s.
     """
     import ray
 
     if ray.is_initialized():
         return
-    runtime_env = None
+    job_env = _job_env_vars()
+    env_vars = {}
     address = os.environ.get("RAY_ADDRESS", "")
-    if address and "://" not in address and "RAY_ADDRESS" not in _job_env_vars():
-        runtime_env = {"env_vars": {"RAY_ADDRESS": address}}
-    ray.init(runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+    if address and "://" not in address and "RAY_ADDRESS" not in job_env:
+        env_vars["RAY_ADDRESS"] = address
+    if HEALTH_CHECK_ENV not in job_env and HEALTH_CHECK_ENV not in os.environ:
+        env_vars[HEALTH_CHECK_ENV] = HEALTH_CHECK_INTERVAL_S
+    ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True, configure_logging=False)
+
+
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+HEALTH_CHECK_INTERVAL_S = "0.05"  # what a report waits at most; 20 polls a second cost little
 
 
 def _job_env_vars() -> dict[str, str]:

@@ -192,6 +192,8 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(
     )
     assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
     assert not marker.exists()  # the worker did die once
+    # Ray Train's processes poll every 0.05 s, not Ray's default 2 s that each report waited for.
+    assert marker.with_suffix(".poll").read_text() == "0.05"
     result = job.result
     assert result["resumed_from_epoch"] == 2
     assert result["epochs_completed"] == 4

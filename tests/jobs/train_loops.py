@@ -56,6 +56,8 @@ def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
     epoch = int(params.pop("fault_epoch"))
     rank = int(params.pop("fault_rank", 0))
     marker = Path(params.pop("fault_marker"))
+    # What the job gave Ray Train's processes (the controller polls workers at this interval).
+    marker.with_suffix(".poll").write_text(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "unset"))
     real_report = ray.train.report
 
     def report(metrics, *args, **kwargs):
