@@ -543,7 +543,7 @@ def _alive(pid: int) -> bool:
     _reap(pid)
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return False
     except OSError:
@@ -552,6 +552,11 @@ def _alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         return True
+    if zombie:
+        # It died after the reap above: reap it now, or a child of ours stays a zombie that
+        # answers signals (seen under load: a stopped head's pid still "existed" 15 s later).
+        _reap(pid)
+    return not zombie
 
 
 def _reap(pid: int) -> None:
