@@ -27,7 +27,7 @@ from airflow_provider_rayops.config.loader import (
 from airflow_provider_rayops.config.schema import PipelineSpec
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.factory.loader import config_dir_from_env
-from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, plan_pipeline
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, job_code, plan_pipeline
 from airflow_provider_rayops.operators.run_values import preview_run_values
 
 
@@ -99,14 +99,14 @@ def _shipped_code_issues(loaded: LoadedPipeline) -> list[ConfigIssue]:
     """The pipeline's own module must pack under the profile's code_max_mb wherever jobs are sent
     it. Checked here, not while Airflow parses (it reads the module's files, which the parse
     cache does not watch); jobs check it again when they are submitted."""
-    from airflow_provider_rayops.backends.cluster_code import pipeline_packages
+    from airflow_provider_rayops.backends.cluster_code import code_mode, pipeline_packages
     from airflow_provider_rayops.backends.code_package import CodeNotShippable
 
     profile = loaded.spec.profile
-    if getattr(profile, "code", "ship") == "image" or not hasattr(profile, "code_max_mb"):
+    if code_mode(profile) == "image":
         return []  # nothing is shipped: the cluster's image must have it (checked there)
     try:
-        pipeline_packages(plan_pipeline(loaded).code, max_mb=profile.code_max_mb)
+        pipeline_packages(job_code(loaded), max_mb=getattr(profile, "code_max_mb", None))
     except CodeNotShippable as exc:
         return [load_yaml(loaded.source_text, file=loaded.file).issue(("train", "entrypoint"), str(exc))]
     return []

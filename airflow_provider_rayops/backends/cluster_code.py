@@ -223,15 +223,16 @@ def probe_cluster(client: RayJobsClient, *, modules: Sequence[str] = (), cache_d
     key = json.dumps([client.endpoint.dashboard_url, request], sort_keys=True)
     path = (cache_dir or rayops_home() / "probes") / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     session = str(version.get("session_name") or "")
+    ray_version = str(version.get("ray_version") or "")
     try:
         entry = json.loads(path.read_text())
         if entry["session"] == session and time.time() - float(entry["at"]) < ttl_s:
-            return ClusterReport.from_json(entry["report"], ray_version=str(version.get("ray_version") or ""))
+            return ClusterReport.from_json(entry["report"], ray_version=ray_version)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     report = run_probe(client, request)
     write_atomically(path, json.dumps({"session": session, "at": time.time(), "report": report}))
-    return ClusterReport.from_json(report, ray_version=str(version.get("ray_version") or ""))
+    return ClusterReport.from_json(report, ray_version=ray_version)
 
 
 # -- the decision ---------------------------------------------------------------------------------
@@ -313,6 +314,13 @@ def module_names(code: JobCode) -> list[str]:
     return [Path(m).stem if Path(m).suffix == ".py" else Path(m).name for m in code.modules]
 
 
+def code_mode(profile: Any) -> str:
+    """How a profile's jobs get their code: "local" (the embedded head runs this very Python, so
+    rayops is there and only the pipeline's modules are sent), or a `ray` profile's `code:`
+    (auto, ship, image). A profile without the key (kuberay) trusts its image."""
+    return "local" if isinstance(profile, LocalProfile) else str(getattr(profile, "code", "image"))
+
+
 def pipeline_packages(code: JobCode, *, max_mb: float | None) -> list[code_package.CodePackage]:
     """The pipeline's own modules as py_modules packages: guarded (never data, keys or rayops'
     state, whatever excludes say), capped at the profile's code_max_mb. CodeNotShippable names
@@ -341,8 +349,7 @@ def prepare_job_code(
     cache_dir: Path | None = None,
 ) -> PreparedCode:
     """Check the cluster and upload what the job must be sent; ClusterNotReady when it cannot run it."""
-    # The embedded head runs this very Python (rayops is there); other backends say by `code:`.
-    mode: str = "local" if isinstance(profile, LocalProfile) else getattr(profile, "code", "image")
+    mode = code_mode(profile)
     max_mb = getattr(profile, "code_max_mb", None)
     needs_probe = mode in ("auto", "image", "ship") and (code.rayops or (mode == "image" and code.modules))
     ship_rayops, notes = False, []

@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from airflow_provider_rayops.config.compute import env_listed
+from airflow_provider_rayops.config.compute import ENV_NAME, env_listed
 from airflow_provider_rayops.config.schema import _URI, Spec
 from airflow_provider_rayops.storage.uri import InvalidURIError, is_within, parse_uri, resolve_uri
 
@@ -74,7 +74,7 @@ class SecurityPolicy(Spec):
         "and modules whose files lie in the project folder.",
     )
 
-    job_env_vars: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]] = Field(
+    job_env_vars: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(
         default_factory=lambda: list(DEFAULT_JOB_ENV_VARS),
         description="Environment variables runtime_env.env_vars may set in jobs: names, or prefixes ending in *. "
         "PATH, PYTHON*, LD_*, RAYOPS_*, MLFLOW_*, AWS_* and Ray's address and token are never allowed.",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_rayops import cli
 from airflow_provider_rayops.config.cache import load_config_dir_cached
 
 from .conftest import MINIMAL, ROOT, errors_of, load
@@ -266,16 +267,17 @@ def test_pip_refuses_addresses(write):
     assert "names a URL; the cluster installs requirements from its package index by name and version" in error
 
 
-def _validate(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    rayops = Path(sys.executable).with_name("rayops")
-    return subprocess.run(
-        [rayops, "--config-dir", str(config_dir), "validate", *args], capture_output=True, text=True, cwd=config_dir.parent, timeout=120
-    )  # fmt: skip
-
-
-def test_rayops_validate_refuses_a_pipeline_module_over_the_profiles_cap(config_dir):
+def test_rayops_validate_refuses_a_pipeline_module_over_the_profiles_cap(config_dir, capsys):
     """Checked by `rayops validate` (and again when a job is submitted), not while Airflow parses:
     it reads the module's files, which the parse cache does not watch."""
+
+    def _validate(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
+        """`rayops --config-dir <dir> validate <args>`, in this process (as the console script calls it)."""
+        capsys.readouterr()
+        code = cli.main(["--config-dir", str(config_dir), "validate", *args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
     _big_loop(config_dir.parent)
     defaults = config_dir / "defaults.yaml"
     defaults.write_text(defaults.read_text().replace("    backend: local\n", "    backend: local\n    code_max_mb: 0.05\n", 1))
