@@ -439,15 +439,15 @@ class EmbeddedHead:
     def _terminate(self, state: HeadState) -> None:
         """End the recorded head's process group: SIGTERM (Ray drains and stops its children), then SIGKILL."""
         pid = state.pid
-        if not _is_our_head(pid, state.temp_dir):
+        # A child of ours keeps its pid until reaped, so it is the head whatever /proc says; one
+        # that already exited is a zombie with no command line and must still be reaped.
+        if pid not in _CHILDREN and not _is_our_head(pid, state.temp_dir):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        poll(lambda: not _alive(pid), timeout_s=self.stop_timeout_s, every_s=0.2)
+        poll(lambda: _gone(pid), timeout_s=self.stop_timeout_s, every_s=0.2)
         _kill_group(pid)
-        # Reap it once SIGKILL has landed, or a child of ours lingers as a zombie that still
-        # answers signals and looks alive to a later check.
-        poll(lambda: not _alive(pid), timeout_s=self.kill_wait_s, every_s=0.05)
+        poll(lambda: _gone(pid), timeout_s=self.kill_wait_s, every_s=0.05)
 
 
 def private_dir(path: Path) -> Path:
@@ -559,6 +559,16 @@ def _alive(pid: int) -> bool:
     return not zombie
 
 
+def _gone(pid: int) -> bool:
+    """Whether `pid` has ended and, if it is a child of ours, been reaped. A zombie child still
+    answers signals, and cannot be reaped until every thread of it has exited: under load that
+    is seconds after its main thread shows as a zombie."""
+    if pid in _CHILDREN:
+        _reap(pid)
+        return pid not in _CHILDREN
+    return not _alive(pid)
+
+
 def _reap(pid: int) -> None:
     proc = _CHILDREN.get(pid)
     if proc is not None:
@@ -572,7 +582,7 @@ def _reap(pid: int) -> None:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    poll(lambda: not _alive(pgid), timeout_s=KILL_WAIT_S, every_s=0.1)
+    poll(lambda: _gone(pgid), timeout_s=KILL_WAIT_S, every_s=0.1)
 
 
 def _is_our_head(pid: int, temp_dir: str) -> bool:

@@ -146,6 +146,7 @@ def test_one_head_per_state_folder_kept_up_while_any_process_holds_a_lease(tmp_p
             time.sleep(0.2)
         with pytest.raises(ProcessLookupError, match="No such process"):
             os.kill(head.pid, 0)
+            print(_describe_process(head.pid))  # shown with the failure: what still has the pid
     finally:
         other_holder.kill()
         backends[0].stop()
@@ -292,6 +293,16 @@ def test_jobs_inherit_only_the_allowed_environment(spare_head):
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1" in values  # Ray's own settings pass
 
 
+def _describe_process(pid: int) -> str:
+    """State and command line of a process, from /proc (for a failure message)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError as exc:
+        return f"pid {pid}: {exc}"
+    return f"pid {pid}: state {stat.rsplit(')', 1)[1].split()[0]}, cmdline {cmdline[:300]!r}"
+
+
 def _dashboard_pid(backend: EmbeddedHead) -> int:
     port = backend.read_state().dashboard_url.rsplit(":", 1)[1]
     for proc in pathlib.Path("/proc").iterdir():
@@ -357,3 +368,19 @@ def test_a_recorded_head_that_died_is_replaced_by_a_new_one(spare_head):
     assert fresh.pid != dead.pid and spare_head.read_state() == fresh
     status, logs = _run(RayJobsClient(spare_head.endpoint()), "after-restart-" + str(time.time_ns()), "echo alive-again")
     assert status is JobStatus.SUCCEEDED and "alive-again" in logs
+
+
+def test_a_head_that_exited_by_itself_is_reaped_when_stopped(tmp_path):
+    """Its zombie has no command line, and cannot be reaped until all its threads have exited;
+    it must be reaped all the same, or its pid keeps answering signals (a full-suite failure under load)."""
+    backend = EmbeddedHead(tmp_path / "ray", num_cpus=1)
+    backend.stop_timeout_s = 3.0
+    head = backend.ensure_head()
+    os.killpg(head.pid, signal.SIGKILL)  # no reap here: the head is left a zombie of this process
+    deadline = time.monotonic() + 15
+    while pathlib.Path(f"/proc/{head.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, _describe_process(head.pid)
+        time.sleep(0.1)
+    assert backend.stop() is True
+    with pytest.raises(ProcessLookupError, match="No such process"):
+        os.kill(head.pid, 0)
