@@ -68,8 +68,7 @@ def _dag(
         if approval:
             approve = ApproveModelVersionOperator(
                 task_id="approve", registered_model=name, registration=register.output, mlflow_conn_id=CONN_ID,
-                # If the approver thread gives up, the run ends (the test then reports why) instead of waiting forever.
-                response_timeout=dt.timedelta(minutes=5),
+                response_timeout=dt.timedelta(minutes=5),  # a deployment's bound (dag.test() does not apply it)
             )  # fmt: skip
         promote = PromoteMLflowModelOperator(
             task_id="promote", registered_model=name, version=register.output, approval=approve.output if approve else None,
@@ -240,9 +239,15 @@ def airflow_api(airflow_db):
 
 
 class _Approver(threading.Thread):
-    """A person answering the approval form through the REST API once the task waits for input."""
+    """A person answering the approval form through the REST API once the task waits for input.
 
-    def __init__(self, api, dag_id: str, *, user: str, choice: str, comment: str, timeout: float = 240) -> None:
+    dag.test() waits for a human-in-the-loop answer without end (it applies no response_timeout),
+    so an approver that cannot answer fails the run's unfinished tasks: the test then reports why
+    instead of hanging the suite. Each request is retried until the deadline: the API shares a
+    SQLite file with dag.test()'s loop, and a write can meet "database is locked" under load.
+    """
+
+    def __init__(self, api, dag_id: str, *, user: str, choice: str, comment: str, timeout: float = 180.0) -> None:
         super().__init__(daemon=True)
         self.api, self.dag_id, self.choice, self.comment, self.timeout = api, dag_id, choice, comment, timeout
         self.headers = {"Authorization": f"Bearer {api.token_for(user)}"}
@@ -251,33 +256,54 @@ class _Approver(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        try:
-            deadline = time.monotonic() + self.timeout
-            while time.monotonic() < deadline:
-                found = self.api.get(
-                    f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails", params={"response_received": False}, headers=self.headers
-                )
-                if found.status_code == 404:  # dag.test() has not stored the DAG yet: a race, not an error
-                    time.sleep(0.5)
-                    continue
-                found.raise_for_status()
-                pending = found.json()["hitl_details"]
-                if pending:
-                    self.request = pending[0]
-                    ti = self.request["task_instance"]
-                    path = f"/api/v2/dags/{self.dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}/hitlDetails"
-                    response = self.api.patch(
-                        path,
-                        json={"chosen_options": [self.choice], "params_input": {"comment": self.comment}},
-                        headers=self.headers,
-                    )
-                    response.raise_for_status()
-                    self.answer = response.json()
+        deadline, last = time.monotonic() + self.timeout, "no approval request yet"
+        while time.monotonic() < deadline:
+            try:
+                if self._answer_once():
                     return
-                time.sleep(0.5)
-            raise TimeoutError(f"no approval request of {self.dag_id} within {self.timeout}s")
-        except BaseException as exc:  # reported by the test
-            self.error = exc
+            except Exception as exc:  # a transient API or database error: tried again until the deadline
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+        self.error = TimeoutError(f"could not answer the approval request of {self.dag_id} within {self.timeout}s ({last})")
+        self._end_the_run()
+
+    def _answer_once(self) -> bool:
+        found = self.api.get(
+            f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails", params={"response_received": False}, headers=self.headers
+        )
+        if found.status_code == 404:  # dag.test() has not stored the DAG yet: a race, not an error
+            return False
+        found.raise_for_status()
+        pending = found.json()["hitl_details"]
+        if not pending:
+            return False
+        self.request = pending[0]
+        ti = self.request["task_instance"]
+        path = (
+            f"/api/v2/dags/{self.dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}/hitlDetails"
+        )
+        response = self.api.patch(
+            path, json={"chosen_options": [self.choice], "params_input": {"comment": self.comment}}, headers=self.headers
+        )
+        response.raise_for_status()
+        self.answer = response.json()
+        return True
+
+    def _end_the_run(self) -> None:
+        from airflow.models import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import State, TaskInstanceState
+
+        for _ in range(20):  # the same lock may be in the way: tried for a while, then left to pytest's timeout
+            try:
+                with create_session() as session:
+                    unfinished = session.query(TaskInstance).filter(
+                        TaskInstance.dag_id == self.dag_id, TaskInstance.state.notin_(list(State.finished))
+                    )
+                    unfinished.update({TaskInstance.state: TaskInstanceState.FAILED}, synchronize_session=False)
+                return
+            except Exception:
+                time.sleep(1)
 
 
 def _approved_run(mlflow_registry, airflow_api, name: str, evaluation: dict, *, choice: str, comment: str, user: str):
