@@ -241,7 +241,7 @@ def make_job_inputs(folder: Path, rows: int) -> dict[str, Any]:
     encoder = modeling.FeatureEncoder.fit(storage.read_manifest(uri), train)
     x, y = torch.from_numpy(encoder.transform(train)), torch.from_numpy(encoder.encode_target(train))
     torch.manual_seed(0)
-    kwargs = {"num_features": encoder.num_features, "num_classes": encoder.num_classes, "hidden_sizes": [64, 64], "dropout": 0.0}
+    kwargs = {"num_features": encoder.num_features, "num_outputs": encoder.num_outputs, "hidden_sizes": [64, 64], "dropout": 0.0}
     model = modeling.TabularMLP(**kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(50):

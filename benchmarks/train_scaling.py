@@ -76,7 +76,7 @@ def bare_pytorch(snapshot_uri: str, params: dict[str, Any], *, threads: int) -> 
     device = torch.device("cpu")
     x, y = builtin.to_device(encoder.transform(table), encoder.encode_target(table), device)
     torch.manual_seed(params["seed"])
-    model = modeling.TabularMLP(encoder.num_features, encoder.num_classes, params["hidden_sizes"], params["dropout"])
+    model = modeling.TabularMLP(encoder.num_features, encoder.num_outputs, params["hidden_sizes"], params["dropout"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     autocast, scaler, _ = builtin.precision_context("auto", device)
     steps = -(-x.shape[0] // params["batch_size"])
@@ -111,7 +111,7 @@ def _ddp_worker(rank: int, world: int, port: int, snapshot_uri: str, params: dic
     x, y = builtin.to_device(encoder.transform(shard), encoder.encode_target(shard), device)
     torch.manual_seed(params["seed"])
     model = torch.nn.parallel.DistributedDataParallel(
-        modeling.TabularMLP(encoder.num_features, encoder.num_classes, params["hidden_sizes"], params["dropout"])
+        modeling.TabularMLP(encoder.num_features, encoder.num_outputs, params["hidden_sizes"], params["dropout"])
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     autocast, scaler, _ = builtin.precision_context("auto", device)

@@ -26,7 +26,15 @@ from airflow_provider_rayops.config import stages
 from airflow_provider_rayops.config.compute import ENV_NAME
 from airflow_provider_rayops.config.errors import ConfigError, ConfigIssue
 from airflow_provider_rayops.config.policy import SecurityPolicy
-from airflow_provider_rayops.config.schema import _NAME, _URI, PipelineSpec
+from airflow_provider_rayops.config.schema import (
+    _NAME,
+    _URI,
+    CLASSIFICATION_METRICS,
+    DEFAULT_METRICS,
+    REGRESSION_METRICS,
+    PipelineSpec,
+    task_claims,
+)
 from airflow_provider_rayops.config.yaml_source import (
     KeyPath,
     YamlDocument,
@@ -370,10 +378,32 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
                 "connection): the embedded MLflow store lives on this machine, out of the cluster's reach",
             )
         )
-    issues += _gate_metric_issues(data, merged)
+    task_issues = _task_issues(data, merged)
+    issues += task_issues or _gate_metric_issues(data, merged)
     for section, needs in stages.REQUIRES.items():
         if data.get(section) is not None and data.get(needs) is None:
             issues.append(merged.issue((section,), f"the {section} stage needs a {needs} section"))
+    return issues
+
+
+def _task_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
+    """Metrics, gates and tune.metric of one task kind: the first claim (train.task when set) decides."""
+    claims = task_claims(data)
+    if not claims:
+        return []
+    first_path, first, kind = claims[0]
+    metrics = CLASSIFICATION_METRICS if kind == "classification" else REGRESSION_METRICS
+    issues = []
+    for path, what, claim in claims[1:]:
+        if claim == kind:
+            continue
+        if what == "a per_class gate":
+            fix = "a regression model has no classes to gate on; remove the gate"
+        else:
+            fix = f"use {kind} metrics ({', '.join(metrics)})"
+        if first_path != ("train", "task"):
+            fix += " or set train.task"
+        issues.append(merged.issue(path, f"{what} belongs to {claim}, but {first} makes this a {kind} pipeline; {fix}"))
     return issues
 
 
@@ -382,7 +412,8 @@ def _gate_metric_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
     evaluate = data.get("evaluate")
     if not isinstance(evaluate, dict) or not isinstance(evaluate.get("gates"), list):
         return []
-    computed = evaluate.get("metrics", ["accuracy", "auc"])
+    claims = task_claims(data)
+    computed = evaluate.get("metrics") or DEFAULT_METRICS[claims[0][2] if claims else "classification"]
     if not isinstance(computed, list):
         return []
     issues = []

@@ -9,6 +9,7 @@ is not built yet still validate here, so a typo is caught today, and are refused
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -19,8 +20,10 @@ _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _URI = r"^(file|s3)://.+"
-# Metrics the evaluate stage computes, and which way is better.
-EVALUATION_METRICS: dict[str, str] = {
+TaskKind = Literal["classification", "regression"]
+TASK_KINDS: tuple[TaskKind, ...] = ("classification", "regression")
+# Metrics the evaluate stage computes for each task kind, and which way is better.
+CLASSIFICATION_METRICS: dict[str, str] = {
     "accuracy": "max",
     "balanced_accuracy": "max",
     "auc": "max",
@@ -29,11 +32,56 @@ EVALUATION_METRICS: dict[str, str] = {
     "f1": "max",
     "log_loss": "min",
 }
-MetricName = Literal["accuracy", "balanced_accuracy", "auc", "precision", "recall", "f1", "log_loss"]
+REGRESSION_METRICS: dict[str, str] = {"rmse": "min", "mae": "min", "r2": "max", "mape": "min"}
+EVALUATION_METRICS: dict[str, str] = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
+METRIC_TASK: dict[str, TaskKind] = {
+    **dict.fromkeys(CLASSIFICATION_METRICS, "classification"),
+    **dict.fromkeys(REGRESSION_METRICS, "regression"),
+}
+DEFAULT_METRICS: dict[TaskKind, list[str]] = {"classification": ["accuracy", "auc"], "regression": ["rmse", "mae", "r2"]}
+# What the built-in loop reports per epoch beside train_loss and val_loss, by task kind (tune.metric).
+LOOP_METRIC_TASK: dict[str, TaskKind] = {
+    "val_accuracy": "classification",
+    "val_auc": "classification",
+    "val_rmse": "regression",
+    "val_mae": "regression",
+    "val_r2": "regression",
+}
+MetricName = Literal["accuracy", "balanced_accuracy", "auc", "precision", "recall", "f1", "log_loss", "rmse", "mae", "r2", "mape"]
 
 TRUSTED_CACHE = "rayops_trusted_cache"
 """Validation context key: the data was validated before (parse cache); skip costly checks."""
 _CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous"}
+
+
+def task_claims(pipeline: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str, TaskKind]]:
+    """What each key of a pipeline mapping says about the task kind: (key path, what it names, kind).
+
+    `train.task` says it outright; an evaluate metric, a gate's metric or `tune.metric` says it
+    by naming a metric of one kind (rmse is regression's, auc classification's); a per_class
+    gate needs classes. Reads plain mappings, so the loader can check a file that failed the schema.
+    """
+    claims: list[tuple[tuple[str | int, ...], str, TaskKind]] = []
+    train, evaluate, tune = (pipeline.get(k) for k in ("train", "evaluate", "tune"))
+    if isinstance(train, Mapping) and train.get("task") in TASK_KINDS:
+        claims.append((("train", "task"), f"train.task: {train['task']}", train["task"]))
+    if isinstance(evaluate, Mapping):
+        metrics, gates = evaluate.get("metrics"), evaluate.get("gates")
+        for i, metric in enumerate(metrics if isinstance(metrics, list) else ()):
+            if metric in METRIC_TASK:
+                claims.append((("evaluate", "metrics", i), f"metric {metric!r}", METRIC_TASK[metric]))
+        for i, gate in enumerate(gates if isinstance(gates, list) else ()):
+            if not isinstance(gate, Mapping):
+                continue
+            if gate.get("metric") in METRIC_TASK:
+                claims.append(
+                    (("evaluate", "gates", i, "metric"), f"gate metric {gate['metric']!r}", METRIC_TASK[gate["metric"]])
+                )
+            elif gate.get("per_class") is not None:
+                claims.append((("evaluate", "gates", i, "per_class"), "a per_class gate", "classification"))
+    if isinstance(tune, Mapping) and tune.get("metric") in LOOP_METRIC_TASK:
+        claims.append((("tune", "metric"), f"tune.metric {tune['metric']!r}", LOOP_METRIC_TASK[tune["metric"]]))
+    return claims
 
 
 def parse_duration(text: str) -> float:
@@ -172,6 +220,11 @@ class TrainSpec(Spec):
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = Field(
         default="auto", description="Mixed precision on GPU; auto picks bf16 where the GPU supports it. Ignored on CPU."
     )
+    task: TaskKind | None = Field(
+        default=None,
+        description="classification or regression; null: implied by the evaluate metrics and gates, else inferred "
+        "from the target at ingest (bool, string or few whole numbers: classification; fractional numbers: regression).",
+    )
 
 
 class Distribution(Spec):
@@ -249,16 +302,13 @@ class Gate(Spec):
         return self
 
 
-def _default_metrics() -> list[MetricName]:
-    return ["accuracy", "auc"]
-
-
 class EvaluateSpec(Spec):
     """Evaluation of the trained model on the validation snapshot, and the gates it must pass."""
 
-    metrics: list[MetricName] = Field(
-        default_factory=_default_metrics,
-        description="Metrics computed on the validation split (and for the champion).",
+    metrics: list[MetricName] | None = Field(
+        default=None,
+        description="Metrics computed on the validation split (and for the champion); null: accuracy and auc for "
+        "classification, rmse, mae and r2 for regression.",
     )
     gates: list[Gate] = Field(default_factory=list, description="Promotion gates; all must pass.")
 
@@ -446,6 +496,21 @@ class PipelineSpec(Spec):
     def _retry_delay(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @property
+    def task(self) -> TaskKind | None:
+        """The task kind the YAML declares or implies (see `task_claims`); None: ingest infers it from the target."""
+        claims = task_claims(self.model_dump(mode="json", include={"train", "evaluate", "tune"}))
+        return claims[0][2] if claims else None
+
+    @property
+    def evaluation_metrics(self) -> list[str] | None:
+        """evaluate.metrics, or the default of the task kind when it is known; None: the evaluate job picks by the model."""
+        if self.evaluate is None:
+            return None
+        if self.evaluate.metrics is not None:
+            return list(self.evaluate.metrics)
+        return list(DEFAULT_METRICS[self.task]) if self.task else None
 
     @property
     def profile(self) -> ComputeProfile:

@@ -16,7 +16,11 @@ calls it on every worker with this `config`:
     use_gpu          whether workers have a GPU
     encoder          FeatureEncoder JSON (modeling.FeatureEncoder.from_json): the features
     num_features     width of the encoded input
-    num_classes, classes   the target's classes (a label is an index into classes)
+    task             classification or regression (the snapshot's)
+    num_outputs      width of the model's output: num_classes, or 1 for regression
+    num_classes, classes   the target's classes (a label is an index into classes); 0 and []
+                     for regression, where a label is the standardised target (float32;
+                     FeatureEncoder.decode_target gives the target's units)
     target, feature_names  the raw target column and the encoded input names
     snapshot_uri, snapshot_hash   where the data came from
     rows             {"train": n, "validation": n} rows of the snapshot's splits
@@ -24,7 +28,8 @@ calls it on every worker with this `config`:
 
 Data: `ray.train.get_dataset_shard("train")` is this worker's shard of the train split
 (Ray Data, split evenly across workers); `get_dataset_shard("validation")` is the whole
-validation split. Both have columns `features` (float32 [num_features]) and `label` (int64).
+validation split. Both have columns `features` (float32 [num_features]) and `label` (int64
+class index; float32 standardised value for regression).
 
 What a loop must do:
 
@@ -204,22 +209,31 @@ def precision_context(mode: str, device: torch.device) -> tuple[Callable[[], con
     return (lambda: torch.autocast(device_type="cuda", dtype=dtype)), scaler, mode
 
 
-def collect_split(iterator: Any, device: torch.device, *, batch_size: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+def label_dtype(task: str) -> Any:
+    """numpy dtype of the labels: class indices, or standardised values for regression."""
+    return np.float32 if task == "regression" else np.int64
+
+
+def collect_split(
+    iterator: Any, device: torch.device, *, batch_size: int = 65536, task: str = "classification"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A Ray Data shard (or any iterator with `iter_batches`) as (features, labels) tensors on `device`."""
     features, labels = [], []
+    dtype = label_dtype(task)
     for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         features.append(np.asarray(batch["features"], dtype=np.float32))
-        labels.append(np.asarray(batch["label"], dtype=np.int64))
+        labels.append(np.asarray(batch["label"], dtype=dtype))
     return to_device(
         np.concatenate(features) if features else np.zeros((0, 0), np.float32),
-        np.concatenate(labels) if labels else np.zeros((0,), np.int64),
+        np.concatenate(labels) if labels else np.zeros((0,), dtype),
         device,
     )
 
 
 def to_device(features: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both arrays as tensors on `device` (labels keep their dtype: int64 classes or float32 values)."""
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    y = torch.from_numpy(np.ascontiguousarray(labels))
     if device.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -243,10 +257,10 @@ def train_epoch(
     autocast: Callable[[], contextlib.AbstractContextManager],
     scaler: Any,
     device: torch.device,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over `batches`; returns (summed loss, samples) as device tensors: no host sync per step."""
     model.train()
-    loss_fn = nn.functional.cross_entropy
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = torch.zeros((), dtype=torch.float64, device=device)
     for xb, yb in batches:
@@ -266,6 +280,19 @@ def train_epoch(
     return loss_sum, seen
 
 
+def loss_function(task: str, loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of `params.loss` for the task kind: cross-entropy for classes; mean
+    squared error or Huber on the standardised target for regression (its output is (n, 1))."""
+    if task != "regression":
+        return nn.functional.cross_entropy
+    pointwise = nn.functional.huber_loss if loss == "huber" else nn.functional.mse_loss
+
+    def regression_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return pointwise(outputs.float().reshape(-1), labels.float())
+
+    return regression_loss
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -275,22 +302,32 @@ def evaluate(
     num_classes: int,
     autocast: Callable[[], contextlib.AbstractContextManager],
     batch_size: int = 65536,
+    task: str = "classification",
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+    target_std: float = 1.0,
 ) -> dict[str, float]:
-    """val_loss, val_accuracy and (binary targets) val_auc on data already on the device; one host sync."""
+    """Validation metrics on data already on the device, with one host sync: val_loss, then
+    val_accuracy and (binary targets) val_auc; for regression val_rmse and val_mae in the
+    target's units (`target_std` undoes the standardisation) and val_r2."""
     model.eval()
     if x.shape[0] == 0:
         return {}
-    logits = []
+    outputs = []
     for start in range(0, x.shape[0], batch_size):
         with autocast():
-            logits.append(model(x[start : start + batch_size]).float())
-    out = torch.cat(logits)
-    values = {
-        "val_loss": nn.functional.cross_entropy(out, y),
-        "val_accuracy": (out.argmax(dim=1) == y).double().mean(),
-    }
-    if num_classes == 2:
-        values["val_auc"] = roc_auc(torch.softmax(out, dim=1)[:, 1], y)
+            outputs.append(model(x[start : start + batch_size]).float())
+    out = torch.cat(outputs)
+    values = {"val_loss": loss_fn(out, y)}
+    if task == "regression":
+        error = out.reshape(-1).double() - y.double()
+        spread = ((y.double() - y.double().mean()) ** 2).sum()
+        values["val_rmse"] = error.pow(2).mean().sqrt() * target_std
+        values["val_mae"] = error.abs().mean() * target_std
+        values["val_r2"] = torch.where(spread > 0, 1 - error.pow(2).sum() / spread, torch.full_like(spread, float("nan")))
+    else:
+        values["val_accuracy"] = (out.argmax(dim=1) == y).double().mean()
+        if num_classes == 2:
+            values["val_auc"] = roc_auc(torch.softmax(out, dim=1)[:, 1], y)
     stacked = torch.stack([v.double() for v in values.values()]).tolist()
     return {k: float(v) for k, v in zip(values, stacked, strict=True)}
 
@@ -312,11 +349,14 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Ray Train loop of the built-in model: `TabularMLP` on the encoded snapshot, AdamW, cross-entropy.
+    """Ray Train loop of the built-in model: `TabularMLP` on the encoded snapshot, AdamW;
+    cross-entropy for classification, MSE (or Huber, `params.loss`) on the standardised target
+    for regression.
 
-    Reports per epoch: epoch, train_loss, val_loss, val_accuracy, val_auc (binary targets),
-    epoch_time_s and samples_per_s (all workers, training steps only), resumed_from_epoch
-    after a resume. Validation runs on rank 0 over the whole validation split.
+    Reports per epoch: epoch, train_loss, val_loss, then val_accuracy and val_auc (binary
+    targets) or val_rmse, val_mae and val_r2 (regression), epoch_time_s and samples_per_s (all
+    workers, training steps only), resumed_from_epoch after a resume. Validation runs on rank 0
+    over the whole validation split.
     """
     import ray.train
     import ray.train.torch
@@ -331,7 +371,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
         class_path=TabularMLP.MODEL_CLASS,
         kwargs={
             "num_features": encoder.num_features,
-            "num_classes": encoder.num_classes,
+            "num_outputs": encoder.num_outputs,
             "hidden_sizes": params["hidden_sizes"],
             "dropout": params["dropout"],
         },
@@ -350,8 +390,10 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
     batch_size = params["batch_size"]
     x_train: torch.Tensor | None
     y_train: torch.Tensor | None
+    task = encoder.task
+    loss_fn = loss_function(task, params["loss"])
     if params["cache_on_device"]:
-        x_train, y_train = collect_split(train_shard, device)
+        x_train, y_train = collect_split(train_shard, device, task=task)
         local_rows = x_train.shape[0]
     else:
         x_train = y_train = None
@@ -362,7 +404,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
     steps = math.ceil(rows / batch_size)
     x_val = y_val = None
     if ctx.rank == 0:
-        x_val, y_val = collect_split(ray.train.get_dataset_shard("validation"), device)
+        x_val, y_val = collect_split(ray.train.get_dataset_shard("validation"), device, task=task)
 
     generator = torch.Generator(device=device)
     for epoch in ctx.epochs_to_run():
@@ -372,8 +414,8 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
             assert y_train is not None  # cached together with x_train
             batches = device_batches(x_train[:rows], y_train[:rows], batch_size=batch_size, steps=steps, generator=generator)
         else:
-            batches = _streamed_batches(train_shard, batch_size=batch_size, steps=steps, device=device)
-        loss_sum, seen = train_epoch(model, optimizer, batches, autocast=autocast, scaler=scaler, device=device)
+            batches = _streamed_batches(train_shard, batch_size=batch_size, steps=steps, device=device, task=task)
+        loss_sum, seen = train_epoch(model, optimizer, batches, autocast=autocast, scaler=scaler, device=device, loss_fn=loss_fn)
         totals = _all_sum(torch.stack([loss_sum, seen]), ctx.world_size).tolist()  # the epoch's one sync
         elapsed = time.perf_counter() - started
         metrics: dict[str, Any] = {
@@ -383,17 +425,22 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
         }
         if ctx.rank == 0:
             assert x_val is not None and y_val is not None  # collected above on rank 0
-            metrics.update(evaluate(unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast))
+            metrics.update(
+                evaluate(
+                    unwrap_model(model), x_val, y_val, num_classes=encoder.num_classes, autocast=autocast,
+                    task=task, loss_fn=loss_fn, target_std=encoder.target.std,
+                )
+            )  # fmt: skip
         ctx.report(epoch, metrics, model=model, encoder=encoder, model_spec=spec, optimizer=optimizer, scaler=scaler)
     return ctx.summary()
 
 
 def _streamed_batches(
-    shard: Any, *, batch_size: int, steps: int, device: torch.device
+    shard: Any, *, batch_size: int, steps: int, device: torch.device, task: str = "classification"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     batches = shard.iter_torch_batches(
         batch_size=batch_size,
-        dtypes={"features": torch.float32, "label": torch.int64},
+        dtypes={"features": torch.float32, "label": torch.float32 if task == "regression" else torch.int64},
         device=device,
         prefetch_batches=2,
         local_shuffle_buffer_size=batch_size * 4,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_provider_rayops.config.compute import ScalingSpec
-from airflow_provider_rayops.config.schema import EVALUATION_METRICS, CheckpointSpec, TuneSpec
+from airflow_provider_rayops.config.schema import EVALUATION_METRICS, CheckpointSpec, TaskKind, TuneSpec
 from airflow_provider_rayops.jobs.runtime import JobInputError
 
 ColumnKind = Literal["numeric", "bool", "categorical"]
@@ -73,6 +73,7 @@ class IngestArgs(JobArgs):
     min_rows: int = Field(default=100, ge=2, description="Fewest rows the source must have.")
     format: Literal["parquet", "csv"] | None = Field(default=None, description="None: from the extension.")
     column_types: dict[str, ColumnKind] | None = Field(default=None, description="Pins the kind of some columns.")
+    task: TaskKind | None = Field(default=None, description="classification or regression; None: inferred from the target.")
 
 
 class SplitRows(JobResult):
@@ -84,6 +85,7 @@ class IngestResult(JobResult):
     snapshot_uri: str = Field(description="The snapshot folder (manifest.json, train and validation parquet).")
     content_hash: str = Field(description="sha256 of the snapshot's content; the folder is named by it.")
     rows: SplitRows
+    task: TaskKind = Field(description="classification or regression: declared, or inferred from the target.")
     reused: bool = Field(description="The same content was snapshotted before; nothing was written.")
 
 
@@ -158,14 +160,18 @@ class EvaluateArgs(JobArgs):
     model_uri: str = Field(min_length=1)
     snapshot_uri: str = Field(min_length=1)
     mlflow_run_id: str | None = Field(default=None, description="The training run the evaluation is logged to.")
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "auc"], min_length=1)
+    metrics: list[str] | None = Field(
+        default=None, min_length=1, description="None: the default metrics of the model's task kind."
+    )
     registered_model: str | None = Field(default=None, description="Where the champion is looked up.")
     champion_alias: str = Field(default="champion", min_length=1)
     latency: LatencySpec = Field(default_factory=LatencySpec)
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+    def _known_metrics(cls, metrics: list[str] | None) -> list[str] | None:
+        if metrics is None:
+            return None
         unknown = [name for name in metrics if name not in EVALUATION_METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known metrics: {', '.join(EVALUATION_METRICS)}")
@@ -179,6 +185,7 @@ class EvaluateResult(JobResult):
     snapshot_hash: str
     split: str
     rows: int
+    task: TaskKind
     classes: list[str]
     positive_class: str | None
     metric_directions: dict[str, Literal["max", "min"]]

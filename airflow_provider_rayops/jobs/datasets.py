@@ -6,7 +6,12 @@ that plus noise, so a model can beat the base rate (~27% churn) but not reach ce
 `drift` moves the feature distributions (covariate shift) while the churn mechanism stays
 the same, which is what the monitor stage is meant to notice.
 
+`make_delivery_times` is a regression set: minutes to deliver an order, from the distance,
+the number of items, the city, express service and rush hour, with missing distances and
+cities as real order logs have.
+
     python -m airflow_provider_rayops.jobs.datasets churn --rows 5000 --seed 7 --out file://data/churn.parquet
+    python -m airflow_provider_rayops.jobs.datasets delivery --rows 5000 --seed 7 --out file://data/delivery.csv
 """
 
 from __future__ import annotations
@@ -88,6 +93,50 @@ def make_churn(rows: int, seed: int, drift: float = 0.0) -> pa.Table:
     )
 
 
+CITIES = ("lisbon", "porto", "braga", "faro")
+
+
+def make_delivery_times(rows: int, seed: int) -> pa.Table:
+    """A delivery table of `rows` orders, the same for the same (`rows`, `seed`).
+
+    Columns: distance_km (float64, ~4% null), items (int64), city (string, ~3% null),
+    express (bool), rush_hour (bool), delivery_minutes (float64, the target: fractional
+    minutes, so a regression target).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    rng = np.random.default_rng(seed)
+    distance = np.round(rng.gamma(shape=2.0, scale=3.0, size=rows), 2)
+    items = (1 + rng.poisson(2.5, size=rows)).astype(np.int64)
+    city_idx = rng.choice(len(CITIES), size=rows, p=[0.4, 0.3, 0.2, 0.1])
+    express = rng.random(rows) < 0.25
+    rush_hour = rng.random(rows) < 0.3
+    minutes = (
+        14.0
+        + 2.6 * distance
+        + 1.5 * items
+        - 9.0 * express
+        + 8.0 * rush_hour * (1.0 + distance / 10.0)
+        + np.array([4.0, 2.0, 0.0, -2.0])[city_idx]
+        + rng.normal(0.0, 3.0, size=rows)
+    )
+    distance_missing = rng.random(rows) < 0.04
+    city_missing = rng.random(rows) < 0.03
+    return pa.table(
+        {
+            "distance_km": pa.array(distance, pa.float64(), mask=distance_missing),
+            "items": pa.array(items, pa.int64()),
+            "city": pa.array([None if gone else CITIES[i] for i, gone in zip(city_idx, city_missing, strict=True)], pa.string()),
+            "express": pa.array(express, pa.bool_()),
+            "rush_hour": pa.array(rush_hour, pa.bool_()),
+            "delivery_minutes": pa.array(np.round(np.clip(minutes, 3.0, None), 1), pa.float64()),
+        }
+    )
+
+
 def table_bytes(table: pa.Table, *, fmt: str) -> bytes:
     """`table` encoded as parquet or csv."""
     import pyarrow.csv as pacsv
@@ -114,13 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     churn.add_argument("--drift", type=float, default=0.0, help="covariate shift in std units (default 0)")
     churn.add_argument("--out", required=True, help="file://... or s3://... ending in .parquet or .csv")
     churn.add_argument("--format", choices=["parquet", "csv"], help="default: from the extension of --out")
+    delivery = sub.add_parser("delivery", help="delivery times (numeric target 'delivery_minutes', regression)")
+    delivery.add_argument("--rows", type=int, required=True)
+    delivery.add_argument("--seed", type=int, required=True)
+    delivery.add_argument("--out", required=True, help="file://... or s3://... ending in .parquet or .csv")
+    delivery.add_argument("--format", choices=["parquet", "csv"], help="default: from the extension of --out")
     args = parser.parse_args(argv)
 
     fmt = args.format or ("csv" if args.out.endswith(".csv") else "parquet" if args.out.endswith(".parquet") else None)
     if fmt is None:
         parser.error("--out must end in .parquet or .csv, or give --format")
     try:
-        table = make_churn(args.rows, args.seed, drift=args.drift)
+        if args.dataset == "churn":
+            table = make_churn(args.rows, args.seed, drift=args.drift)
+        else:
+            table = make_delivery_times(args.rows, args.seed)
         storage.write_bytes(args.out, table_bytes(table, fmt=fmt))
     except (ValueError, storage.StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)

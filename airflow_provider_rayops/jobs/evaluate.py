@@ -11,7 +11,10 @@ Job arguments:
     mlflow_run_id      optional: the training run that receives the eval metrics and evaluation.json
                        (null: nothing is logged, the result still comes back)
     metrics            overall metrics to compute (YAML `evaluate.metrics`), from KNOWN_METRICS:
-                       accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss
+                       accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss for
+                       classification; rmse, mae, r2, mape for regression. null: the model's task
+                       kind's defaults (accuracy, auc / rmse, mae, r2); metrics of the other kind
+                       are refused
     registered_model   optional: the MLflow registered model whose champion is compared
     champion_alias     the champion's alias (default "champion"): `models:/<registered_model>@<alias>`
     latency            {batch_size: 256, batches: 50, warmup: 5}
@@ -23,12 +26,13 @@ Result (the `::rayops-result::` line, and evaluation.json on the run), `format_v
       "model_uri": str,                          # as given
       "snapshot_uri": str, "snapshot_hash": str, # the data every number below was measured on
       "split": "validation", "rows": int,
-      "classes": [str, ...],                     # str(label) in the model's class order
+      "task": "classification" | "regression",   # the model's (its snapshot's) task kind
+      "classes": [str, ...],                     # str(label) in the model's class order; [] for regression
       "positive_class": str | null,              # binary: classes[1] (True for a bool target); else null
       "metric_directions": {name: "max" | "min"},# per requested metric: which way is better
       "metrics": {name: float | null, ...},      # exactly the requested names; null when undefined on
                                                  # this data (e.g. auc with one class present)
-      "per_class": {label: {"precision", "recall", "f1": float, "support": int}},   # every class
+      "per_class": {label: {"precision", "recall", "f1": float, "support": int}},   # every class; {} for regression
       "latency": {"batch_size", "batches", "warmup": int, "p50_ms", "p95_ms", "mean_ms", "max_ms": float,
                   "device": "cpu", "threads": int},
       "model_size_bytes": int, "model_size_mb": float,   # all files of the model folder; MB = 10**6 bytes
@@ -47,7 +51,8 @@ Result (the `::rayops-result::` line, and evaluation.json on the run), `format_v
       "gain_over_champion": {name: float | null} | null,
                                                  # improvement over the champion: candidate - champion for
                                                  # "max" metrics, champion - candidate for "min" ones
-                                                 # (log_loss); null when there is no scored champion
+                                                 # (log_loss, rmse, mae, mape): above 0 is better either
+                                                 # way; null when there is no scored champion
       "mlflow_run_id": str | null, "tracking_uri": str,
       "evaluation_uri": str | null               # runs:/<mlflow_run_id>/evaluation.json
     }
@@ -60,8 +65,12 @@ How the numbers are made:
   all classes otherwise. auc: ROC AUC of the positive class for binary, one-vs-rest macro average
   (over the classes present in the data) for multiclass. log_loss: natural log, probabilities
   clipped at float64 eps.
-- Latency: wall time of one `predict_proba` call on `batch_size` raw rows (pyarrow slices of the
-  validation split, cycled), after `warmup` untimed calls; p50/p95 over `batches` calls, in ms.
+- Regression, in the target's units: rmse = sqrt(mean((y - pred)^2)), mae = mean(|y - pred|),
+  r2 = 1 - SSE/SST (null when the target is constant), mape = mean(|y - pred| / |y|) over the
+  rows whose target is not 0, as a fraction (0.12 is 12%; null when every target is 0).
+- Latency: wall time of one `predict_proba` call (`predict` for regression) on `batch_size` raw
+  rows (pyarrow slices of the validation split, cycled), after `warmup` untimed calls; p50/p95
+  over `batches` calls, in ms.
   It covers encoding and the forward pass on this process's CPU, not HTTP or JSON.
 
 Logged on the training run (never a new run; a retry logs the same keys again, the last wins):
@@ -91,10 +100,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
-from airflow_provider_rayops.config.schema import EVALUATION_METRICS
+from airflow_provider_rayops.config.schema import DEFAULT_METRICS, EVALUATION_METRICS, METRIC_TASK
 from airflow_provider_rayops.jobs import contracts, tracking
 from airflow_provider_rayops.jobs.modeling.artifacts import ModelArtifactError
-from airflow_provider_rayops.jobs.modeling.features import FeatureMismatch
+from airflow_provider_rayops.jobs.modeling.features import FeatureMismatch, target_values
 from airflow_provider_rayops.jobs.modeling.predictor import Predictor, load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 from airflow_provider_rayops.registry.champion import find_champion, model_identity
@@ -276,12 +285,30 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def regression_metrics(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
+    """rmse, mae, r2 and mape of predictions `pred` for targets `y` (see the module docstring)."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.float64)
+    error = np.asarray(pred, dtype=np.float64).reshape(-1) - y
+    spread = float(np.sum((y - y.mean()) ** 2))
+    nonzero = y != 0
+    values: dict[str, float | None] = {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float(np.sum(error**2)) / spread if spread > 0 else None,
+        "mape": float(np.mean(np.abs(error[nonzero]) / np.abs(y[nonzero]))) if nonzero.any() else None,
+    }
+    return {name: _finite_or_none(values[name]) for name in names}
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
 def measure_latency(predictor: Predictor, rows: pa.Table, spec: contracts.LatencySpec) -> dict[str, Any]:
-    """p50/p95 wall time of predict_proba on `spec.batch_size` raw rows, after `spec.warmup` calls."""
+    """p50/p95 wall time of predict_proba (predict for regression) on `spec.batch_size` raw rows,
+    after `spec.warmup` calls."""
     import numpy as np
     import torch
 
@@ -290,13 +317,14 @@ def measure_latency(predictor: Predictor, rows: pa.Table, spec: contracts.Latenc
         batches = [rows.slice(start, spec.batch_size) for start in range(0, n - spec.batch_size + 1, spec.batch_size)]
     else:  # fewer rows than one batch: repeat them (take copies, but before any timing)
         batches = [rows.take(np.arange(spec.batch_size) % n)]
+    predict = predictor.predict if predictor.task == "regression" else predictor.predict_proba
     for i in range(spec.warmup):
-        predictor.predict_proba(batches[i % len(batches)])
+        predict(batches[i % len(batches)])
     times_ms = []
     for i in range(spec.batches):
         batch = batches[i % len(batches)]
         start = time.perf_counter()
-        predictor.predict_proba(batch)
+        predict(batch)
         times_ms.append((time.perf_counter() - start) * 1000.0)
     return {
         "batch_size": spec.batch_size,
@@ -311,14 +339,19 @@ def measure_latency(predictor: Predictor, rows: pa.Table, spec: contracts.Latenc
     }
 
 
-def score(model: LoadedModel, data: ValidationData, spec: contracts.EvaluateArgs, *, what: str) -> dict[str, Any]:
+def score(
+    model: LoadedModel, data: ValidationData, spec: contracts.EvaluateArgs, *, metrics: Sequence[str], what: str
+) -> dict[str, Any]:
     """Metrics, per-class metrics, latency and size of one model on the validation rows.
     FeatureMismatch when the rows do not fit the model."""
     predictor = model.predictor
     check_columns(predictor, data.rows, what=what)
-    y = predictor.encoder.encode_target(data.rows)
-    proba = predictor.predict_proba(data.rows)
-    scored = classification_metrics(y, proba, predictor.classes, spec.metrics)
+    if predictor.task == "regression":
+        y_values = target_values(data.rows, predictor.encoder.target.name)
+        scored: dict[str, Any] = {"metrics": regression_metrics(y_values, predictor.predict(data.rows), metrics), "per_class": {}}
+    else:
+        y = predictor.encoder.encode_target(data.rows)
+        scored = classification_metrics(y, predictor.predict_proba(data.rows), predictor.classes, metrics)
     return {
         **scored,
         "latency": measure_latency(predictor, data.rows, spec.latency),
@@ -332,7 +365,13 @@ def score(model: LoadedModel, data: ValidationData, spec: contracts.EvaluateArgs
 
 
 def evaluate_champion(
-    client: MlflowClient, spec: contracts.EvaluateArgs, data: ValidationData, candidate: dict[str, Any]
+    client: MlflowClient,
+    spec: contracts.EvaluateArgs,
+    data: ValidationData,
+    candidate: dict[str, Any],
+    *,
+    task: str = "classification",
+    metrics: Sequence[str] = ("accuracy", "auc"),
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(champion block, None) or (None, why absent); see the module docstring for the block."""
     if not spec.registered_model:
@@ -357,7 +396,12 @@ def evaluate_champion(
         }, None
     try:
         champion = load_model(block["model_uri"])
-        scored = score(champion, data, spec, what=f"champion {block['model_uri']}")
+        if champion.predictor.task != task:
+            raise FeatureMismatch(
+                column=champion.predictor.encoder.target.name,
+                problem=f"the champion is a {champion.predictor.task} model and the candidate a {task} one",
+            )
+        scored = score(champion, data, spec, metrics=metrics, what=f"champion {block['model_uri']}")
     except (ModelNotFound, FeatureMismatch, ModelArtifactError) as exc:
         # The candidate is still evaluated; the promotion step decides what an unscored champion means.
         empty = {"metrics": None, "per_class": None, "latency": None, "model_size_bytes": None, "model_size_mb": None}
@@ -444,6 +488,21 @@ def log_evaluation(client: MlflowClient, run_id: str, result: Mapping[str, Any])
 # -- the job -----------------------------------------------------------------------------------
 
 
+def metrics_for(task: str, asked: Sequence[str] | None) -> list[str]:
+    """The metrics to compute for a model of `task`: `asked`, or the kind's defaults; JobInputError
+    naming a metric of the other kind (the YAML's check cannot know a task inferred at ingest)."""
+    if asked is None:
+        return list(DEFAULT_METRICS[task])  # type: ignore[index]
+    wrong = [name for name in asked if METRIC_TASK[name] != task]
+    if wrong:
+        fitting = ", ".join(name for name, kind in METRIC_TASK.items() if kind == task)
+        raise JobInputError(
+            f"evaluate.metrics {', '.join(map(repr, wrong))}: the model is a {task} model (the snapshot's task kind); "
+            f"use {fitting}, or set train.task if ingest inferred the wrong kind"
+        )
+    return list(asked)
+
+
 def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
     spec = contracts.EvaluateArgs.parse(args)
     data = load_validation(spec.snapshot_uri)
@@ -455,14 +514,16 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
         candidate_model = load_model(spec.model_uri)
     except ModelNotFound as exc:
         raise JobInputError(f"job argument 'model_uri'={spec.model_uri!r}: no model there ({exc})") from None
+    task = candidate_model.predictor.task
+    metrics = metrics_for(task, spec.metrics)
     try:
-        candidate = score(candidate_model, data, spec, what=f"model {spec.model_uri}")
+        candidate = score(candidate_model, data, spec, metrics=metrics, what=f"model {spec.model_uri}")
     except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {data.snapshot_uri} does not fit model {spec.model_uri}: {exc}") from None
     classes = [str(label) for label in candidate_model.predictor.classes]
     del candidate_model  # the champion loads next; one model in memory at a time
 
-    champion, absent = evaluate_champion(client, spec, data, candidate)
+    champion, absent = evaluate_champion(client, spec, data, candidate, task=task, metrics=metrics)
     result: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_uri": spec.model_uri,
@@ -470,9 +531,10 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
         "snapshot_hash": data.snapshot_hash,
         "split": VALIDATION_SPLIT,
         "rows": data.rows.num_rows,
+        "task": task,
         "classes": classes,
         "positive_class": classes[1] if len(classes) == 2 else None,
-        "metric_directions": {name: KNOWN_METRICS[name] for name in spec.metrics},
+        "metric_directions": {name: KNOWN_METRICS[name] for name in metrics},
         **candidate,
         "champion": champion,
         "champion_absent_reason": absent,

@@ -4,8 +4,15 @@ Reads a parquet or CSV file, or a folder/prefix of them, at a `file://` or `s3:/
 checks it against what the pipeline expects; splits train/validation deterministically;
 and writes `<snapshot_root>/<content-hash>/{train.parquet, validation.parquet, manifest.json}`.
 
+- The task kind is the one given (`task`) or inferred from the target: bool or string ->
+  classification; numbers with a fractional part -> regression; whole numbers -> classification
+  when there are at most MAX_INFERRED_CLASSES distinct values, else ambiguous: refused, naming
+  the column and `train.task`. A given kind the target cannot have is refused the same way.
+- Classification splits are stratified: each class is split on its own with the seeded
+  permutation, so every class with two rows or more reaches both splits (a rare class is never
+  left out of validation); a class with one row stays in train. Regression splits the rows as one.
 - The content hash covers the canonical data (see `storage.table_content_hash`) plus the
-  target, the features and the split settings: the same data with the same settings
+  target, the task kind, the features and the split settings: the same data with the same settings
   always lands on the same snapshot URI, and a second run writes nothing (`reused: true`).
 - The manifest is written last; a snapshot folder without one is absent to every reader.
 - Bad input raises `JobInputError` (the job exits 1 with that one line) before anything
@@ -36,12 +43,15 @@ if TYPE_CHECKING:
     from airflow_provider_rayops.storage import S3Settings
 
 ColumnKind = contracts.ColumnKind
+TaskKind = contracts.TaskKind
 COLUMN_KINDS: tuple[ColumnKind, ...] = typing.get_args(ColumnKind)
 TRAIN_FILE = "train.parquet"
 VALIDATION_FILE = "validation.parquet"
 MANIFEST_VERSION = 1
 # Part of the content hash: bump it when the split or the stored form of a snapshot changes.
-_SPLIT_ALGORITHM = "permutation-v1"
+_SPLIT_ALGORITHMS: dict[TaskKind, str] = {"classification": "stratified-v1", "regression": "permutation-v1"}
+# More distinct whole numbers than this in a target is ambiguous: a count or a price is not a class.
+MAX_INFERRED_CLASSES = 20
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv"}
 
 
@@ -74,15 +84,16 @@ def ingest(
     min_rows: int = 100,
     format: Literal["parquet", "csv"] | None = None,
     column_types: Mapping[str, ColumnKind] | None = None,
+    task: TaskKind | None = None,
     settings: S3Settings | None = None,
 ) -> dict[str, Any]:
     """Check `source`, split it and snapshot it under `snapshot_root`; returns where and what.
 
     `features` None means every column but the target. `column_types` pins the kind of
-    some columns (`numeric`, `bool`, `categorical`). `settings` defaults to
-    `S3Settings.from_env()` for `s3://` URIs.
+    some columns (`numeric`, `bool`, `categorical`). `task` None infers classification or
+    regression from the target. `settings` defaults to `S3Settings.from_env()` for `s3://` URIs.
 
-    Returns {"snapshot_uri", "content_hash", "rows": {"train", "validation"}, "reused"}.
+    Returns {"snapshot_uri", "content_hash", "rows": {"train", "validation"}, "task", "reused"}.
     """
     if not 0.0 < split_validation < 1.0:
         raise JobInputError(f"split_validation={split_validation}: must be between 0 and 1, exclusive")
@@ -99,13 +110,16 @@ def ingest(
         raw, source=source, target=target, features=features, min_rows=min_rows, column_types=column_types or {}
     )
     feature_names = [name for name in table.column_names if name != target]
+    task = task_kind(table.column(target), column=target, kind=kinds[target], declared=task)
+    split_settings = {"validation": float(split_validation), "seed": int(seed), "algorithm": _SPLIT_ALGORITHMS[task]}
 
     data_hash = storage.table_content_hash(table)
     identity = {
         "data_hash": data_hash,
         "target": target,
+        "task": task,
         "features": feature_names,
-        "split": {"validation": float(split_validation), "seed": int(seed), "algorithm": _SPLIT_ALGORITHM},
+        "split": split_settings,
         "manifest_version": MANIFEST_VERSION,
     }
     content_hash = storage.content_hash(json.dumps(identity, sort_keys=True).encode())
@@ -113,9 +127,11 @@ def ingest(
 
     existing = storage.read_manifest(snapshot_uri, settings=settings)
     if existing is not None and existing.get("content_hash") == content_hash:
-        return _result(snapshot_uri, content_hash, existing["rows"], reused=True)
+        return _result(snapshot_uri, content_hash, existing["rows"], task=task, reused=True)
 
-    train, validation = split(table, validation=split_validation, seed=seed)
+    train, validation = split(
+        table, validation=split_validation, seed=seed, stratify_by=target if task == "classification" else None
+    )
     rows = {"train": train.num_rows, "validation": validation.num_rows}
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -123,6 +139,7 @@ def ingest(
         "data_hash": data_hash,
         "source": source,
         "target": target,
+        "task": task,
         "features": feature_names,
         "columns": [
             {
@@ -136,7 +153,7 @@ def ingest(
         ],
         "categories": {name: _categories(table.column(name)) for name in table.column_names if kinds[name] == "categorical"},
         "rows": {**rows, "total": table.num_rows},
-        "split": {"validation": float(split_validation), "seed": int(seed), "algorithm": _SPLIT_ALGORITHM},
+        "split": {**split_settings, "stratified_by": target if task == "classification" else None},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     storage.write_snapshot(
@@ -145,7 +162,7 @@ def ingest(
         manifest=manifest,
         settings=settings,
     )
-    return _result(snapshot_uri, content_hash, rows, reused=False)
+    return _result(snapshot_uri, content_hash, rows, task=task, reused=False)
 
 
 def read_source(source: str, *, format: str | None = None, settings: S3Settings | None = None) -> pa.Table:
@@ -243,16 +260,69 @@ def check_source(
     return kept, kinds
 
 
-def split(table: pa.Table, *, validation: float, seed: int) -> tuple[pa.Table, pa.Table]:
-    """Train and validation tables: a seeded permutation picks the validation rows; both keep source order."""
+def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declared: TaskKind | None) -> TaskKind:
+    """The task kind for the target's `values` (see the module docstring); SchemaViolation naming the
+    column and `train.task` when the data cannot have the declared kind or does not tell."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if kind != "numeric":
+        if declared == "regression":
+            raise SchemaViolation(
+                column=column,
+                rule=f"the task is regression (train.task or the evaluate metrics), but the target is {kind}; "
+                "regression needs a numeric target",
+            )
+        return "classification"
+    array = values.to_numpy(zero_copy_only=False)
+    fractional = array.dtype.kind == "f" and not bool(np.all(np.mod(array, 1) == 0))
+    if fractional:
+        if declared == "classification":
+            example = float(array[np.mod(array, 1) != 0][0])
+            raise SchemaViolation(
+                column=column,
+                rule=f"the task is classification (train.task or the evaluate metrics), but the target has fractional "
+                f"values (e.g. {example:g}); "
+                "set train.task: regression, or give a target of classes (bool, string or whole numbers)",
+            )
+        return "regression"
+    if declared is not None:
+        return declared
+    distinct = pc.count_distinct(values).as_py()
+    if distinct <= MAX_INFERRED_CLASSES:
+        return "classification"
+    raise SchemaViolation(
+        column=column,
+        rule=f"the target holds {distinct} distinct whole numbers ({array.min():g} to {array.max():g}): a quantity or "
+        f"{distinct} classes? Set train.task: regression or train.task: classification",
+    )
+
+
+def split(table: pa.Table, *, validation: float, seed: int, stratify_by: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """Train and validation tables; both keep source order.
+
+    A seeded permutation picks the validation rows: of the whole table, or of each class of
+    `stratify_by` on its own (in sorted class order, one generator), where a class with two rows
+    or more gives at least one to each split and a class of one row stays in train.
+    """
     import numpy as np
 
-    n = table.num_rows
-    n_validation = min(max(round(n * validation), 1), n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    validation_rows = np.sort(order[:n_validation])
-    train_rows = np.sort(order[n_validation:])
-    return table.take(train_rows), table.take(validation_rows)
+    rng = np.random.default_rng(seed)
+    if stratify_by is None:
+        groups = [np.arange(table.num_rows)]
+    else:
+        _, labels = np.unique(table.column(stratify_by).to_numpy(zero_copy_only=False), return_inverse=True)
+        order = np.argsort(labels, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(labels))[:-1])
+    picked = []
+    for rows in groups:
+        n = len(rows)
+        n_validation = min(max(round(n * validation), 1), n - 1) if n >= 2 else 0
+        picked.append(rng.permutation(rows)[:n_validation])
+    validation_rows = np.sort(np.concatenate(picked))
+    is_validation = np.zeros(table.num_rows, dtype=bool)
+    is_validation[validation_rows] = True
+    return table.take(np.nonzero(~is_validation)[0]), table.take(validation_rows)
 
 
 def main(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,11 +331,12 @@ def main(args: Mapping[str, Any]) -> dict[str, Any]:
     return contracts.IngestResult.model_validate(ingest(**spec.model_dump())).model_dump(mode="json")
 
 
-def _result(snapshot_uri: str, content_hash: str, rows: Mapping[str, int], *, reused: bool) -> dict[str, Any]:
+def _result(snapshot_uri: str, content_hash: str, rows: Mapping[str, int], *, task: TaskKind, reused: bool) -> dict[str, Any]:
     return {
         "snapshot_uri": snapshot_uri,
         "content_hash": content_hash,
         "rows": {"train": int(rows["train"]), "validation": int(rows["validation"])},
+        "task": task,
         "reused": reused,
     }
 

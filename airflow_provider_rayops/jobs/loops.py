@@ -27,7 +27,11 @@ TABULAR_MLP_DEFAULTS: dict[str, Any] = {
     # Keep this worker's shard on its device for the whole run (the fastest way to feed a GPU
     # from a tabular snapshot); false streams batches from Ray Data every epoch instead.
     "cache_on_device": True,
+    # auto: cross-entropy for classification, mse for regression; huber (regression) is
+    # gentler with outliers of the target.
+    "loss": "auto",
 }
+LOSSES = {"classification": ("auto", "cross_entropy"), "regression": ("auto", "mse", "huber")}
 
 
 def tabular_mlp_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,7 +75,17 @@ def tabular_mlp_params(params: Mapping[str, Any]) -> dict[str, Any]:
     out["hidden_sizes"] = list(hidden)
     if not isinstance(out["cache_on_device"], bool):
         raise JobInputError(f"params.cache_on_device={out['cache_on_device']!r}: expected true or false")
+    known = sorted({loss for losses in LOSSES.values() for loss in losses})
+    if out["loss"] not in known:
+        raise JobInputError(f"params.loss={out['loss']!r}: expected one of {', '.join(known)}")
     return out
+
+
+def check_loss_fits(params: Mapping[str, Any], task: str) -> None:
+    """JobInputError when the built-in loop's `params.loss` is not one for the snapshot's task kind."""
+    loss = params.get("loss", "auto")
+    if loss not in LOSSES[task]:
+        raise JobInputError(f"params.loss={loss!r}: the task is {task}, whose losses are {', '.join(LOSSES[task])}")
 
 
 BUILTIN_PARAMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"tabular_mlp": tabular_mlp_params}
@@ -95,6 +109,11 @@ class Entrypoint:
             return BUILTIN_LOOPS[self.builtin]
         assert self.function is not None
         return self.function
+
+    def check_task(self, params: Mapping[str, Any], task: str) -> None:
+        """JobInputError when the resolved `params` do not fit the snapshot's task kind (a built-in loop's loss)."""
+        if self.builtin is not None:
+            check_loss_fits(params, task)
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         if self.builtin is not None:

@@ -139,7 +139,8 @@ def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder) -> dict[str, Any]:
 
 
 class _EncodeBatch:
-    """Ray Data map: raw snapshot rows -> {"features": float32 (n, d), "label": int64 (n,)}."""
+    """Ray Data map: raw snapshot rows -> {"features": float32 (n, d), "label": int64 class index
+    or float32 standardised value (n,)}."""
 
     def __init__(self, encoder_json: Mapping[str, Any]) -> None:
         self.encoder_json = dict(encoder_json)
@@ -165,6 +166,8 @@ def loop_config(
         "use_gpu": spec.scaling.use_gpu,
         "encoder": encoder.to_json(),
         "num_features": encoder.num_features,
+        "task": encoder.task,
+        "num_outputs": encoder.num_outputs,
         "num_classes": encoder.num_classes,
         "classes": encoder.classes,
         "target": encoder.target.name,
@@ -223,6 +226,7 @@ def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
     params = entrypoint.resolve_params(spec.params)
     snapshot = load_snapshot(spec.snapshot_uri)
     encoder = fit_encoder(snapshot)
+    entrypoint.check_task(params, encoder.task)
     run_root = storage.resolve_uri(spec.run_root)
 
     client = tracking.client()

@@ -196,6 +196,7 @@ def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
     check_search(spec, entrypoint, params)
     snapshot = train_job.load_snapshot(spec.snapshot_uri)
     encoder = train_job.fit_encoder(snapshot)
+    entrypoint.check_task(params, encoder.task)
     run_root = storage.resolve_uri(spec.run_root)
 
     client = tracking.client()

@@ -212,7 +212,12 @@ def _per_class(metric: str, bound: float, evaluation: Mapping[str, Any]) -> Gate
     name = f"{metric} of every class >= {fmt(bound)}"
     per_class = evaluation.get("per_class") or {}
     if not per_class:
-        return GateResult(name, "per_class", metric, None, bound, False, "the evaluation has no per-class metrics")
+        why = (
+            "a regression model has no classes"
+            if evaluation.get("task") == "regression"
+            else "the evaluation has no per-class metrics"
+        )
+        return GateResult(name, "per_class", metric, None, bound, False, why)
     values: dict[str, float | None] = {}
     for label, numbers in per_class.items():
         if metric not in (numbers or {}):

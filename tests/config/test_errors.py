@@ -237,3 +237,38 @@ def test_two_aliases_with_one_name_are_refused(write):
 def test_an_alias_mlflow_reserves_is_refused(write):
     path = write("p.yaml", PROMOTE + "promote: {registered_model: m, alias: v2}\n")
     assert errors_of(path) == [f"{path}:7:1: promote: alias='v2' is reserved by MLflow (latest, v<number>); choose another alias"]
+
+
+def test_metrics_and_gates_of_the_other_task_kind_are_refused_where_they_are_written(write):
+    text = (
+        MINIMAL
+        + TRAIN
+        + "  task: regression\nevaluate:\n  gates:\n    - {metric: rmse, max: 60}\n    - {metric: auc, min: 0.8}\n"
+        + "    - {per_class: recall, min: 0.5}\n"
+    )
+    path = write("p.yaml", text)
+    assert errors_of(path) == [
+        f"{path}:11:8: evaluate.gates[1].metric: gate metric 'auc' belongs to classification, but train.task: regression "
+        "makes this a regression pipeline; use regression metrics (rmse, mae, r2, mape)",
+        f"{path}:12:8: evaluate.gates[2].per_class: a per_class gate belongs to classification, but train.task: regression "
+        "makes this a regression pipeline; a regression model has no classes to gate on; remove the gate",
+    ]
+
+
+def test_without_train_task_the_first_metric_decides_and_a_mix_is_refused(write):
+    text = MINIMAL + TRAIN + "evaluate:\n  metrics: [rmse, accuracy]\n"
+    path = write("p.yaml", text)
+    assert errors_of(path) == [
+        f"{path}:8:19: evaluate.metrics[1]: metric 'accuracy' belongs to classification, but metric 'rmse' makes this "
+        "a regression pipeline; use regression metrics (rmse, mae, r2, mape) or set train.task"
+    ]
+
+
+def test_a_regression_gate_implies_the_task_and_its_default_metrics(write, config_dir):
+    text = MINIMAL + TRAIN + "evaluate:\n  gates:\n    - {metric: rmse, max: 60}\n"
+    loaded = load_pipeline(write("p.yaml", text), defaults=load_defaults(config_dir), env={})
+    assert (loaded.spec.task, loaded.spec.evaluation_metrics) == ("regression", ["rmse", "mae", "r2"])
+    path = write("q.yaml", MINIMAL + TRAIN + "evaluate:\n  gates:\n    - {metric: mape, max: 0.2}\n")
+    assert errors_of(path) == [
+        f"{path}:9:8: evaluate.gates[0].metric: gate metric 'mape' is not in evaluate.metrics (rmse, mae, r2); did you mean 'mae'?"
+    ]

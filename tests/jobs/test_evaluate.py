@@ -23,16 +23,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_rayops import storage
+from airflow_provider_rayops.config.schema import CLASSIFICATION_METRICS
 from airflow_provider_rayops.jobs import evaluate, modeling, tracking
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, JobInputError, parse_result
-from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
+from tests.fixtures.models import churn_snapshot, delivery_snapshot, fit_tiny_model, log_as_training_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 2000
 SEED = 11
 EXPERIMENT = "churn-eval-tests"
 FAST_LATENCY = {"batch_size": 128, "batches": 8, "warmup": 2}
-ALL_METRICS = list(evaluate.KNOWN_METRICS)
+ALL_METRICS = list(CLASSIFICATION_METRICS)
 
 
 # -- fixtures: data, models, stores ------------------------------------------------------------
@@ -102,7 +103,7 @@ def good_result(sqlite_store, snapshot) -> dict:
 
 def test_the_result_has_the_documented_keys(good_result):
     assert set(good_result) == {
-        "format_version", "model_uri", "snapshot_uri", "snapshot_hash", "split", "rows", "classes", "positive_class",
+        "format_version", "model_uri", "snapshot_uri", "snapshot_hash", "split", "rows", "task", "classes", "positive_class",
         "metric_directions", "metrics", "per_class", "latency", "model_size_bytes", "model_size_mb", "champion",
         "champion_absent_reason", "gain_over_champion", "mlflow_run_id", "tracking_uri", "evaluation_uri",
     }  # fmt: skip
@@ -372,5 +373,86 @@ def test_the_job_reports_wrong_input_as_one_line(snapshot):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "rayops job input error: job argument metrics=['nope']: unknown metric(s) 'nope'; known metrics: "
-        "accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss"
+        "accuracy, balanced_accuracy, auc, precision, recall, f1, log_loss, rmse, mae, r2, mape"
     ]
+
+
+# -- regression --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def delivery(tmp_path_factory) -> dict:
+    """The delivery-times set (a fractional target: inferred regression) and two tiny regressors."""
+    folder = tmp_path_factory.mktemp("eval-delivery")
+    data = delivery_snapshot(folder, rows=600, seed=SEED)
+    return {
+        "snapshot": data,
+        "good": fit_tiny_model(data, folder=folder / "good", steps=300),
+        "bad": fit_tiny_model(data, folder=folder / "bad", steps=300, invert=True),
+    }
+
+
+def test_regression_metrics_match_scikit_learn():
+    import sklearn.metrics as sk
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(50.0, 10.0, size=300)
+    y[:5] = 0.0  # mape skips rows whose target is 0, as a percentage of 0 is undefined
+    pred = y + rng.normal(0.0, 3.0, size=300)
+    got = evaluate.regression_metrics(y, pred, ["rmse", "mae", "r2", "mape"])
+    assert got["rmse"] == pytest.approx(sk.root_mean_squared_error(y, pred))
+    assert got["mae"] == pytest.approx(sk.mean_absolute_error(y, pred))
+    assert got["r2"] == pytest.approx(sk.r2_score(y, pred))
+    assert got["mape"] == pytest.approx(sk.mean_absolute_percentage_error(y[5:], pred[5:]))
+    constant = evaluate.regression_metrics(np.zeros(4), np.ones(4), ["r2", "mape"])
+    assert constant == {"r2": None, "mape": None}  # undefined, never a made-up number
+
+
+def test_a_regression_model_is_scored_in_the_targets_units_with_its_default_metrics(on_sqlite, delivery):
+    snapshot = delivery["snapshot"]
+    args = {"snapshot_uri": snapshot["snapshot_uri"], "latency": FAST_LATENCY}
+    good = evaluate.main({**args, "model_uri": f"file://{delivery['good']}"})
+    bad = evaluate.main({**args, "model_uri": f"file://{delivery['bad']}"})
+    assert (good["task"], good["classes"], good["positive_class"], good["per_class"]) == ("regression", [], None, {})
+    assert good["metric_directions"] == {"rmse": "min", "mae": "min", "r2": "max"}
+    truth = snapshot["validation"].column("delivery_minutes").to_numpy()
+    assert good["metrics"]["rmse"] < 0.5 * truth.std()  # minutes, not standardised units
+    assert good["metrics"]["r2"] > 0.7 and bad["metrics"]["r2"] < 0
+    assert bad["metrics"]["rmse"] > 2 * good["metrics"]["rmse"]
+    assert good["latency"]["p95_ms"] > 0
+
+
+def test_classification_metrics_asked_of_a_regression_model_are_refused_by_name(on_sqlite, delivery):
+    args = {
+        "snapshot_uri": delivery["snapshot"]["snapshot_uri"],
+        "model_uri": f"file://{delivery['good']}",
+        "metrics": ["rmse", "auc"],
+    }
+    with pytest.raises(JobInputError) as caught:
+        evaluate.main(args)
+    assert str(caught.value) == (
+        "evaluate.metrics 'auc': the model is a regression model (the snapshot's task kind); use rmse, mae, r2, mape, "
+        "or set train.task if ingest inferred the wrong kind"
+    )
+
+
+def test_a_lower_error_is_a_gain_and_the_gates_read_error_metrics_as_ceilings():
+    from airflow_provider_rayops.registry.gates import evaluate_gates
+
+    gain = evaluate.gain_over_champion({"rmse": 5.0, "r2": 0.8}, {"metrics": {"rmse": 7.0, "r2": 0.7}})
+    assert gain == pytest.approx({"rmse": 2.0, "r2": 0.1})
+    evaluation = {
+        "task": "regression",
+        "metrics": {"rmse": 5.0, "r2": 0.8},
+        "champion": {"version": "3"},
+        "gain_over_champion": gain,
+    }
+    gates = [{"metric": "rmse", "max": 6.0}, {"metric": "rmse", "min_gain_over_champion": 1.0}, {"metric": "rmse", "max": 4.0}]
+    results = evaluate_gates(gates, evaluation)
+    assert [(r.name, r.passed, r.detail) for r in results] == [
+        ("rmse <= 6", True, "5 <= 6 (margin 1)"),
+        ("rmse gain over champion >= 1", True, "gain +2 over champion v3; 2 >= 1 (margin 1)"),
+        ("rmse <= 4", False, "5 > 4 by 1"),
+    ]
+    [per_class] = evaluate_gates([{"per_class": "recall", "min": 0.5}], evaluation)
+    assert (per_class.passed, per_class.detail) == (False, "a regression model has no classes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -57,6 +58,7 @@ def test_snapshot_holds_both_splits_and_a_complete_manifest(storage_root: str) -
         "snapshot_uri": snapshot,
         "content_hash": result["content_hash"],
         "rows": {"train": 150, "validation": 50},
+        "task": "classification",
         "reused": False,
     }
     assert storage.list_uris(snapshot) == [
@@ -68,7 +70,8 @@ def test_snapshot_holds_both_splits_and_a_complete_manifest(storage_root: str) -
     assert manifest["source"] == source
     assert manifest["target"] == "churned"
     assert manifest["rows"] == {"train": 150, "validation": 50, "total": 200}
-    assert manifest["split"] == {"validation": 0.25, "seed": 3, "algorithm": "permutation-v1"}
+    assert manifest["task"] == "classification"
+    assert manifest["split"] == {"validation": 0.25, "seed": 3, "algorithm": "stratified-v1", "stratified_by": "churned"}
     assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
     columns = {c["name"]: (c["type"], c["kind"], c["role"]) for c in manifest["columns"]}
     assert columns["monthly_charges"] == ("double", "numeric", "feature")
@@ -151,6 +154,68 @@ def test_split_is_deterministic_for_a_seed() -> None:
     assert a_train.equals(b_train) and a_val.equals(b_val)
     assert not a_val.equals(c_val)
     assert (a_train.num_rows, a_val.num_rows) == (160, 40)
+
+
+def test_a_rare_class_always_reaches_validation_and_each_class_keeps_its_share() -> None:
+    labels = ["common"] * 270 + ["uncommon"] * 27 + ["rare"] * 2 + ["single"]
+    table = pa.table({"row_id": list(range(300)), "species": labels})
+    for seed in range(20):  # a plain permutation leaves the 2 rare rows out of validation in most seeds
+        train, validation = split(table, validation=0.2, seed=seed, stratify_by="species")
+        counts = {name: validation.column("species").to_pylist().count(name) for name in ("common", "uncommon", "rare", "single")}
+        assert counts == {"common": 54, "uncommon": 5, "rare": 1, "single": 0}  # round(n * 0.2), at least 1, at most n - 1
+        assert sorted(train.column("row_id").to_pylist() + validation.column("row_id").to_pylist()) == list(range(300))
+    again_train, again_validation = split(table, validation=0.2, seed=19, stratify_by="species")
+    assert again_train.equals(train) and again_validation.equals(validation)  # seeded: reproducible
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (pa.array([True, False] * 60), "classification"),
+        (pa.array(["a", "b", "c"] * 40), "classification"),
+        (pa.array(list(range(5)) * 24, pa.int64()), "classification"),  # few whole numbers: class codes
+        (pa.array([float(i % 3) for i in range(120)]), "classification"),  # 0.0, 1.0, 2.0 from a CSV
+        (pa.array([i * 0.37 for i in range(120)]), "regression"),  # fractional values: a quantity
+    ],
+)
+def test_the_task_kind_is_inferred_from_the_target(storage_root: str, target: pa.Array, expected: str) -> None:
+    table = pa.table({"x": [float(i) for i in range(120)], "y": target})
+    source = _put(join_uri(storage_root, "raw", "data.parquet"), table)
+    result = _ingest(storage_root, source, target="y")
+    assert result["task"] == expected
+    manifest = storage.read_manifest(result["snapshot_uri"])
+    assert manifest["task"] == expected
+    assert manifest["split"]["algorithm"] == ("stratified-v1" if expected == "classification" else "permutation-v1")
+
+
+def test_many_whole_numbers_in_the_target_are_refused_naming_the_column_and_the_key(storage_root: str) -> None:
+    table = pa.table({"x": [float(i) for i in range(200)], "progression": [25 + (i * 7) % 300 for i in range(200)]})
+    source = _put(join_uri(storage_root, "raw", "diabetes.parquet"), table)
+    with pytest.raises(SchemaViolation) as caught:
+        _ingest(storage_root, source, target="progression")
+    assert caught.value.column == "progression"
+    assert str(caught.value) == (
+        "column 'progression': the target holds 200 distinct whole numbers (25 to 322): a quantity or 200 classes? "
+        "Set train.task: regression or train.task: classification"
+    )
+    _assert_nothing_written(storage_root)
+    declared = _ingest(storage_root, source, target="progression", task="regression")
+    assert declared["task"] == "regression" and declared["rows"] == {"train": 160, "validation": 40}
+
+
+@pytest.mark.parametrize(
+    ("target", "task", "rule"),
+    [
+        (pa.array(["a", "b"] * 60), "regression", "the target is categorical; regression needs a numeric target"),
+        (pa.array([i * 0.5 for i in range(120)]), "classification", re.escape("the target has fractional values (e.g. 0.5)")),
+    ],
+)
+def test_a_declared_task_the_target_cannot_have_is_refused(storage_root: str, target: pa.Array, task: str, rule: str) -> None:
+    source = _put(join_uri(storage_root, "raw", "data.parquet"), pa.table({"x": [float(i) for i in range(120)], "y": target}))
+    with pytest.raises(SchemaViolation, match=rule) as caught:
+        _ingest(storage_root, source, target="y", task=task)
+    assert caught.value.column == "y" and "train.task" in str(caught.value)
+    _assert_nothing_written(storage_root)
 
 
 # Bad input: the exact message names the column (or source) and the rule; nothing is written.

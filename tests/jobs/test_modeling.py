@@ -102,10 +102,51 @@ def test_the_target_becomes_class_indices(encoder, table):
     )
 
 
-def test_a_fractional_numeric_target_is_refused():
+def test_a_fractional_numeric_target_is_refused_for_classification():
     manifest = {"target": "y", "features": ["x"], "columns": [{"name": "x", "kind": "numeric"}, {"name": "y", "kind": "numeric"}]}
-    with pytest.raises(modeling.FeatureMismatch, match="target has fractional values"):
+    with pytest.raises(modeling.FeatureMismatch, match=r"target has fractional values .* set train.task: regression"):
         modeling.FeatureEncoder.fit(manifest, pa.table({"x": [1.0, 2.0], "y": [0.5, 1.5]}))
+
+
+REGRESSION = {
+    "target": "y",
+    "task": "regression",
+    "features": ["x"],
+    "columns": [{"name": "x", "kind": "numeric"}, {"name": "y", "kind": "numeric"}],
+}
+
+
+def test_a_regression_target_is_standardised_and_decoded_back_through_json():
+    train = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": [10.0, 20.0, 30.0, 40.0]})
+    encoder = modeling.FeatureEncoder.from_json(json.dumps(modeling.FeatureEncoder.fit(REGRESSION, train).to_json()))
+    assert (encoder.task, encoder.classes, encoder.num_outputs) == ("regression", [], 1)
+    labels = encoder.encode_target(train)
+    assert labels.dtype == np.float32
+    np.testing.assert_allclose(labels, (np.array([10, 20, 30, 40]) - 25.0) / np.std([10, 20, 30, 40]), rtol=1e-6)
+    np.testing.assert_allclose(encoder.decode_target(labels), [10.0, 20.0, 30.0, 40.0], rtol=1e-6)
+    with pytest.raises(modeling.FeatureMismatch, match="column 'y': target has 1 null, NaN or infinite value"):
+        encoder.encode_target(pa.table({"y": [1.0, None]}))
+
+
+def test_a_regression_predictor_gives_values_in_the_targets_units_and_no_probabilities():
+    train = pa.table({"x": [float(i) for i in range(50)], "y": [3.0 * i + 7.0 for i in range(50)]})
+    encoder = modeling.FeatureEncoder.fit(REGRESSION, train)
+    model = modeling.TabularMLP(encoder.num_features, encoder.num_outputs, hidden_sizes=[], dropout=0.0)
+    with torch.no_grad():  # a linear model with exactly the standardised relation: y_std = x_std
+        model.net[0].weight.fill_(1.0)
+        model.net[0].bias.fill_(0.0)
+    predictor = modeling.Predictor(model=model, encoder=encoder, source="test")
+    np.testing.assert_allclose(predictor.predict({"x": [10.0, 20.0]}), [37.0, 67.0], rtol=1e-5)
+    with pytest.raises(TypeError, match="is a regression model: it predicts values"):
+        predictor.predict_proba({"x": [1.0]})
+
+
+def test_an_integer_target_predicts_integers_not_strings():
+    manifest = {"target": "y", "features": ["x"], "columns": [{"name": "x", "kind": "numeric"}, {"name": "y", "kind": "numeric"}]}
+    encoder = modeling.FeatureEncoder.fit(manifest, pa.table({"x": [0.0, 1.0, 2.0], "y": [3, 5, 9]}))
+    model = modeling.TabularMLP(encoder.num_features, encoder.num_outputs, hidden_sizes=[], dropout=0.0)
+    predicted = modeling.Predictor(model=model, encoder=encoder, source="test").predict({"x": [0.0, 2.0]})
+    assert predicted.dtype == np.int64 and set(predicted.tolist()) <= {3, 5, 9}
 
 
 def test_a_checkpoint_round_trips_weights_encoder_state_and_optimizer(encoder, table, tmp_path):

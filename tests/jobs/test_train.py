@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -324,3 +325,38 @@ def test_a_retry_with_other_params_is_refused(churn_snapshot, tmp_path, mlflow_u
     with pytest.raises(JobInputError, match=r"param 'lr' is '0.5' in MLflow run .* but '0.01' now"):
         train.main(_args(churn_snapshot, run_root, experiment="churn-tests"))
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+# -- a user loop for regression: the same evaluation contract as the built-in model ----------------
+
+
+def test_the_readmes_regression_loop_trains_and_its_model_is_scored_in_the_targets_units(
+    run_ray_job, tmp_path_factory, mlflow_uri, monkeypatch
+):
+    from airflow_provider_rayops.jobs import evaluate
+    from tests.fixtures.models import delivery_snapshot
+
+    loop_file = Path(__file__).with_name("regression_loop.py").read_text()
+    code = loop_file.split("from __future__ import annotations\n\n", 1)[1]
+    assert code in Path(__file__).resolve().parents[2].joinpath("README.md").read_text()  # the README shows this code
+
+    folder = tmp_path_factory.mktemp("delivery")
+    snapshot = delivery_snapshot(folder, rows=2000, seed=4)
+    args = _args(
+        snapshot,
+        f"file://{folder}/runs/delivery/train",
+        entrypoint="tests.jobs.regression_loop:linear_regression",
+        params={"epochs": 60, "lr": 0.05},
+        scaling={"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1}},
+        checkpoint={"every_epochs": 30, "keep": 1},
+    )
+    job = run_ray_job(TRAIN_JOB, args)
+    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
+    assert job.result["epochs_completed"] == 60
+    _client(mlflow_uri, monkeypatch)
+    scored = evaluate.main(
+        {"model_uri": job.result["model_uri"], "snapshot_uri": snapshot["snapshot_uri"], "latency": {"batches": 2, "warmup": 0}}
+    )
+    assert scored["task"] == "regression" and set(scored["metrics"]) == {"rmse", "mae", "r2"}
+    truth = snapshot["validation"].column("delivery_minutes").to_numpy()
+    assert scored["metrics"]["r2"] > 0.6 and scored["metrics"]["rmse"] < 0.7 * truth.std()  # a linear fit in minutes

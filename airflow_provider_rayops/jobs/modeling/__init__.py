@@ -5,10 +5,12 @@ What the pieces are:
 - `FeatureEncoder` turns snapshot rows into the float32 matrix every rayops model takes:
   numeric columns standardised with the train split's mean and std (nulls become the mean),
   bool columns as 0/1 (null 0), categorical columns one-hot over the manifest's categories
-  (null or unseen: all zeros). It also owns the target: its classes and the label encoding.
-  Classification only: a bool target has classes [False, True], a categorical target the
-  manifest's categories, an integer target the sorted values of the train split.
-- `TabularMLP` is the built-in model: encoded features in, one logit per class out.
+  (null or unseen: all zeros). It also owns the target and the snapshot's task kind.
+  Classification: a bool target has classes [False, True], a categorical target the
+  manifest's categories, an integer target the sorted values of the train split; a label is
+  a class index. Regression: a label is the target standardised by the train split's mean and std.
+- `TabularMLP` is the built-in model: encoded features in, one logit per class out (one
+  standardised value for regression).
 - `load_predictor(model_uri)` gives a `Predictor` (`predict_proba`, `predict`) for a model
   logged by the train job, or for a checkpoint folder.
 
@@ -29,7 +31,8 @@ written by `save_checkpoint`, read by `load_checkpoint`):
     optimizer.pt    optional: {"optimizer": state_dict, "scaler": state_dict | None}, for resuming
 
 The model's forward takes a float32 tensor (n, encoder.num_features) and returns logits:
-(n, num_classes), or (n,) / (n, 1) for one binary logit.
+(n, num_classes), or (n,) / (n, 1) for one binary logit; for regression (n,) or (n, 1) values
+of the standardised target (`encoder.decode_target` gives the target's units).
 
 An **MLflow training run** (one per Airflow task; see jobs/tracking.py) holds:
 

@@ -1,7 +1,9 @@
 """The feature encoder: snapshot rows in, the float32 matrix every rayops model takes out.
 
-`FeatureEncoder` also owns the target (its classes and the label encoding); a checkpoint
-stores it as encoder.json, so a model is always read with the encoding it was trained on.
+`FeatureEncoder` also owns the target: for classification its classes and the label encoding
+(a label is a class index), for regression the standardisation of the target (a label is
+(value - mean) / std, a float32). A checkpoint stores it as encoder.json, so a model is always
+read with the encoding it was trained on.
 """
 
 from __future__ import annotations
@@ -56,14 +58,21 @@ class EncodedColumn:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """The target column and its classes; a label is the index of its class in `classes`."""
+    """The target column and its task kind. Classification: a label is the index of its class in
+    `classes`. Regression: no classes; a label is the value standardised by `mean` and `std`."""
 
     name: str
     kind: str
     classes: tuple[Any, ...]
+    task: str = "classification"
+    mean: float = 0.0
+    std: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "classes": list(self.classes)}
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "task": self.task, "classes": list(self.classes)}
+        if self.task == "regression":
+            out.update(mean=self.mean, std=self.std)
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,9 @@ class FeatureEncoder:
 
         target_name = manifest["target"]
         target_kind = kinds[target_name]
+        # Snapshots written before regression existed have no task: they were classification.
+        if manifest.get("task", "classification") == "regression":
+            return cls(columns=tuple(columns), target=_regression_target(table, target_name, target_kind))
         if target_kind == "bool":
             classes: tuple[Any, ...] = (False, True)
         elif target_kind == "categorical":
@@ -122,7 +134,7 @@ class FeatureEncoder:
             if values.dtype.kind == "f" and not np.all(np.equal(np.mod(values, 1), 0)):
                 raise FeatureMismatch(
                     column=target_name,
-                    problem="target has fractional values; rayops models are classifiers (bool, categorical or integer targets)",
+                    problem="target has fractional values but the snapshot's task is classification; set train.task: regression",
                 )
             classes = tuple(int(v) for v in np.unique(values))
         if len(classes) < 2:
@@ -157,7 +169,15 @@ class FeatureEncoder:
             for c in parsed["columns"]
         )
         t = parsed["target"]
-        return cls(columns=columns, target=TargetSpec(name=t["name"], kind=t["kind"], classes=tuple(t["classes"])))
+        target = TargetSpec(
+            name=t["name"],
+            kind=t["kind"],
+            classes=tuple(t.get("classes", ())),
+            task=t.get("task", "classification"),
+            mean=float(t.get("mean", 0.0)),
+            std=float(t.get("std", 1.0)),
+        )
+        return cls(columns=columns, target=target)
 
     # -- using ------------------------------------------------------------------------
 
@@ -176,12 +196,29 @@ class FeatureEncoder:
         return [c.name for c in self.columns]
 
     @property
+    def task(self) -> str:
+        """classification or regression."""
+        return self.target.task
+
+    @property
     def classes(self) -> list[Any]:
         return list(self.target.classes)
 
     @property
     def num_classes(self) -> int:
+        """Classes of a classification target; 0 for regression."""
         return len(self.target.classes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the model's output: one logit per class, or one value for regression."""
+        return 1 if self.task == "regression" else self.num_classes
+
+    def decode_target(self, labels: np.ndarray) -> np.ndarray:
+        """Regression: model outputs (standardised) back to target values, float64."""
+        import numpy as np
+
+        return np.asarray(labels, dtype=np.float64).reshape(-1) * self.target.std + self.target.mean
 
     def transform(self, rows: Any) -> np.ndarray:
         """(n, num_features) float32 inputs for `rows` (Table, DataFrame, dict of columns, list of dicts)."""
@@ -223,13 +260,17 @@ class FeatureEncoder:
         return out
 
     def encode_target(self, rows: Any) -> np.ndarray:
-        """int64 class indices of the target column of `rows`; unknown or null values raise."""
+        """The labels of `rows`: int64 class indices (classification) or float32 standardised values
+        (regression); unknown, null or NaN values raise."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
         table = _to_table(rows, columns=[self.target.name])
         values = table.column(self.target.name)
+        if self.task == "regression":
+            numbers = _target_numbers(values, self.target.name)
+            return ((numbers - self.target.mean) / self.target.std).astype(np.float32)
         if self.target.kind == "bool":
             values = values.cast(pa.bool_())
             if values.null_count:
@@ -245,6 +286,34 @@ class FeatureEncoder:
                 problem=f"{index.null_count} target value(s) are not among the classes {list(self.target.classes)}",
             )
         return index.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def target_values(rows: Any, name: str) -> np.ndarray:
+    """A regression target column of `rows` as float64; FeatureMismatch on a non-number, null or NaN."""
+    return _target_numbers(_to_table(rows, columns=[name]).column(name), name)
+
+
+def _target_numbers(values: pa.ChunkedArray, name: str) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+
+    try:
+        numbers = values.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise FeatureMismatch(column=name, problem=f"a regression target must be numbers, got {values.type}") from exc
+    array = numbers.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    bad = int(np.sum(~np.isfinite(array)))
+    if bad:
+        raise FeatureMismatch(column=name, problem=f"target has {bad} null, NaN or infinite value(s)")
+    return array
+
+
+def _regression_target(table: pa.Table, name: str, kind: str) -> TargetSpec:
+    """The standardisation of a regression target, from the train split (a constant target keeps std 1)."""
+    values = _target_numbers(table.column(name), name)
+    mean = float(values.mean()) if len(values) else 0.0
+    std = float(values.std()) if len(values) else 1.0
+    return TargetSpec(name=name, kind=kind, classes=(), task="regression", mean=mean, std=std if std > 1e-12 else 1.0)
 
 
 def _to_table(rows: Any, columns: Sequence[str] | None = None) -> pa.Table:

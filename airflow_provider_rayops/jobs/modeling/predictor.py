@@ -1,5 +1,5 @@
 """Prediction: `load_predictor(model_uri)` gives a `Predictor` (raw rows in, class probabilities
-out) for a model the train job logged to MLflow, or for a checkpoint folder.
+or predicted values out) for a model the train job logged to MLflow, or for a checkpoint folder.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 
 
 class Predictor:
-    """A trained model with its encoder: raw rows in, class probabilities out.
+    """A trained model with its encoder: raw rows in, class probabilities or values out.
 
-    `predict_proba(rows)` returns an (n, num_classes) float64 array whose columns follow
-    `classes` (for a bool target [False, True], so column 1 is the positive class);
-    `predict(rows)` returns the most likely class of each row. Rows are anything
-    `FeatureEncoder.transform` takes. Inference runs on CPU under `torch.inference_mode`.
+    Classification: `predict_proba(rows)` returns an (n, num_classes) float64 array whose columns
+    follow `classes` (for a bool target [False, True], so column 1 is the positive class);
+    `predict(rows)` returns the most likely class of each row, in the target's own type.
+    Regression: `predict(rows)` returns float64 values in the target's units; there are no
+    probabilities. Rows are anything `FeatureEncoder.transform` takes. Inference runs on CPU
+    under `torch.inference_mode`.
     """
 
     def __init__(self, *, model: Any, encoder: FeatureEncoder, source: str, batch_size: int = 65536) -> None:
@@ -40,6 +42,10 @@ class Predictor:
         self.batch_size = batch_size
         with contextlib.suppress(NotImplementedError):  # a torch.export graph has no train mode to leave
             self.model.eval()
+
+    @property
+    def task(self) -> str:
+        return self.encoder.task
 
     @property
     def classes(self) -> list[Any]:
@@ -55,17 +61,32 @@ class Predictor:
                 batch = torch.from_numpy(features[start : start + self.batch_size])
                 outputs.append(self.model(batch).float().cpu().numpy())
         if not outputs:
-            return np.zeros((0, self.encoder.num_classes), dtype=np.float32)
+            return np.zeros((0, self.encoder.num_outputs), dtype=np.float32)
         return np.concatenate(outputs)
 
     def predict_proba(self, rows: Any) -> np.ndarray:
+        if self.task == "regression":
+            raise TypeError(f"{self.source} is a regression model: it predicts values (predict), not class probabilities")
         return probabilities(self.logits(rows), self.encoder.num_classes)
 
     def predict(self, rows: Any) -> np.ndarray:
         import numpy as np
 
+        if self.task == "regression":
+            outputs = self.logits(rows)
+            if outputs.ndim == 2 and outputs.shape[1] != 1:
+                raise ModelArtifactError(
+                    where="model output", problem=f"{outputs.shape[1]} values per row for a regression target"
+                )
+            return self.encoder.decode_target(outputs)
         index = self.predict_proba(rows).argmax(axis=1)
-        return np.asarray(self.classes, dtype=object)[index]
+        classes = np.asarray(self.classes, dtype=object)[index]
+        # The target's own type: an integer target predicts integers, a bool one booleans.
+        if self.encoder.target.kind == "numeric":
+            return classes.astype(np.int64)
+        if self.encoder.target.kind == "bool":
+            return classes.astype(bool)
+        return classes
 
 
 def probabilities(logits: np.ndarray, num_classes: int) -> np.ndarray:
