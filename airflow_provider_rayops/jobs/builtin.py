@@ -25,6 +25,8 @@ calls it on every worker with this `config`:
     snapshot_uri, snapshot_hash   where the data came from
     rows             {"train": n, "validation": n} rows of the snapshot's splits
     attempt          an id of this train job invocation (recorded with each resume)
+    mlflow           {"run_id", "tracking_uri"}: the run `LoopContext.report` sends each epoch's
+                     metrics to while training runs (jobs/live_metrics.py); absent in Tune trials
 
 Data: `ray.train.get_dataset_shard("train")` is this worker's shard of the train split
 (Ray Data, split evenly across workers); `get_dataset_shard("validation")` is the whole
@@ -60,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from airflow_provider_rayops.jobs.live_metrics import LiveMetrics
 from airflow_provider_rayops.jobs.loops import TABULAR_MLP_DEFAULTS, tabular_mlp_params  # noqa: F401 (loop API)
 from airflow_provider_rayops.jobs.modeling.checkpoints import (
     LoadedCheckpoint,
@@ -94,6 +97,7 @@ class LoopContext:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     restored: LoadedCheckpoint | None = None
+    live: LiveMetrics | None = None  # rank 0 sends each epoch's metrics to MLflow as it reports them
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LoopContext:
@@ -108,6 +112,8 @@ class LoopContext:
             rank=context.get_world_rank(),
             world_size=context.get_world_size(),
         )
+        if ctx.rank == 0:
+            ctx.live = LiveMetrics.from_config(config)
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
@@ -154,11 +160,14 @@ class LoopContext:
         optimizer: torch.optim.Optimizer | None = None,
         scaler: Any = None,
     ) -> None:
-        """Report this epoch's metrics on every worker; rank 0 adds a checkpoint when one is due."""
+        """Report this epoch's metrics on every worker; rank 0 adds a checkpoint when one is due and
+        queues the metrics for the MLflow run (never waiting for it)."""
         import ray.train
 
         entry = {"epoch": int(epoch), **{k: v for k, v in metrics.items() if k != "epoch"}}
         self.history.append(entry)
+        if self.live is not None:
+            self.live.send(epoch, entry)
         reported = dict(entry)
         if self.resumed_from_epoch is not None:
             reported["resumed_from_epoch"] = self.resumed_from_epoch
@@ -182,7 +191,10 @@ class LoopContext:
             ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
     def summary(self) -> dict[str, Any]:
-        """What a loop returns (rank 0's return value reaches the train job)."""
+        """What a loop returns (rank 0's return value reaches the train job); the last epochs'
+        metrics reach MLflow first."""
+        if self.live is not None:
+            self.live.close()
         return {
             "epochs_completed": self.history[-1]["epoch"] if self.history else self.start_epoch,
             "resumed_from_epoch": self.resumed_from_epoch,

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
-from airflow_provider_rayops.jobs import contracts, tracking
+from airflow_provider_rayops.jobs import contracts, live_metrics, tracking
 from airflow_provider_rayops.jobs.loops import Entrypoint, resolve_entrypoint
 from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
 from airflow_provider_rayops.jobs.modeling.checkpoints import LoadedCheckpoint, copy_checkpoint_files, load_checkpoint
@@ -153,11 +153,18 @@ class _EncodeBatch:
 
 
 def loop_config(
-    spec: contracts.TrainArgs, *, params: Mapping[str, Any], snapshot: Snapshot, encoder: FeatureEncoder
+    spec: contracts.TrainArgs,
+    *,
+    params: Mapping[str, Any],
+    snapshot: Snapshot,
+    encoder: FeatureEncoder,
+    mlflow_run_id: str | None = None,
 ) -> dict[str, Any]:
     """The `config` every worker's loop gets (documented in jobs/builtin.py): `params` (the
     loop's, resolved) with the checkpoint, precision and GPU settings of `spec` (a train or tune
-    job's arguments), and a new `attempt` id for this run of the job."""
+    job's arguments), a new `attempt` id for this run of the job, and the MLflow run that
+    receives live metrics (if any)."""
+    live = {live_metrics.CONFIG_KEY: {"run_id": mlflow_run_id, "tracking_uri": tracking.tracking_uri()}} if mlflow_run_id else {}
     return {
         "params": dict(params),
         "epochs": int(params.get("epochs", 1)),
@@ -176,6 +183,7 @@ def loop_config(
         "snapshot_hash": snapshot.content_hash,
         "rows": {TRAIN_SPLIT: snapshot.train.num_rows, VALIDATION_SPLIT: snapshot.validation.num_rows},
         "attempt": uuid.uuid4().hex[:12],
+        **live,
     }
 
 
@@ -251,7 +259,15 @@ def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
         run_name=spec.run_name or _default_run_name(spec.lineage),
         tags=tags,
     ) as run_id:
-        outcome = fit(spec, entrypoint=entrypoint, params=params, snapshot=snapshot, encoder=encoder, run_root=run_root)
+        outcome = fit(
+            spec,
+            entrypoint=entrypoint,
+            params=params,
+            snapshot=snapshot,
+            encoder=encoder,
+            run_root=run_root,
+            mlflow_run_id=run_id,
+        )
         result = log_outcome(client, experiment_id=experiment_id, run_id=run_id, outcome=outcome, snapshot=snapshot)
     return result
 
@@ -276,8 +292,10 @@ def fit(
     snapshot: Snapshot,
     encoder: FeatureEncoder,
     run_root: str,
+    mlflow_run_id: str | None = None,
 ) -> FitOutcome:
-    """Run the loop on Ray Train with the YAML's scaling, checkpoint and failure policy."""
+    """Run the loop on Ray Train with the YAML's scaling, checkpoint and failure policy; epochs
+    reach the MLflow run `mlflow_run_id` as they end."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -286,7 +304,7 @@ def fit(
     fs, root_path = storage.filesystem(run_root)
     trainer = TorchTrainer(
         entrypoint.loop,
-        train_loop_config=loop_config(spec, params=params, snapshot=snapshot, encoder=encoder),
+        train_loop_config=loop_config(spec, params=params, snapshot=snapshot, encoder=encoder, mlflow_run_id=mlflow_run_id),
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,

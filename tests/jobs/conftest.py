@@ -65,13 +65,13 @@ class JobRun:
 
 
 @pytest.fixture(scope="session")
-def run_ray_job(ray_head, mlflow_uri):
-    """run_ray_job(module, args, env=None) -> JobRun: `python -m <module>` as a Ray job on the session
-    head, with RAYOPS_JOB_ARGS, the session's MLflow store, this checkout on PYTHONPATH (for the
-    test loops) and `env` (e.g. S3 settings) as the job's environment variables."""
+def submit_ray_job(ray_head, mlflow_uri):
+    """submit_ray_job(module, args, env=None) -> submission id: `python -m <module>` as a Ray job on
+    the session head, with RAYOPS_JOB_ARGS, the session's MLflow store, this checkout on PYTHONPATH
+    (for the test loops) and `env` (e.g. S3 settings) as the job's environment variables."""
     client = ray_head.client()
 
-    def run(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None, timeout_s: float = JOB_TIMEOUT_S) -> JobRun:
+    def submit(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None) -> str:
         submission_id = f"test-{module.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:10]}"
         client.submit(
             submission_id=submission_id,
@@ -85,6 +85,17 @@ def run_ray_job(ray_head, mlflow_uri):
                 }
             },
         )
+        return submission_id
+
+    return submit
+
+
+@pytest.fixture(scope="session")
+def wait_for_ray_job(ray_head):
+    """wait_for_ray_job(submission_id) -> JobRun, once the job has ended (stopped after `timeout_s`)."""
+    client = ray_head.client()
+
+    def wait(submission_id: str, *, timeout_s: float = JOB_TIMEOUT_S) -> JobRun:
         deadline = time.monotonic() + timeout_s
         while True:
             info = client.get_job(submission_id)
@@ -96,5 +107,15 @@ def run_ray_job(ray_head, mlflow_uri):
                     f"job {submission_id} still {info.status if info else 'unknown'} after {timeout_s}s:\n{client.get_logs(submission_id)[-3000:]}"
                 )
             time.sleep(1.0)
+
+    return wait
+
+
+@pytest.fixture(scope="session")
+def run_ray_job(submit_ray_job, wait_for_ray_job):
+    """run_ray_job(module, args, env=None) -> JobRun: `submit_ray_job`, then `wait_for_ray_job`."""
+
+    def run(module: str, args: dict[str, Any], *, env: dict[str, str] | None = None, timeout_s: float = JOB_TIMEOUT_S) -> JobRun:
+        return wait_for_ray_job(submit_ray_job(module, args, env=env), timeout_s=timeout_s)
 
     return run

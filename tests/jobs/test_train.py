@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -360,3 +361,38 @@ def test_the_readmes_regression_loop_trains_and_its_model_is_scored_in_the_targe
     assert scored["task"] == "regression" and set(scored["metrics"]) == {"rmse", "mae", "r2"}
     truth = snapshot["validation"].column("delivery_minutes").to_numpy()
     assert scored["metrics"]["r2"] > 0.6 and scored["metrics"]["rmse"] < 0.7 * truth.std()  # a linear fit in minutes
+
+
+# -- live metrics ------------------------------------------------------------------------------------
+
+
+def test_epoch_metrics_reach_the_mlflow_run_while_training_still_runs(
+    submit_ray_job, wait_for_ray_job, ray_head, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
+):
+    """The loop is held after its 2nd epoch until the test has seen epochs 1 and 2 in MLflow."""
+    client = _client(mlflow_uri, monkeypatch)
+    go_on = tmp_path / "go-on"
+    run_root = f"file://{tmp_path}/runs/churn/live/train"
+    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "hold_after_epoch": 2, "hold_marker": str(go_on)}
+    submission = submit_ray_job(
+        TRAIN_JOB, _args(churn_snapshot, run_root, entrypoint="tests.jobs.train_loops:tabular_mlp_held", params=params)
+    )
+    seen: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("churn-tests")
+        run = tracking.find_run(client, experiment.experiment_id, tracking.run_key(run_root)) if experiment else None
+        seen = _metric_steps(client, run.info.run_id, "val_auc") if run else []
+        if [step for step, _ in seen] == [1, 2]:
+            break
+        info = ray_head.client().get_job(submission)
+        assert info is None or not info.status.is_terminal(), wait_for_ray_job(submission).logs[-3000:]
+        time.sleep(0.5)
+    assert [step for step, _ in seen] == [1, 2], seen
+    assert not ray_head.client().get_job(submission).status.is_terminal()  # seen while the loop waits on us
+    go_on.write_text("go")
+    job = wait_for_ray_job(submission)
+    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
+    history = _metric_steps(client, job.result["mlflow_run_id"], "val_auc")
+    assert [step for step, _ in history] == [1, 2, 3, 4]  # each epoch once: the job's final logging skipped them
+    assert history[:2] == seen

@@ -90,4 +90,33 @@ def tabular_mlp_fails_once(config: dict[str, Any]) -> dict[str, Any]:
     return _with_fault(config, fail)
 
 
+def tabular_mlp_held(config: dict[str, Any]) -> dict[str, Any]:
+    """The built-in loop, held after rank 0 reports `hold_after_epoch` until `hold_marker` exists
+    (at most 120 s): a test looks at the MLflow run meanwhile."""
+    import ray.train
+
+    from airflow_provider_rayops.jobs import builtin
+
+    params = dict(config["params"])
+    epoch = int(params.pop("hold_after_epoch"))
+    marker = Path(params.pop("hold_marker"))
+    real_report = ray.train.report
+
+    def report(metrics, *args, **kwargs):
+        outcome = real_report(metrics, *args, **kwargs)
+        if metrics.get("epoch") == epoch and ray.train.get_context().get_world_rank() == 0:
+            deadline = time.monotonic() + _REGISTERED_WITHIN_S
+            while not marker.exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{marker} did not appear within {_REGISTERED_WITHIN_S:.0f}s")
+                time.sleep(0.1)
+        return outcome
+
+    ray.train.report = report
+    try:
+        return builtin.tabular_mlp({**config, "params": params})
+    finally:
+        ray.train.report = real_report
+
+
 NOT_A_FUNCTION = 42
