@@ -31,6 +31,7 @@ from airflow_provider_rayops.config.schema import (
     _URI,
     CLASSIFICATION_METRICS,
     DEFAULT_METRICS,
+    LOOP_METRIC_TASK,
     REGRESSION_METRICS,
     PipelineSpec,
     task_claims,
@@ -379,7 +380,8 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
             )
         )
     task_issues = _task_issues(data, merged)
-    issues += task_issues or _gate_metric_issues(data, merged)
+    told = {issue.key_path for issue in task_issues}  # a gate of the other kind is told once, as that
+    issues += task_issues + [issue for issue in _gate_metric_issues(data, merged) if issue.key_path not in told]
     for section, needs in stages.REQUIRES.items():
         if data.get(section) is not None and data.get(needs) is None:
             issues.append(merged.issue((section,), f"the {section} stage needs a {needs} section"))
@@ -393,12 +395,15 @@ def _task_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
         return []
     first_path, first, kind = claims[0]
     metrics = CLASSIFICATION_METRICS if kind == "classification" else REGRESSION_METRICS
+    loop_metrics = [name for name, task in LOOP_METRIC_TASK.items() if task == kind]
     issues = []
     for path, what, claim in claims[1:]:
         if claim == kind:
             continue
         if what == "a per_class gate":
             fix = "a regression model has no classes to gate on; remove the gate"
+        elif path == ("tune", "metric"):
+            fix = f"search on what the loop reports for {kind} (val_loss, {', '.join(loop_metrics)})"
         else:
             fix = f"use {kind} metrics ({', '.join(metrics)})"
         if first_path != ("train", "task"):

@@ -59,8 +59,13 @@ def task_claims(pipeline: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
 
     `train.task` says it outright; an evaluate metric, a gate's metric or `tune.metric` says it
     by naming a metric of one kind (rmse is regression's, auc classification's); a per_class
-    gate needs classes. Reads plain mappings, so the loader can check a file that failed the schema.
+    gate needs classes. Reads plain mappings, so the loader can check a file that failed the
+    schema (a value of the wrong type claims nothing: the schema reports it).
     """
+
+    def named(value: Any, table: Mapping[str, TaskKind]) -> TaskKind | None:
+        return table.get(value) if isinstance(value, str) else None
+
     claims: list[tuple[tuple[str | int, ...], str, TaskKind]] = []
     train, evaluate, tune = (pipeline.get(k) for k in ("train", "evaluate", "tune"))
     if isinstance(train, Mapping) and train.get("task") in TASK_KINDS:
@@ -68,19 +73,17 @@ def task_claims(pipeline: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
     if isinstance(evaluate, Mapping):
         metrics, gates = evaluate.get("metrics"), evaluate.get("gates")
         for i, metric in enumerate(metrics if isinstance(metrics, list) else ()):
-            if metric in METRIC_TASK:
-                claims.append((("evaluate", "metrics", i), f"metric {metric!r}", METRIC_TASK[metric]))
+            if kind := named(metric, METRIC_TASK):
+                claims.append((("evaluate", "metrics", i), f"metric {metric!r}", kind))
         for i, gate in enumerate(gates if isinstance(gates, list) else ()):
             if not isinstance(gate, Mapping):
                 continue
-            if gate.get("metric") in METRIC_TASK:
-                claims.append(
-                    (("evaluate", "gates", i, "metric"), f"gate metric {gate['metric']!r}", METRIC_TASK[gate["metric"]])
-                )
+            if kind := named(gate.get("metric"), METRIC_TASK):
+                claims.append((("evaluate", "gates", i, "metric"), f"gate metric {gate['metric']!r}", kind))
             elif gate.get("per_class") is not None:
                 claims.append((("evaluate", "gates", i, "per_class"), "a per_class gate", "classification"))
-    if isinstance(tune, Mapping) and tune.get("metric") in LOOP_METRIC_TASK:
-        claims.append((("tune", "metric"), f"tune.metric {tune['metric']!r}", LOOP_METRIC_TASK[tune["metric"]]))
+    if isinstance(tune, Mapping) and (kind := named(tune.get("metric"), LOOP_METRIC_TASK)):
+        claims.append((("tune", "metric"), f"tune.metric {tune['metric']!r}", kind))
     return claims
 
 
@@ -307,6 +310,7 @@ class EvaluateSpec(Spec):
 
     metrics: list[MetricName] | None = Field(
         default=None,
+        min_length=1,
         description="Metrics computed on the validation split (and for the champion); null: accuracy and auc for "
         "classification, rmse, mae and r2 for regression.",
     )

@@ -256,7 +256,7 @@ def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task
     return PlannedTask(
         stage="evaluate",
         task_id="score",
-        doc="Score the model (and the serving champion) on the validation snapshot: metrics, per class, latency.",
+        doc="Score the model (and the serving champion) on the validation snapshot: metrics (per class too), latency, size.",
         upstream=(model_task.full_id,),
         submission=JobSubmission(
             contract=contracts.EVALUATE,

@@ -25,7 +25,10 @@ calls it on every worker with this `config`:
     snapshot_uri, snapshot_hash   where the data came from
     rows             {"train": n, "validation": n} rows of the snapshot's splits
     attempt          an id of this train job invocation (recorded with each resume)
-    mlflow           {"run_id", "tracking_uri"}: the run `LoopContext.report` sends each epoch's
+    in_memory        built-in loops only, small snapshots only: an object ref of
+                     {"train": (features, labels), "validation": (features, labels)} numpy
+                     arrays, given instead of Ray Datasets (train.IN_MEMORY_MAX_BYTES)
+    mlflow           {"run_id"}: the run `LoopContext.report` sends each epoch's
                      metrics to while training runs (jobs/live_metrics.py); absent in Tune trials
 
 Data: `ray.train.get_dataset_shard("train")` is this worker's shard of the train split
@@ -160,14 +163,27 @@ class LoopContext:
         optimizer: torch.optim.Optimizer | None = None,
         scaler: Any = None,
     ) -> None:
-        """Report this epoch's metrics on every worker; rank 0 adds a checkpoint when one is due and
-        queues the metrics for the MLflow run (never waiting for it)."""
-        import ray.train
-
+        """Report this epoch's metrics on every worker; rank 0 adds a checkpoint when one is due and,
+        once Ray Train has the report, queues the metrics for the MLflow run (never waiting for it)."""
         entry = {"epoch": int(epoch), **{k: v for k, v in metrics.items() if k != "epoch"}}
         self.history.append(entry)
+        self._report(entry, model=model, encoder=encoder, model_spec=model_spec, optimizer=optimizer, scaler=scaler)
         if self.live is not None:
             self.live.send(epoch, entry)
+
+    def _report(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        model: nn.Module,
+        encoder: FeatureEncoder,
+        model_spec: ModelSpec | None,
+        optimizer: torch.optim.Optimizer | None,
+        scaler: Any,
+    ) -> None:
+        import ray.train
+
+        epoch = int(entry["epoch"])
         reported = dict(entry)
         if self.resumed_from_epoch is not None:
             reported["resumed_from_epoch"] = self.resumed_from_epoch
@@ -227,17 +243,18 @@ def label_dtype(task: str) -> Any:
 
 
 def collect_split(
-    iterator: Any, device: torch.device, *, batch_size: int = 65536, task: str = "classification"
+    iterator: Any, device: torch.device, *, batch_size: int = 65536, task: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A Ray Data shard (or any iterator with `iter_batches`) as (features, labels) tensors on `device`."""
+    """A Ray Data shard (or any iterator with `iter_batches`) as (features, labels) tensors on `device`;
+    labels as `task`'s (int64 classes, float32 values), or as the data has them when no task is given."""
     features, labels = [], []
-    dtype = label_dtype(task)
+    dtype = label_dtype(task) if task is not None else None
     for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         features.append(np.asarray(batch["features"], dtype=np.float32))
         labels.append(np.asarray(batch["label"], dtype=dtype))
     return to_device(
         np.concatenate(features) if features else np.zeros((0, 0), np.float32),
-        np.concatenate(labels) if labels else np.zeros((0,), dtype),
+        np.concatenate(labels) if labels else np.zeros((0,), dtype or np.int64),
         device,
     )
 
@@ -398,13 +415,20 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
     if not list(ctx.epochs_to_run()):
         return ctx.summary()  # a retry of a finished run: nothing left to train
 
-    train_shard = ray.train.get_dataset_shard("train")
     batch_size = params["batch_size"]
     x_train: torch.Tensor | None
     y_train: torch.Tensor | None
     task = encoder.task
     loss_fn = loss_function(task, params["loss"])
-    if params["cache_on_device"]:
+    in_memory = ray.get(config["in_memory"]) if config.get("in_memory") is not None else None
+    train_shard = None if in_memory is not None else ray.train.get_dataset_shard("train")
+    if in_memory is not None:  # a small snapshot, from the object store: every rank-th row is this worker's
+        features, labels = in_memory["train"]
+        x_train, y_train = to_device(
+            np.array(features[ctx.rank :: ctx.world_size]), np.array(labels[ctx.rank :: ctx.world_size]), device
+        )
+        local_rows = x_train.shape[0]
+    elif params["cache_on_device"]:
         x_train, y_train = collect_split(train_shard, device, task=task)
         local_rows = x_train.shape[0]
     else:
@@ -415,7 +439,9 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"worker {ctx.rank} got no training rows; the train split is too small for {ctx.world_size} workers")
     steps = math.ceil(rows / batch_size)
     x_val = y_val = None
-    if ctx.rank == 0:
+    if ctx.rank == 0 and in_memory is not None:
+        x_val, y_val = to_device(np.array(in_memory["validation"][0]), np.array(in_memory["validation"][1]), device)
+    elif ctx.rank == 0:
         x_val, y_val = collect_split(ray.train.get_dataset_shard("validation"), device, task=task)
 
     generator = torch.Generator(device=device)

@@ -149,7 +149,7 @@ class TuneResult(TrainResult):
 class LatencySpec(JobArgs):
     """How the inference latency is measured."""
 
-    batch_size: int = Field(default=256, ge=1, description="Rows per predict_proba call.")
+    batch_size: int = Field(default=256, ge=1, description="Rows per predict_proba (or, regression, predict) call.")
     batches: int = Field(default=50, ge=1, description="Timed calls; p50/p95 are over these.")
     warmup: int = Field(default=5, ge=0, description="Untimed calls first (lazy init, caches).")
 

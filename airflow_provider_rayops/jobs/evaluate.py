@@ -26,7 +26,9 @@ Result (the `::rayops-result::` line, and evaluation.json on the run), `format_v
       "model_uri": str,                          # as given
       "snapshot_uri": str, "snapshot_hash": str, # the data every number below was measured on
       "split": "validation", "rows": int,
-      "task": "classification" | "regression",   # the model's (its snapshot's) task kind
+      "task": "classification" | "regression",   # the model's (its snapshot's) task kind; an
+                                                 # evaluation.json without it (before regression) is
+                                                 # classification
       "classes": [str, ...],                     # str(label) in the model's class order; [] for regression
       "positive_class": str | null,              # binary: classes[1] (True for a bool target); else null
       "metric_directions": {name: "max" | "min"},# per requested metric: which way is better
@@ -59,8 +61,9 @@ Result (the `::rayops-result::` line, and evaluation.json on the run), `format_v
 
 How the numbers are made:
 
-- Every model predicts through `modeling.Predictor.predict_proba` from the raw validation rows, with
-  its own encoder; the predicted class is the most likely one.
+- Every model predicts from the raw validation rows with its own encoder: a classifier through
+  `modeling.Predictor.predict_proba` (the predicted class is the most likely one), a regressor
+  through `Predictor.predict` (values in the target's units).
 - precision / recall / f1 overall: of the positive class for a binary target, macro averages over
   all classes otherwise. auc: ROC AUC of the positive class for binary, one-vs-rest macro average
   (over the classes present in the data) for multiclass. log_loss: natural log, probabilities

@@ -132,6 +132,12 @@ def ingest(
     train, validation = split(
         table, validation=split_validation, seed=seed, stratify_by=target if task == "classification" else None
     )
+    if validation.num_rows == 0:  # stratified: no class has the two rows it needs to be in both splits
+        raise SchemaViolation(
+            column=target,
+            rule=f"no class of the target has 2 rows or more ({_distinct_count(table, target)} classes in "
+            f"{table.num_rows} rows), so none can reach validation; is it an id column?",
+        )
     rows = {"train": train.num_rows, "validation": validation.num_rows}
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -252,9 +258,9 @@ def check_source(
     target_column = kept.column(target)
     bad = target_column.null_count
     if kinds[target] == "numeric" and pa.types.is_floating(target_column.type):
-        bad += pc.sum(pc.is_nan(target_column)).as_py() or 0
+        bad += pc.sum(pc.invert(pc.is_finite(target_column))).as_py() or 0
     if bad:
-        raise SchemaViolation(column=target, rule=f"target has {bad} null or NaN value(s); it must have none")
+        raise SchemaViolation(column=target, rule=f"target has {bad} null, NaN or infinite value(s); it must have none")
     if kept.num_rows < min_rows:
         raise SourceUnusable(source=source, problem=f"has {kept.num_rows} rows, fewer than min_rows={min_rows}")
     return kept, kinds
@@ -270,7 +276,7 @@ def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declare
         if declared == "regression":
             raise SchemaViolation(
                 column=column,
-                rule=f"the task is regression (train.task or the evaluate metrics), but the target is {kind}; "
+                rule=f"the task is regression (train.task, or the metrics and gates it names), but the target is {kind}; "
                 "regression needs a numeric target",
             )
         return "classification"
@@ -281,7 +287,7 @@ def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declare
             example = float(array[np.mod(array, 1) != 0][0])
             raise SchemaViolation(
                 column=column,
-                rule=f"the task is classification (train.task or the evaluate metrics), but the target has fractional "
+                rule=f"the task is classification (train.task, or the metrics and gates it names), but the target has fractional "
                 f"values (e.g. {example:g}); "
                 "set train.task: regression, or give a target of classes (bool, string or whole numbers)",
             )
@@ -293,7 +299,7 @@ def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declare
         return "classification"
     raise SchemaViolation(
         column=column,
-        rule=f"the target holds {distinct} distinct whole numbers ({array.min():g} to {array.max():g}): a quantity or "
+        rule=f"the target holds {distinct} distinct whole numbers ({int(array.min())} to {int(array.max())}): a quantity or "
         f"{distinct} classes? Set train.task: regression or train.task: classification",
     )
 
@@ -319,7 +325,7 @@ def split(table: pa.Table, *, validation: float, seed: int, stratify_by: str | N
         n = len(rows)
         n_validation = min(max(round(n * validation), 1), n - 1) if n >= 2 else 0
         picked.append(rng.permutation(rows)[:n_validation])
-    validation_rows = np.sort(np.concatenate(picked))
+    validation_rows = np.sort(np.concatenate(picked)).astype(np.int64)
     is_validation = np.zeros(table.num_rows, dtype=bool)
     is_validation[validation_rows] = True
     return table.take(np.nonzero(~is_validation)[0]), table.take(validation_rows)
@@ -339,6 +345,12 @@ def _result(snapshot_uri: str, content_hash: str, rows: Mapping[str, int], *, ta
         "task": task,
         "reused": reused,
     }
+
+
+def _distinct_count(table: pa.Table, column: str) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.count_distinct(table.column(column)).as_py())
 
 
 def _format_of(path: str) -> str | None:

@@ -1,14 +1,20 @@
 """Per-epoch metrics sent to the training run's MLflow run while training runs.
 
 A person watching the MLflow UI sees the curves grow epoch by epoch instead of all at once when
-the job ends. Rank 0's `LoopContext.report` hands each epoch's metrics to `LiveMetrics.send`,
-which only puts them on a queue: a background thread logs them, so an epoch never waits for
-MLflow. Logging is best effort: a tracking server that cannot be reached costs a warning, never
-the training (the train job logs the whole history again when the run ends, skipping the
-(metric, epoch) pairs already there, so nothing is lost and nothing is logged twice).
+the job ends. Rank 0's `LoopContext.report` hands each epoch's metrics to `LiveMetrics.send` once
+Ray Train has the report; `send` only puts them on a queue, and a background thread logs them, so
+an epoch never waits for MLflow. Logging is best effort: a tracking server that cannot be reached
+costs a warning, never the training. The train job logs the whole history again when the run
+ends, skipping each (metric, epoch, value) the run already has, so nothing is lost.
 
-The loop config carries `mlflow: {"run_id", "tracking_uri"}` (train job only; a Tune trial's run
-is made after the trial, so trials are logged when they end).
+After a resume, an epoch trained again is logged again with its new value (the old one stays in
+the metric's history: that attempt did measure it); the value at each step that MLflow shows
+last is the checkpoint's. A value logged by this thread while the job's final logging reads the
+run (a loop that ends without `summary()`, or a flush slower than FLUSH_TIMEOUT_S) may appear twice.
+
+The loop config carries `mlflow: {"run_id"}`; the tracking URI (and any credentials) comes from
+the job's environment, as the driver's does. Only the train job sets it: a Tune trial's run is
+made after the trial, so trials are logged when they end.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class LiveMetrics:
         self.tracking_uri = tracking_uri
         self.logged = 0
         self.failed = False
+        self._closed = threading.Event()  # set when the loop ends: what is still queued is left to the job
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="rayops-live-metrics", daemon=True)
         self._thread.start()
@@ -45,9 +52,11 @@ class LiveMetrics:
     def from_config(cls, config: Mapping[str, Any]) -> LiveMetrics | None:
         """The logger the loop config asks for; None when it names no MLflow run."""
         target = config.get(CONFIG_KEY) or {}
-        if not target.get("run_id") or not target.get("tracking_uri"):
+        if not target.get("run_id"):
             return None
-        return cls(run_id=str(target["run_id"]), tracking_uri=str(target["tracking_uri"]))
+        from airflow_provider_rayops.jobs import tracking
+
+        return cls(run_id=str(target["run_id"]), tracking_uri=tracking.tracking_uri())
 
     def send(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Queue one epoch's numeric metrics (step = epoch); returns at once."""
@@ -60,9 +69,10 @@ class LiveMetrics:
             self._queue.put((int(epoch), values, int(time.time() * 1000)))
 
     def close(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-        """Log what is queued (waiting at most `timeout_s`) and stop the thread."""
+        """Log what is queued (waiting at most `timeout_s`; the rest is left to the job) and stop the thread."""
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
+        self._closed.set()
 
     def _run(self) -> None:
         try:
@@ -73,23 +83,23 @@ class LiveMetrics:
         except Exception as exc:  # an import or URI problem: training goes on, the job logs at the end
             self._give_up(exc)
             return
-        seen: dict[str, set[int]] = {}  # steps the run already has, per key (a resumed worker re-reports)
+        seen: dict[str, set[tuple[int, float]]] = {}  # (step, value) the run has, per key: a resume re-reports
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is _STOP or self._closed.is_set():
                 return
             if self.failed:
                 continue
             epoch, values, timestamp = item
             try:
                 for key in values.keys() - seen.keys():
-                    seen[key] = {m.step for m in client.get_metric_history(self.run_id, key)}
-                batch = [Metric(k, v, timestamp, epoch) for k, v in values.items() if epoch not in seen[k]]
+                    seen[key] = {(m.step, m.value) for m in client.get_metric_history(self.run_id, key)}
+                batch = [Metric(k, v, timestamp, epoch) for k, v in values.items() if (epoch, v) not in seen[k]]
                 if batch:
                     client.log_batch(self.run_id, metrics=batch)
                     self.logged += len(batch)
-                for key in values:
-                    seen[key].add(epoch)
+                for key, value in values.items():
+                    seen[key].add((epoch, value))
             except Exception as exc:  # the server is down or refuses: stop trying, the job logs at the end
                 self._give_up(exc)
 

@@ -194,8 +194,8 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def log_history(
     mlflow_client: MlflowClient, run_id: str, history: Iterable[Mapping[str, Any]], *, step_key: str = "epoch"
 ) -> int:
-    """Log each entry's numeric values as metrics at step = entry[step_key]; skips (key, step)
-    pairs the run already has. Returns how many metric values were logged."""
+    """Log each entry's numeric values as metrics at step = entry[step_key]; skips (key, step, value)
+    the run already has (logged live, or by an earlier try). Returns how many metric values were logged."""
     import math
     import time
 
@@ -203,15 +203,15 @@ def log_history(
 
     history = list(history)
     keys = {k for entry in history for k, v in entry.items() if k != step_key and _is_number(v)}
-    logged_steps = {key: {m.step for m in mlflow_client.get_metric_history(run_id, key)} for key in keys}
+    logged = {key: {(m.step, m.value) for m in mlflow_client.get_metric_history(run_id, key)} for key in keys}
     now = int(time.time() * 1000)
     metrics = []
     for entry in history:
         step = int(entry[step_key])
         for key, value in entry.items():
-            if key == step_key or not _is_number(value) or step in logged_steps[key]:
+            if key == step_key or not _is_number(value) or not math.isfinite(float(value)):
                 continue
-            if not math.isfinite(float(value)):
+            if (step, float(value)) in logged[key]:
                 continue
             metrics.append(Metric(key, float(value), now, step))
     for start in range(0, len(metrics), _BATCH_MAX):

@@ -52,8 +52,12 @@ from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
 
 TUNE_RUN_NAME = "tune"
 TRIALS_FOLDER = "trials"
-# What the built-in loop reports: a search on anything else would never see its metric.
-BUILTIN_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_auc", "epoch_time_s", "samples_per_s")
+# What the built-in loop reports, by task kind: a search on anything else would never see its metric.
+_SHARED_METRICS = ("train_loss", "val_loss", "epoch_time_s", "samples_per_s")
+BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": (*_SHARED_METRICS, "val_accuracy", "val_auc"),
+    "regression": (*_SHARED_METRICS, "val_rmse", "val_mae", "val_r2"),
+}
 # Columns Tune adds to every reported row; the rest is what the loop reported.
 _TUNE_COLUMNS = frozenset(
     {
@@ -107,8 +111,8 @@ def trial_scheduler(search: Any, *, epochs: int) -> Any:
     return FIFOScheduler()
 
 
-def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params: Mapping[str, Any]) -> None:
-    """Refuse, before anything runs, a search the built-in loop could not carry out."""
+def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params: Mapping[str, Any], *, task: str) -> None:
+    """Refuse, before any trial runs, a search the built-in loop could not carry out on a snapshot of `task`."""
     if entrypoint.builtin is None:
         return
     for name, dist in spec.search.search_space.items():
@@ -119,11 +123,14 @@ def check_search(spec: contracts.TuneArgs, entrypoint: loops.Entrypoint, params:
             )
         for value in _corners(dist):
             try:
-                entrypoint.resolve_params({**params, name: value})
+                entrypoint.check_task(entrypoint.resolve_params({**params, name: value}), task)
             except JobInputError as exc:
                 raise JobInputError(f"search.search_space.{name} can sample {value!r}, which the loop refuses: {exc}") from None
-    if spec.search.metric not in BUILTIN_METRICS:
-        raise JobInputError(f"search.metric={spec.search.metric!r}: {entrypoint.path} reports {', '.join(BUILTIN_METRICS)}")
+    if spec.search.metric not in BUILTIN_METRICS[task]:
+        raise JobInputError(
+            f"search.metric={spec.search.metric!r}: {entrypoint.path} reports {', '.join(BUILTIN_METRICS[task])} "
+            f"for a {task} snapshot"
+        )
     epochs = int(params["epochs"])
     if spec.search.scheduler == "asha" and spec.search.grace_period > epochs:
         raise JobInputError(f"search.grace_period={spec.search.grace_period}: more than params.epochs={epochs}")
@@ -193,10 +200,10 @@ def main(args: Mapping[str, Any] | contracts.TuneArgs) -> dict[str, Any]:
     spec = contracts.TuneArgs.parse(args)
     entrypoint = loops.resolve_entrypoint(spec.entrypoint)
     params = entrypoint.resolve_params(spec.params)
-    check_search(spec, entrypoint, params)
     snapshot = train_job.load_snapshot(spec.snapshot_uri)
     encoder = train_job.fit_encoder(snapshot)
     entrypoint.check_task(params, encoder.task)
+    check_search(spec, entrypoint, params, task=encoder.task)
     run_root = storage.resolve_uri(spec.run_root)
 
     client = tracking.client()
@@ -246,8 +253,8 @@ def search(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     train_job.ensure_ray()
-    datasets = train_job.ray_datasets(snapshot, encoder)
-    base_config = train_job.loop_config(spec, params=params, snapshot=snapshot, encoder=encoder)
+    datasets, data_config = train_job.training_data(snapshot, encoder, entrypoint=entrypoint)
+    base_config = {**train_job.loop_config(spec, params=params, snapshot=snapshot, encoder=encoder), **data_config}
     trials_uri = storage.join_uri(run_root, TRIALS_FOLDER)
     trainable = tune.with_resources(
         tune.with_parameters(

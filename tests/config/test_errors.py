@@ -272,3 +272,24 @@ def test_a_regression_gate_implies_the_task_and_its_default_metrics(write, confi
     assert errors_of(path) == [
         f"{path}:9:8: evaluate.gates[0].metric: gate metric 'mape' is not in evaluate.metrics (rmse, mae, r2); did you mean 'mae'?"
     ]
+
+
+def test_a_tune_metric_of_the_other_kind_is_told_what_the_loop_reports(write):
+    text = (
+        MINIMAL
+        + TRAIN
+        + "  task: regression\ntune:\n  search_space: {lr: {uniform: [0.001, 0.01]}}\n  metric: val_auc\n  mode: max\n"
+    )
+    path = write("p.yaml", text)
+    [error] = errors_of(path)
+    assert error.endswith(
+        "tune.metric: tune.metric 'val_auc' belongs to classification, but train.task: regression makes this a regression "
+        "pipeline; search on what the loop reports for regression (val_loss, val_rmse, val_mae, val_r2)"
+    )
+
+
+def test_metric_values_of_the_wrong_type_are_schema_errors_not_a_crash(write):
+    path = write("p.yaml", MINIMAL + TRAIN + "evaluate:\n  metrics: [[rmse]]\n  gates:\n    - {metric: [rmse], max: 1}\n")
+    errors = errors_of(path)
+    assert errors and not any("internal error" in e for e in errors), errors
+    assert any("evaluate.metrics[0]" in e for e in errors) and any("evaluate.gates[0].metric" in e for e in errors), errors

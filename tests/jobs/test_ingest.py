@@ -218,6 +218,18 @@ def test_a_declared_task_the_target_cannot_have_is_refused(storage_root: str, ta
     _assert_nothing_written(storage_root)
 
 
+def test_a_target_of_one_row_per_class_is_refused_as_no_class_can_reach_validation(storage_root: str) -> None:
+    table = pa.table({"x": [float(i) for i in range(120)], "customer_id": [f"c{i:04d}" for i in range(120)]})
+    source = _put(join_uri(storage_root, "raw", "ids.parquet"), table)
+    with pytest.raises(SchemaViolation) as caught:
+        _ingest(storage_root, source, target="customer_id")
+    assert str(caught.value) == (
+        "column 'customer_id': no class of the target has 2 rows or more (120 classes in 120 rows), so none can "
+        "reach validation; is it an id column?"
+    )
+    _assert_nothing_written(storage_root)
+
+
 # Bad input: the exact message names the column (or source) and the rule; nothing is written.
 
 
@@ -268,15 +280,16 @@ def test_column_of_an_unsupported_type(storage_root: str) -> None:
     [
         pa.array([float("nan")] + [1.0] * (ROWS - 1)),
         pa.array([None] + [True] * (ROWS - 1), pa.bool_()),
+        pa.array([float("inf")] + [0.5] * (ROWS - 1)),
     ],
-    ids=["nan", "null"],
+    ids=["nan", "null", "inf"],
 )
-def test_nan_or_null_in_the_target(storage_root: str, bad_target: pa.Array) -> None:
+def test_nan_null_or_infinity_in_the_target(storage_root: str, bad_target: pa.Array) -> None:
     table = _churn().drop_columns(["churned"]).append_column("churned", bad_target)
     source = _put(join_uri(storage_root, "raw", "churn.parquet"), table)
     with pytest.raises(SchemaViolation) as err:
         _ingest(storage_root, source)
-    assert str(err.value) == "column 'churned': target has 1 null or NaN value(s); it must have none"
+    assert str(err.value) == "column 'churned': target has 1 null, NaN or infinite value(s); it must have none"
     _assert_nothing_written(storage_root)
 
 

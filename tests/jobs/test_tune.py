@@ -116,6 +116,16 @@ def test_the_best_trials_model_is_logged_and_beats_the_base_rate(tuned, churn_sn
             "search.search_space.lr can sample -1.0, which the loop refuses: params.lr=-1.0",
         ),
         ({"metric": "val_f1"}, "search.metric='val_f1': rayops.builtin:tabular_mlp reports"),
+        (
+            {"metric": "val_rmse", "mode": "min"},
+            "search.metric='val_rmse': rayops.builtin:tabular_mlp reports train_loss, val_loss, epoch_time_s, samples_per_s, "
+            "val_accuracy, val_auc for a classification snapshot",
+        ),
+        (
+            {"search_space": {"loss": {"choice": ["auto", "huber"]}}},
+            "search.search_space.loss can sample 'huber', which the loop refuses: params.loss='huber': the task is "
+            "classification, whose losses are auto, cross_entropy",
+        ),
         ({"grace_period": 5}, "search.grace_period=5: more than params.epochs=3"),
         ({"num_samples": 0}, "job argument search.num_samples=0"),
     ],

@@ -91,8 +91,9 @@ def tabular_mlp_fails_once(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def tabular_mlp_held(config: dict[str, Any]) -> dict[str, Any]:
-    """The built-in loop, held after rank 0 reports `hold_after_epoch` until `hold_marker` exists
-    (at most 120 s): a test looks at the MLflow run meanwhile."""
+    """The built-in loop, held once rank 0 has reported `hold_after_epoch` (at its next report,
+    before Ray Train gets it) until `hold_marker` exists (at most 120 s): a test looks at the
+    MLflow run meanwhile."""
     import ray.train
 
     from airflow_provider_rayops.jobs import builtin
@@ -103,14 +104,13 @@ def tabular_mlp_held(config: dict[str, Any]) -> dict[str, Any]:
     real_report = ray.train.report
 
     def report(metrics, *args, **kwargs):
-        outcome = real_report(metrics, *args, **kwargs)
-        if metrics.get("epoch") == epoch and ray.train.get_context().get_world_rank() == 0:
+        if metrics.get("epoch") == epoch + 1 and ray.train.get_context().get_world_rank() == 0:
             deadline = time.monotonic() + _REGISTERED_WITHIN_S
             while not marker.exists():
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{marker} did not appear within {_REGISTERED_WITHIN_S:.0f}s")
                 time.sleep(0.1)
-        return outcome
+        return real_report(metrics, *args, **kwargs)
 
     ray.train.report = report
     try:
