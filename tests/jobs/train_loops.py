@@ -50,23 +50,34 @@ def _wait_until_registered(epoch: int) -> None:
 def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
     import ray.train
 
-    from airflow_provider_rayops.jobs import builtin
-
     params = dict(config["params"])
     epoch = int(params.pop("fault_epoch"))
     rank = int(params.pop("fault_rank", 0))
     marker = Path(params.pop("fault_marker"))
     # What the job gave Ray Train's processes (the controller polls workers at this interval).
     marker.with_suffix(".poll").write_text(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "unset"))
-    real_report = ray.train.report
 
-    def report(metrics, *args, **kwargs):
+    def before_report(metrics) -> None:
         armed = metrics.get("epoch") == epoch and ray.train.get_context().get_world_rank() == rank
         if armed and marker.exists():
             marker.unlink()
             if epoch > 1:
                 _wait_until_registered(epoch - 1)
             fault()
+
+    return _builtin_with(config, params, before_report)
+
+
+def _builtin_with(config: dict[str, Any], params: dict[str, Any], before_report) -> dict[str, Any]:
+    """The built-in loop with `params`, calling `before_report(metrics)` before each ray.train.report."""
+    import ray.train
+
+    from airflow_provider_rayops.jobs import builtin
+
+    real_report = ray.train.report
+
+    def report(metrics, *args, **kwargs):
+        before_report(metrics)
         return real_report(metrics, *args, **kwargs)
 
     ray.train.report = report
@@ -96,27 +107,19 @@ def tabular_mlp_held(config: dict[str, Any]) -> dict[str, Any]:
     MLflow run meanwhile."""
     import ray.train
 
-    from airflow_provider_rayops.jobs import builtin
-
     params = dict(config["params"])
     epoch = int(params.pop("hold_after_epoch"))
     marker = Path(params.pop("hold_marker"))
-    real_report = ray.train.report
 
-    def report(metrics, *args, **kwargs):
+    def before_report(metrics) -> None:
         if metrics.get("epoch") == epoch + 1 and ray.train.get_context().get_world_rank() == 0:
             deadline = time.monotonic() + _REGISTERED_WITHIN_S
             while not marker.exists():
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{marker} did not appear within {_REGISTERED_WITHIN_S:.0f}s")
                 time.sleep(0.1)
-        return real_report(metrics, *args, **kwargs)
 
-    ray.train.report = report
-    try:
-        return builtin.tabular_mlp({**config, "params": params})
-    finally:
-        ray.train.report = real_report
+    return _builtin_with(config, params, before_report)
 
 
 NOT_A_FUNCTION = 42
