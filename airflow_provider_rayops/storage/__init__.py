@@ -10,7 +10,7 @@ connection's hook, or from the environment inside a Ray job), never from URIs or
     fs, path = storage.filesystem("file://data/churn.parquet")    # for pyarrow / Ray Data
 """
 
-from airflow_provider_rayops.storage.hashing import content_hash, table_content_hash
+from airflow_provider_rayops.storage.hashing import TableHasher, content_hash, table_content_hash
 from airflow_provider_rayops.storage.ops import (
     delete,
     download_folder,
@@ -22,7 +22,7 @@ from airflow_provider_rayops.storage.ops import (
     write_bytes,
 )
 from airflow_provider_rayops.storage.settings import S3Settings
-from airflow_provider_rayops.storage.snapshot import MANIFEST_NAME, read_manifest, write_snapshot
+from airflow_provider_rayops.storage.snapshot import MANIFEST_NAME, SnapshotWriter, read_manifest, write_snapshot
 from airflow_provider_rayops.storage.uri import (
     InvalidURIError,
     StorageConfigError,
@@ -38,10 +38,12 @@ __all__ = [
     "MANIFEST_NAME",
     "InvalidURIError",
     "S3Settings",
+    "SnapshotWriter",
     "StorageConfigError",
     "StorageError",
     "StorageNotFoundError",
     "StorageURI",
+    "TableHasher",
     "content_hash",
     "delete",
     "download_folder",

@@ -262,7 +262,7 @@ def test_column_of_the_wrong_kind(storage_root: str) -> None:
     source = _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv")
     with pytest.raises(SchemaViolation) as err:
         _ingest(storage_root, source, column_types={"monthly_charges": "numeric"})
-    assert str(err.value) == "column 'monthly_charges': expected numeric, found string"
+    assert str(err.value) == "column 'monthly_charges': expected numeric (column_types), found 'unknown'"
     _assert_nothing_written(storage_root)
 
 
@@ -385,3 +385,92 @@ def test_unknown_job_argument_is_an_input_error() -> None:
 
     with pytest.raises(JobInputError, match="job argument 'split' is not known; expected some of column_types, features"):
         main({"source": "file:///x.parquet", "target": "y", "snapshot_root": "file:///s", "split": 0.2})
+
+
+# -- streaming: the source is read a block at a time, twice, never whole ------------------------
+
+
+def test_a_csv_column_that_changes_type_after_its_first_block_is_read_as_the_wider_type(storage_root: str, monkeypatch) -> None:
+    from airflow_provider_rayops.jobs import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "CSV_BLOCK_BYTES", 4096)  # many blocks in 2000 rows
+    rows = 2000
+    table = _churn(rows)
+    late_fraction = [None] * (rows - 1) + [0.5]  # empty for 1999 rows, then a number with a fraction
+    later_text = [str(i) for i in range(rows - 1)] + ["unknown"]  # whole numbers, then text
+    table = table.append_column("late_fraction", pa.array(late_fraction, pa.float64()))
+    table = table.append_column("later_text", pa.array(later_text))
+    source = _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv")
+    from_csv = _ingest(storage_root, source)
+    manifest = storage.read_manifest(from_csv["snapshot_uri"])
+    types = {c["name"]: c["type"] for c in manifest["columns"]}
+    assert (types["late_fraction"], types["later_text"], types["tenure_months"]) == ("double", "string", "int64")
+    assert manifest["columns"][-3]["nulls"] == rows - 1
+    # The same rows from parquet (where the types were never in doubt) are the same snapshot.
+    same = _put(
+        join_uri(storage_root, "raw", "churn.parquet"),
+        pacsv.read_csv(
+            io.BytesIO(storage.read_bytes(source)), convert_options=pacsv.ConvertOptions(column_types={"later_text": pa.string()})
+        ),
+    )
+    assert _ingest(storage_root, same)["snapshot_uri"] == from_csv["snapshot_uri"]
+
+
+def test_a_csv_column_pinned_as_categorical_is_read_as_text(storage_root: str) -> None:
+    table = _churn().set_column(3, "plan", pa.array([str(i % 3 + 1) for i in range(ROWS)]))  # plan codes 1, 2, 3
+    source = _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv")
+    manifest = storage.read_manifest(_ingest(storage_root, source, column_types={"plan": "categorical"})["snapshot_uri"])
+    assert manifest["categories"]["plan"] == ["1", "2", "3"]
+
+
+def test_a_source_that_changes_between_the_two_passes_leaves_no_snapshot(storage_root: str, monkeypatch) -> None:
+    from airflow_provider_rayops.jobs import ingest as ingest_module
+
+    source = _put(join_uri(storage_root, "raw", "churn.parquet"), _churn())
+    real_batches = ingest_module.SourceReader.batches
+    passes = []
+
+    def batches(self, columns):
+        passes.append(1)
+        for batch in real_batches(self, columns):
+            yield batch if len(passes) == 1 else batch.slice(1)  # the second pass sees fewer rows
+
+    monkeypatch.setattr(ingest_module.SourceReader, "batches", batches)
+    with pytest.raises(SourceUnusable, match="changed while it was read; run the ingest again"):
+        _ingest(storage_root, source)
+    _assert_nothing_written(storage_root)
+
+
+_PEAK_SCRIPT = """
+import json, sys
+import pyarrow as pa
+from airflow_provider_rayops.jobs import ingest as ingest_module
+ingest_module.CSV_BLOCK_BYTES = ingest_module.ROW_GROUP_BYTES = 1 << 20
+ingest_module.PARQUET_BATCH_ROWS = 8192
+result = ingest_module.ingest(source=sys.argv[1], target="churned", snapshot_root=sys.argv[2])
+print(json.dumps({"peak": pa.default_memory_pool().max_memory(), "result": result}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_source_is_streamed_never_held_whole(tmp_path, fmt: str) -> None:
+    """Ingest of a source of 30 MiB in Arrow, with 1 MiB blocks and row groups, peaks at a fraction
+    of it in Arrow memory (measured in a process of its own: a pool's peak cannot be reset)."""
+    table = _churn(400_000)
+    table = table.append_column("notes", pa.array([f"note {i % 1000:04d}" for i in range(table.num_rows)]))
+    source = tmp_path / f"churn.{fmt}"
+    if fmt == "csv":
+        pacsv.write_csv(table, source)
+    else:
+        pq.write_table(table, source, row_group_size=20_000)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, f"file://{source}", f"file://{tmp_path}/snapshots"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["result"]["rows"]["train"] + measured["result"]["rows"]["validation"] == table.num_rows
+    assert table.nbytes > 30 * 2**20
+    assert measured["peak"] < table.nbytes / 2, (measured["peak"], table.nbytes)  # whole, it was over table.nbytes
+    written = pq.read_table(measured["result"]["snapshot_uri"].removeprefix("file://") + "/train.parquet")
+    assert written.num_rows == measured["result"]["rows"]["train"]
+    assert written.schema.field("notes").type == pa.string()

@@ -32,20 +32,50 @@ def test_folder_without_manifest_is_no_snapshot(storage_root: str) -> None:
 
 def test_writer_dying_between_files_leaves_no_manifest(storage_root: str, monkeypatch) -> None:
     snap = join_uri(storage_root, "dies")
-    real_write = snapshot_module.write_bytes
+    real_open_write = snapshot_module.open_write
     calls = []
 
-    def dying_write(uri: str, data: bytes, **kwargs) -> None:
+    def dying_open_write(uri: str, **kwargs):
         calls.append(uri)
         if len(calls) == 2:
             raise OSError("disk gone")
-        real_write(uri, data, **kwargs)
+        return real_open_write(uri, **kwargs)
 
-    monkeypatch.setattr(snapshot_module, "write_bytes", dying_write)
+    monkeypatch.setattr(snapshot_module, "open_write", dying_open_write)
     with pytest.raises(OSError):
         write_snapshot(snap, files={"train.parquet": b"T", "validation.parquet": b"V"}, manifest={})
     assert read_manifest(snap) is None
     assert storage.list_uris(snap) == [join_uri(snap, "train.parquet")]
+
+
+def test_streamed_files_land_together_or_not_at_all(storage_root: str) -> None:
+    done = join_uri(storage_root, "streamed")
+    with storage.SnapshotWriter(done) as writer:
+        a, b = writer.open("a.bin"), writer.open("b.bin")
+        for _ in range(3):
+            a.write(b"aa")
+            b.write(memoryview(b"b"))
+        assert storage.list_uris(done) == []  # nothing visible while the files are written
+        manifest = writer.commit({"seed": 1})
+    assert manifest["files"] == {
+        "a.bin": {"bytes": 6, "sha256": storage.content_hash(b"aaaaaa")},
+        "b.bin": {"bytes": 3, "sha256": storage.content_hash(b"bbb")},
+    }
+    assert storage.read_bytes(join_uri(done, "b.bin")) == b"bbb"
+
+    failed = join_uri(storage_root, "failed")
+    with pytest.raises(ValueError, match="bad row"), storage.SnapshotWriter(failed) as writer:
+        with writer.open("a.bin") as a:  # closed cleanly: it lands
+            a.write(b"a")
+        writer.open("b.bin").write(b"half")
+        raise ValueError("bad row")
+    assert read_manifest(failed) is None
+    assert storage.list_uris(failed) == [join_uri(failed, "a.bin")]  # b.bin's half is gone, not under its name
+
+    forgotten = join_uri(storage_root, "forgotten")
+    with pytest.raises(StorageError, match="without commit"), storage.SnapshotWriter(forgotten) as writer:
+        writer.open("a.bin").write(b"a")
+    assert storage.list_uris(forgotten) == []
 
 
 def test_corrupt_manifest_is_an_error_not_an_absent_snapshot(storage_root: str) -> None:
