@@ -48,6 +48,7 @@ CHECKPOINT_URI = "rayops.checkpoint_uri"  # the checkpoint the model came from
 MODEL_URI = "rayops.model_uri"  # the logged model (models:/m-...)
 EPOCHS_COMPLETED = "rayops.epochs_completed"
 RESUMED_FROM_EPOCH = "rayops.resumed_from_epoch"
+TRAINING_DATA = "rayops.training_data"  # in_memory | materialized | streamed (jobs/train.py training_data)
 TRIAL_ID = "rayops.trial_id"
 TRIAL_STATUS = "rayops.trial_status"
 ERROR = "rayops.error"

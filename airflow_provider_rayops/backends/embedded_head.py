@@ -133,6 +133,7 @@ class EmbeddedHead:
 
     :param num_cpus: CPUs the head offers to Ray (default: every core of this machine).
     :param num_gpus: GPUs it offers (default: what Ray detects).
+    :param object_store_mb: its object store's memory in MiB (default: what Ray picks).
     :param env: more environment variables it inherits: names, or prefixes ending in `*`.
     :param python: the interpreter whose Ray runs the head and its jobs (default: this one, which
         has rayops; another is a cluster that may lack it, as tests of code shipping need).
@@ -144,12 +145,14 @@ class EmbeddedHead:
         *,
         num_cpus: int | None = None,
         num_gpus: int | None = None,
+        object_store_mb: int | None = None,
         env: Sequence[str] = (),
         python: str | None = None,
     ) -> None:
         self.state_dir = state_dir.expanduser().absolute()
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
+        self.object_store_mb = object_store_mb
         self.env = tuple(env)
         self.python = python or sys.executable
 
@@ -368,6 +371,8 @@ class EmbeddedHead:
             ]
             if self.num_gpus is not None:
                 cmd.append(f"--num-gpus={self.num_gpus}")
+            if self.object_store_mb is not None:
+                cmd.append(f"--object-store-memory={self.object_store_mb * 2**20}")
             dashboard_url = f"http://127.0.0.1:{dashboard_port}"
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             (temp_dir / CLUSTER_ADDRESS_FILE).unlink(missing_ok=True)

@@ -25,7 +25,13 @@ class LocalBackend(ComputeBackend):
         state_dir = (Path(profile.state_dir).expanduser() if profile.state_dir else default_state_dir()).absolute()
         # Resolved once, so a trigger running elsewhere (the triggerer) finds the same head.
         self._profile = profile.model_copy(update={"state_dir": str(state_dir)})
-        self.head = EmbeddedHead(state_dir, num_cpus=profile.num_cpus, num_gpus=profile.num_gpus, env=profile.env)
+        self.head = EmbeddedHead(
+            state_dir,
+            num_cpus=profile.num_cpus,
+            num_gpus=profile.num_gpus,
+            object_store_mb=profile.object_store_mb,
+            env=profile.env,
+        )
 
     @property
     def profile(self) -> LocalProfile:

@@ -62,6 +62,12 @@ class LocalProfile(_Strict):
         default=None, ge=1, description="CPUs the embedded head offers to Ray; default: every core of this machine."
     )
     num_gpus: int | None = Field(default=None, ge=0, description="GPUs the embedded head offers; default: what Ray detects.")
+    object_store_mb: int | None = Field(
+        default=None,
+        ge=80,
+        description="Memory of the embedded head's object store, in MiB; default: what Ray picks (30% of this machine's "
+        "memory). A snapshot whose encoded splits take more than half of it trains streamed, read from storage each epoch.",
+    )
     state_dir: str | None = Field(
         default=None,
         description="Folder holding the head's state, logs and auth token; default: $RAYOPS_HOME/ray (RAYOPS_HOME defaults to ~/.rayops).",

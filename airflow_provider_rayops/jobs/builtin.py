@@ -25,6 +25,10 @@ calls it on every worker with this `config`:
     snapshot_uri, snapshot_hash   where the data came from
     rows             {"train": n, "validation": n} rows of the snapshot's splits
     attempt          an id of this train job invocation (recorded with each resume)
+    data             how the rows come: "in_memory" (below), "materialized" (Ray Datasets held
+                     in the object store) or "streamed" (Ray Datasets read and encoded as they
+                     are consumed, each epoch: the snapshot is too large for the object store,
+                     train.MATERIALIZE_MAX_SHARE; a loop should not collect a whole split then)
     in_memory        built-in loops only, small snapshots only: an object ref of
                      {"train": (features, labels), "validation": (features, labels)} numpy
                      arrays, given instead of Ray Datasets (train.IN_MEMORY_MAX_BYTES)
@@ -428,7 +432,7 @@ def tabular_mlp(config: Mapping[str, Any]) -> dict[str, Any]:
             np.array(features[ctx.rank :: ctx.world_size]), np.array(labels[ctx.rank :: ctx.world_size]), device
         )
         local_rows = x_train.shape[0]
-    elif params["cache_on_device"]:
+    elif params["cache_on_device"] is True or (params["cache_on_device"] == "auto" and config.get("data") != "streamed"):
         x_train, y_train = collect_split(train_shard, device, task=task)
         local_rows = x_train.shape[0]
     else:

@@ -108,7 +108,7 @@ from airflow_provider_rayops.jobs import contracts, tracking
 from airflow_provider_rayops.jobs.modeling.artifacts import ModelArtifactError
 from airflow_provider_rayops.jobs.modeling.features import FeatureMismatch, target_values
 from airflow_provider_rayops.jobs.modeling.predictor import Predictor, load_predictor
-from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
+from airflow_provider_rayops.jobs.runtime import JobInputError, phase, run_job
 from airflow_provider_rayops.registry.champion import find_champion, model_identity
 
 if TYPE_CHECKING:
@@ -508,25 +508,30 @@ def metrics_for(task: str, asked: Sequence[str] | None) -> list[str]:
 
 def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
     spec = contracts.EvaluateArgs.parse(args)
-    data = load_validation(spec.snapshot_uri)
-    client = tracking.client()  # also MLflow's global URI, which model downloads use
-    if spec.mlflow_run_id:
-        check_run(client, spec.mlflow_run_id)
+    with phase("snapshot"):
+        data = load_validation(spec.snapshot_uri)
+    with phase("mlflow"):
+        client = tracking.client()  # also MLflow's global URI, which model downloads use
+        if spec.mlflow_run_id:
+            check_run(client, spec.mlflow_run_id)
 
     try:
-        candidate_model = load_model(spec.model_uri)
+        with phase("load model"):
+            candidate_model = load_model(spec.model_uri)
     except ModelNotFound as exc:
         raise JobInputError(f"job argument 'model_uri'={spec.model_uri!r}: no model there ({exc})") from None
     task = candidate_model.predictor.task
     metrics = metrics_for(task, spec.metrics)
     try:
-        candidate = score(candidate_model, data, spec, metrics=metrics, what=f"model {spec.model_uri}")
+        with phase("score"):
+            candidate = score(candidate_model, data, spec, metrics=metrics, what=f"model {spec.model_uri}")
     except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {data.snapshot_uri} does not fit model {spec.model_uri}: {exc}") from None
     classes = [str(label) for label in candidate_model.predictor.classes]
     del candidate_model  # the champion loads next; one model in memory at a time
 
-    champion, absent = evaluate_champion(client, spec, data, candidate, task=task, metrics=metrics)
+    with phase("champion"):
+        champion, absent = evaluate_champion(client, spec, data, candidate, task=task, metrics=metrics)
     result: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_uri": spec.model_uri,
@@ -548,7 +553,8 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
     }
     result = contracts.EvaluateResult.model_validate(result).model_dump(mode="json")
     if spec.mlflow_run_id:
-        log_evaluation(client, spec.mlflow_run_id, result)
+        with phase("log evaluation"):
+            log_evaluation(client, spec.mlflow_run_id, result)
     return result
 
 

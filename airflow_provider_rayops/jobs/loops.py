@@ -25,8 +25,9 @@ TABULAR_MLP_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "seed": 0,
     # Keep this worker's shard on its device for the whole run (the fastest way to feed a GPU
-    # from a tabular snapshot); false streams batches from Ray Data every epoch instead.
-    "cache_on_device": True,
+    # from a tabular snapshot); false streams batches from Ray Data every epoch instead; auto
+    # caches unless the snapshot is too large for the object store (train.MATERIALIZE_MAX_SHARE).
+    "cache_on_device": "auto",
     # auto: cross-entropy for classification, mse for regression; huber (regression) is
     # gentler with outliers of the target.
     "loss": "auto",
@@ -73,8 +74,8 @@ def tabular_mlp_params(params: Mapping[str, Any]) -> dict[str, Any]:
     ):
         raise JobInputError(f"params.hidden_sizes={out['hidden_sizes']!r}: expected a list of positive integers, e.g. [64, 64]")
     out["hidden_sizes"] = list(hidden)
-    if not isinstance(out["cache_on_device"], bool):
-        raise JobInputError(f"params.cache_on_device={out['cache_on_device']!r}: expected true or false")
+    if not isinstance(out["cache_on_device"], bool) and out["cache_on_device"] != "auto":
+        raise JobInputError(f"params.cache_on_device={out['cache_on_device']!r}: expected true, false or auto")
     known = sorted({loss for losses in LOSSES.values() for loss in losses})
     if out["loss"] not in known:
         raise JobInputError(f"params.loss={out['loss']!r}: expected one of {', '.join(known)}")

@@ -22,11 +22,13 @@ This module imports no Airflow: Ray workers may not have it installed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 JOB_ARGS_ENV = "RAYOPS_JOB_ARGS"
@@ -99,12 +101,25 @@ def check_provider_version() -> None:
         )
 
 
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time a part of a job: prints `rayops phase <name>: 1.23 s` to the job's log, where a user
+    looking at the Airflow task log sees what the stage spent its time on."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        print(f"rayops phase {name}: {time.perf_counter() - started:.2f} s", flush=True)
+
+
 def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
     """Run `main(job_args())` and report what it returns as the job's result.
 
     A `JobInputError` ends the process with one line on stderr and exit code 1; any other
     exception propagates with its traceback (a bug should show where it is).
     """
+    # The interpreter's start and the imports before this (the job module's own) count too.
+    print(f"rayops phase start: {time.time() - _process_started():.2f} s", flush=True)
     try:
         check_provider_version()
         result = main(job_args())
@@ -116,6 +131,18 @@ def run_job(main: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Mappi
     if result is not None:
         report_result(result)
     return result
+
+
+def _process_started() -> float:
+    """When this process started (Unix time), from /proc; now where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 class NoSuchAttribute(AttributeError):

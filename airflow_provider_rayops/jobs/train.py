@@ -41,13 +41,14 @@ entrypoint that does not import fails with the import error first in the message
 
 from __future__ import annotations
 
-import io
+import contextlib
+import functools
 import json
 import math
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,7 @@ from airflow_provider_rayops.jobs.loops import Entrypoint, resolve_entrypoint
 from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
 from airflow_provider_rayops.jobs.modeling.checkpoints import LoadedCheckpoint, copy_checkpoint_files, load_checkpoint
 from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder, FeatureMismatch
-from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
+from airflow_provider_rayops.jobs.runtime import JobInputError, phase, run_job
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -78,12 +79,14 @@ INPUT_EXAMPLE_ROWS = 5
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An ingest snapshot as the train job reads it."""
+    """An ingest snapshot as the train job reads it: its manifest now, its rows when asked.
+
+    `train` and `validation` read a whole split into memory (small snapshots only); `batches`
+    streams one, `head` reads its first rows, and `rows` comes from the manifest.
+    """
 
     uri: str
     manifest: dict[str, Any]
-    train: pa.Table
-    validation: pa.Table
 
     @property
     def content_hash(self) -> str:
@@ -92,75 +95,132 @@ class Snapshot:
     def split_uri(self, split: str) -> str:
         return storage.join_uri(self.uri, f"{split}.parquet")
 
+    def rows(self, split: str) -> int:
+        return int(self.manifest["rows"][split])
+
+    @functools.cached_property
+    def train(self) -> pa.Table:
+        return self._read(TRAIN_SPLIT)
+
+    @functools.cached_property
+    def validation(self) -> pa.Table:
+        return self._read(VALIDATION_SPLIT)
+
+    def batches(self, split: str, *, batch_rows: int = 64 * 1024) -> Iterator[pa.RecordBatch]:
+        """The rows of `split`, batch by batch, never the whole split in memory."""
+        with self._open(split) as parquet:
+            yield from parquet.iter_batches(batch_size=batch_rows)
+
+    def head(self, split: str, rows: int) -> pa.Table:
+        import pyarrow as pa
+
+        with self._open(split) as parquet:
+            first = next(parquet.iter_batches(batch_size=rows), None)
+            return pa.Table.from_batches([first]) if first is not None else parquet.schema_arrow.empty_table()
+
+    def _read(self, split: str) -> pa.Table:
+        with self._open(split) as parquet:
+            return parquet.read()
+
+    @contextlib.contextmanager
+    def _open(self, split: str) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        fs, path = storage.filesystem(self.split_uri(split))
+        try:
+            with fs.open_input_file(path) as handle:
+                yield pq.ParquetFile(handle)
+        except (OSError, storage.StorageError) as exc:
+            raise JobInputError(f"job argument 'snapshot_uri'={self.uri!r}: {split} split unreadable: {exc}") from None
+
 
 def load_snapshot(uri: str) -> Snapshot:
-    """Manifest and both splits of the snapshot at `uri`; JobInputError when it is not a complete snapshot."""
-    import pyarrow.parquet as pq
-
+    """The snapshot at `uri` (its manifest read, its splits found); JobInputError when it is not a complete snapshot."""
     uri = storage.resolve_uri(uri)
     try:
         manifest = storage.read_manifest(uri)
+        if manifest is None:
+            raise JobInputError(
+                f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first"
+            )
+        for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
+            if not storage.exists(storage.join_uri(uri, f"{split}.parquet")):
+                raise storage.StorageNotFoundError(storage.join_uri(uri, f"{split}.parquet"), "no such file")
     except storage.StorageError as exc:
         raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
-    if manifest is None:
-        raise JobInputError(
-            f"job argument 'snapshot_uri'={uri!r}: no snapshot there (no manifest.json); run the ingest stage first"
-        )
-    tables = {}
-    for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
-        try:
-            tables[split] = pq.read_table(io.BytesIO(storage.read_bytes(storage.join_uri(uri, f"{split}.parquet"))))
-        except storage.StorageError as exc:
-            raise JobInputError(f"job argument 'snapshot_uri'={uri!r}: {exc}") from None
-    return Snapshot(uri=uri, manifest=manifest, train=tables[TRAIN_SPLIT], validation=tables[VALIDATION_SPLIT])
+    return Snapshot(uri=uri, manifest=manifest)
 
 
 def fit_encoder(snapshot: Snapshot) -> FeatureEncoder:
+    """The encoder fitted on the train split, read batch by batch."""
     try:
-        return FeatureEncoder.fit(snapshot.manifest, snapshot.train)
+        return FeatureEncoder.fit(snapshot.manifest, snapshot.batches(TRAIN_SPLIT))
     except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {snapshot.uri}: {exc}") from None
 
 
 # A snapshot whose encoded splits are this small reaches the built-in loop through the object
-# store, encoded once by this driver (which has read both splits already). Through Ray Data it
-# was read again, encoded, materialised and split for the workers: about 8 s of a 28 s train
-# stage on 344 rows. Larger snapshots, and every user loop (its contract is get_dataset_shard),
-# go through Ray Data.
+# store, encoded once by this driver. Through Ray Data it was read again, encoded, materialised
+# and split for the workers: about 8 s of a 28 s train stage on 344 rows. Larger snapshots, and
+# every user loop (its contract is get_dataset_shard), go through Ray Data.
 IN_MEMORY_MAX_BYTES = 256 * 2**20
 IN_MEMORY_KEY = "in_memory"
+# Ray Data materialises both encoded splits in the object store when they take at most this
+# share of it; larger ones are streamed: read, encoded and fed to the workers each epoch
+# (`config["data"] == "streamed"`), so a snapshot of any size trains, at the cost of a read per epoch.
+MATERIALIZE_MAX_SHARE = 0.5
+DATA_KEY = "data"
+
+
+def encoded_bytes(snapshot: Snapshot, encoder: FeatureEncoder) -> int:
+    """What both splits take once encoded: float32 features and an 8-byte label per row."""
+    return (snapshot.rows(TRAIN_SPLIT) + snapshot.rows(VALIDATION_SPLIT)) * (encoder.num_features * 4 + 8)
 
 
 def training_data(
     snapshot: Snapshot, encoder: FeatureEncoder, *, entrypoint: Entrypoint
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(Ray Datasets for the trainer, extra loop config): Ray Data, or for the built-in loop and a
-    small snapshot no datasets and `in_memory`, an object ref of {split: (features, labels)}."""
-    rows = snapshot.train.num_rows + snapshot.validation.num_rows
-    if entrypoint.builtin is None or rows * (encoder.num_features * 4 + 8) > IN_MEMORY_MAX_BYTES:
-        return ray_datasets(snapshot, encoder), {}
+    """(Ray Datasets for the trainer, extra loop config): see IN_MEMORY_MAX_BYTES and MATERIALIZE_MAX_SHARE.
+
+    The extra config says how the data comes: `data` is `in_memory` (with `in_memory`, an object
+    ref of {split: (features, labels)}), `materialized` or `streamed`."""
     import ray
 
-    arrays = {
-        split: (encoder.transform(table), encoder.encode_target(table))
-        for split, table in ((TRAIN_SPLIT, snapshot.train), (VALIDATION_SPLIT, snapshot.validation))
-    }
-    return None, {IN_MEMORY_KEY: ray.put(arrays)}
+    size = encoded_bytes(snapshot, encoder)
+    if entrypoint.builtin is not None and size <= IN_MEMORY_MAX_BYTES:
+        arrays = {
+            split: (encoder.transform(table), encoder.encode_target(table))
+            for split, table in ((TRAIN_SPLIT, snapshot.train), (VALIDATION_SPLIT, snapshot.validation))
+        }
+        print(f"training data: {size / 2**20:.1f} MiB encoded, in_memory", flush=True)
+        return None, {DATA_KEY: IN_MEMORY_KEY, IN_MEMORY_KEY: ray.put(arrays)}
+    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    materialize = size <= MATERIALIZE_MAX_SHARE * store
+    how = "materialized" if materialize else "streamed"
+    print(f"training data: {size / 2**20:.1f} MiB encoded, {how} (object store {store / 2**20:.0f} MiB)", flush=True)
+    return ray_datasets(snapshot, encoder, materialize=materialize), {DATA_KEY: "materialized" if materialize else "streamed"}
 
 
-def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder) -> dict[str, Any]:
-    """Both splits as encoded, materialized Ray Datasets (columns `features`, `label`)."""
+def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder, *, materialize: bool = True) -> dict[str, Any]:
+    """Both splits as encoded Ray Datasets (columns `features`, `label`): materialized in the
+    object store, or lazy (read and encoded as the workers consume them)."""
+    import ray
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    if not materialize:
+        # Ray Data's blocks are up to 128 MiB: in a store of a few hundred MiB (what makes a snapshot
+        # stream) two of them in flight already spill. Many small blocks flow through it instead.
+        store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+        context.target_max_block_size = int(min(context.target_max_block_size or 2**27, max(store / 16, 2**20)))
     out = {}
     for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
         fs, path = storage.filesystem(snapshot.split_uri(split))
-        dataset = ray.data.read_parquet(path, filesystem=fs)
-        out[split] = dataset.map_batches(
+        dataset = ray.data.read_parquet(path, filesystem=fs).map_batches(
             _EncodeBatch(encoder.to_json()), batch_format="pyarrow", zero_copy_batch=True
-        ).materialize()
+        )
+        out[split] = dataset.materialize() if materialize else dataset
     return out
 
 
@@ -207,7 +267,7 @@ def loop_config(
         "feature_names": encoder.feature_names,
         "snapshot_uri": snapshot.uri,
         "snapshot_hash": snapshot.content_hash,
-        "rows": {TRAIN_SPLIT: snapshot.train.num_rows, VALIDATION_SPLIT: snapshot.validation.num_rows},
+        "rows": {TRAIN_SPLIT: snapshot.rows(TRAIN_SPLIT), VALIDATION_SPLIT: snapshot.rows(VALIDATION_SPLIT)},
         "attempt": uuid.uuid4().hex[:12],
         **live,
     }
@@ -258,13 +318,15 @@ def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
     spec = contracts.TrainArgs.parse(args)
     entrypoint = resolve_entrypoint(spec.entrypoint)
     params = entrypoint.resolve_params(spec.params)
-    snapshot = load_snapshot(spec.snapshot_uri)
-    encoder = fit_encoder(snapshot)
+    with phase("snapshot"):
+        snapshot = load_snapshot(spec.snapshot_uri)
+        encoder = fit_encoder(snapshot)
     entrypoint.check_task(params, encoder.task)
     run_root = storage.resolve_uri(spec.run_root)
 
-    client = tracking.client()
-    experiment_id = tracking.ensure_experiment(client, spec.experiment)
+    with phase("mlflow"):
+        client = tracking.client()
+        experiment_id = tracking.ensure_experiment(client, spec.experiment)
     lineage = {
         **spec.lineage,
         "snapshot_uri": snapshot.uri,
@@ -294,7 +356,8 @@ def main(args: Mapping[str, Any] | contracts.TrainArgs) -> dict[str, Any]:
             run_root=run_root,
             mlflow_run_id=run_id,
         )
-        result = log_outcome(client, experiment_id=experiment_id, run_id=run_id, outcome=outcome, snapshot=snapshot)
+        with phase("log model"):
+            result = log_outcome(client, experiment_id=experiment_id, run_id=run_id, outcome=outcome, snapshot=snapshot)
     return result
 
 
@@ -308,6 +371,7 @@ class FitOutcome:
     history: list[dict[str, Any]]
     epochs_completed: int
     resumed_from_epoch: int | None
+    data: str = "materialized"  # how the rows reached the workers (training_data)
 
 
 def fit(
@@ -322,11 +386,14 @@ def fit(
 ) -> FitOutcome:
     """Run the loop on Ray Train with the YAML's scaling, checkpoint and failure policy; epochs
     reach the MLflow run `mlflow_run_id` as they end."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    with phase("import ray train"):
+        from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
 
-    ensure_ray()
-    datasets, data_config = training_data(snapshot, encoder, entrypoint=entrypoint)
+    with phase("ray"):
+        ensure_ray()
+    with phase("training data"):
+        datasets, data_config = training_data(snapshot, encoder, entrypoint=entrypoint)
     fs, root_path = storage.filesystem(run_root)
     config = loop_config(spec, params=params, snapshot=snapshot, encoder=encoder, mlflow_run_id=mlflow_run_id)
     trainer = TorchTrainer(
@@ -347,7 +414,8 @@ def fit(
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[TRAIN_SPLIT]),
     )
-    result = trainer.fit()
+    with phase("ray train"):
+        result = trainer.fit()
 
     checkpoint = result.checkpoint
     if checkpoint is None:
@@ -376,6 +444,7 @@ def fit(
         history=history,
         epochs_completed=epochs_completed,
         resumed_from_epoch=int(resumed) if resumed is not None else None,
+        data=data_config[DATA_KEY],
     )
 
 
@@ -385,7 +454,7 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
     checkpoint = outcome.checkpoint
     model_uri = tracking.logged_model_uri(experiment_id, run_id, checkpoint=outcome.checkpoint_uri)
     if model_uri is None:
-        example = checkpoint.encoder.transform(snapshot.validation.slice(0, INPUT_EXAMPLE_ROWS))
+        example = checkpoint.encoder.transform(snapshot.head(VALIDATION_SPLIT, INPUT_EXAMPLE_ROWS))
         folder = Path(checkpoint.path)
         model_uri = tracking.log_torch_model(
             client,
@@ -405,6 +474,7 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
             names.MODEL_URI: model_uri,
             names.EPOCHS_COMPLETED: outcome.epochs_completed,
             names.RESUMED_FROM_EPOCH: outcome.resumed_from_epoch,
+            names.TRAINING_DATA: outcome.data,
         },
     )
     final = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items() if k != "epoch"}

@@ -454,7 +454,7 @@ def _log_checkpoint_model(
             run_id,
             experiment_id=experiment_id,
             model=loaded.model,
-            input_example=loaded.encoder.transform(snapshot.validation.slice(0, train_job.INPUT_EXAMPLE_ROWS)),
+            input_example=loaded.encoder.transform(snapshot.head(train_job.VALIDATION_SPLIT, train_job.INPUT_EXAMPLE_ROWS)),
             extra_files=[str(Path(tmp) / ENCODER_FILE), str(Path(tmp) / MODEL_SPEC_FILE)],
             checkpoint=checkpoint_uri,
             step=step,

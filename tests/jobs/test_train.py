@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -396,3 +397,58 @@ def test_epoch_metrics_reach_the_mlflow_run_while_training_still_runs(
     history = _metric_steps(client, job.result["mlflow_run_id"], "val_auc")
     assert [step for step, _ in history] == [1, 2, 3, 4]  # each epoch once: the job's final logging skipped them
     assert history[:2] == seen
+
+
+def test_a_snapshot_several_times_the_object_store_trains_streamed(tmp_path: Path, mlflow_uri: str, monkeypatch) -> None:
+    """A head with an 80 MiB object store (Ray's floor is 75) trains a snapshot whose encoded
+    splits take 3.4 times that: the splits are streamed from storage each epoch, not materialised
+    (which would have had Ray spill them to disk, or fail). A head of its own: the session's has
+    a store of gigabytes."""
+    import pyarrow as pa
+
+    from airflow_provider_rayops.backends.local import LocalBackend
+    from airflow_provider_rayops.config.compute import LocalProfile
+    from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
+    from airflow_provider_rayops.jobs.ingest import ingest
+    from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, parse_result
+
+    rows, width = 700_000, 100
+    values = np.random.default_rng(3).integers(0, 16, size=(rows, width)).astype(np.float32)  # few values: small parquet
+    table = pa.table({f"x{i}": values[:, i] for i in range(width)}).append_column(
+        "label", pa.array(values[:, 0] + values[:, 1] > 15)
+    )
+    del values
+    pq.write_table(table, tmp_path / "wide.parquet")
+    snapshot = ingest(source=f"file://{tmp_path}/wide.parquet", target="label", snapshot_root=f"file://{tmp_path}/snapshots")
+    encoded = rows * (width * 4 + 8)
+    assert encoded > 3 * 80 * 2**20
+
+    backend = LocalBackend(LocalProfile(backend="local", num_cpus=2, object_store_mb=80, state_dir=str(tmp_path / "ray")))
+    backend.head.stop_timeout_s = 3.0
+    args = _args(
+        snapshot,
+        f"file://{tmp_path}/runs/streamed",
+        params={"epochs": 1, "lr": 0.01, "batch_size": 4096, "hidden_sizes": [16]},
+        scaling={"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1}},
+        checkpoint={"every_epochs": 1, "keep": 1},
+    )
+    with backend.head.lease():
+        client = RayJobsClient(backend.endpoint())
+        submission = f"test-streamed-{uuid.uuid4().hex[:8]}"
+        client.submit(
+            submission_id=submission,
+            entrypoint=f"python -m {TRAIN_JOB}",
+            runtime_env={"env_vars": {JOB_ARGS_ENV: json.dumps(args), "MLFLOW_TRACKING_URI": mlflow_uri}},
+        )
+        deadline = time.monotonic() + 300
+        while not (info := client.get_job(submission)).status.is_terminal() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        logs = client.get_logs(submission)
+    assert info.status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert f"training data: {encoded / 2**20:.1f} MiB encoded, streamed (object store 80 MiB)" in logs
+    assert re.search(r"rayops phase ray train: \d+\.\d\d s", logs)  # where the stage spent its time
+    result = parse_result(logs)
+    assert result["epochs_completed"] == 1
+    assert result["metrics"]["val_accuracy"] > 0.9  # x0 + x1 > 15 is learnable: every row went through
+    run = _client(mlflow_uri, monkeypatch).get_run(result["mlflow_run_id"])
+    assert run.data.tags["rayops.training_data"] == "streamed"
