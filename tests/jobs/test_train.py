@@ -209,8 +209,8 @@ def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(
 ):
     marker = tmp_path / "fail-armed"
     marker.touch()
-    # Streamed from Ray Data each epoch here (the other tests keep the shard on the device).
-    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "cache_on_device": False, "fault_epoch": 3, "fault_marker": str(marker)}
+    # One worker: what resumes is the run, whatever its size (the worker-loss test uses two).
+    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_marker": str(marker)}
     args = _args(
         churn_snapshot,
         f"file://{tmp_path}/run",
@@ -218,6 +218,7 @@ def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(
         params=params,
         checkpoint={"every_epochs": 1, "keep": 3},
         max_failures=0,
+        scaling={"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1}},
     )
     first = run_ray_job(TRAIN_JOB, args)
     assert first.status is JobStatus.FAILED

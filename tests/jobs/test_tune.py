@@ -15,7 +15,7 @@ from airflow_provider_rayops.jobs.modeling import load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError
 
 TUNE_JOB = "airflow_provider_rayops.jobs.tune"
-SAMPLES = 4
+SAMPLES = 2  # one round of two concurrent trials: each trial is a Ray Train run, 15-20 s here
 EPOCHS = 3
 
 
