@@ -46,6 +46,28 @@ def test_numeric_columns_are_standardised_with_the_train_statistics(encoder, tab
     np.testing.assert_allclose(x[:, :4].std(axis=0), 1.0, atol=1e-4)
 
 
+def test_fitting_batch_by_batch_gives_the_encoder_of_the_whole_table(encoder, table):
+    """A train split larger than memory is fitted a batch at a time: same statistics, any batch size."""
+    for rows in (1, 37, 499):
+        streamed = modeling.FeatureEncoder.fit(MANIFEST, table.to_batches(max_chunksize=rows))
+        for whole, part in zip(encoder.columns, streamed.columns, strict=True):
+            assert (part.name, part.kind, part.categories) == (whole.name, whole.kind, whole.categories)
+            assert part.mean == pytest.approx(whole.mean, rel=1e-9) and part.std == pytest.approx(whole.std, rel=1e-9)
+    # Regression targets and numeric classes are learnt across batches too.
+    manifest = {"target": "y", "features": ["x"], "columns": [{"name": "x", "kind": "numeric"}, {"name": "y", "kind": "numeric"}]}
+    rows = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": [3, 9, 5, 3]})
+    assert modeling.FeatureEncoder.fit(manifest, rows.to_batches(max_chunksize=1)).classes == [3, 5, 9]
+    regression = modeling.FeatureEncoder.fit({**manifest, "task": "regression"}, rows.to_batches(max_chunksize=3))
+    assert (regression.target.mean, regression.target.std) == pytest.approx((5.0, np.std([3, 9, 5, 3])))
+
+
+def test_a_numeric_columns_statistics_skip_nulls_nan_and_infinities():
+    manifest = {"target": "y", "features": ["x"], "columns": [{"name": "x", "kind": "numeric"}, {"name": "y", "kind": "bool"}]}
+    rows = pa.table({"x": [1.0, None, float("nan"), float("inf"), 3.0], "y": [True, False, True, False, True]})
+    column = modeling.FeatureEncoder.fit(manifest, rows).columns[0]
+    assert (column.mean, column.std) == pytest.approx((2.0, 1.0))
+
+
 def test_categories_are_one_hot_in_manifest_order_and_unknown_or_null_values_are_all_zero(encoder):
     rows = [
         {
