@@ -35,6 +35,7 @@ Job arguments (RAYOPS_JOB_ARGS) are `ingest`'s keyword arguments, by name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
@@ -183,16 +184,19 @@ CSV_BLOCK_BYTES = 8 * 2**20
 PARQUET_BATCH_ROWS = 64 * 1024
 ROW_GROUP_BYTES = 32 * 2**20
 # A CSV column whose later rows do not fit the type inferred from its first block is read again
-# as the next type up: empty -> whole numbers -> numbers -> text.
-_CSV_WIDER = {"null": "int64", "int64": "double", "double": "string"}
+# as a wider type, picked by the value that did not fit: an empty column becomes whole numbers,
+# bool or numbers as that value reads; whole numbers become numbers; anything else, text.
 _CSV_COLUMN_ERROR = re.compile(r"In CSV column #(?P<index>\d+): .*CSV conversion error to (?P<type>\w+)")
+_CSV_VALUE = re.compile(r"invalid value '(?P<value>.*)'$")
+_CSV_HEADER_BYTES = 2**20  # a header row must fit in this much of a file's start
 
 
 class SourceReader:
     """The source's files, read batch by batch in path order (parquet: row batches; CSV: blocks).
 
     A folder holds every parquet (or, with format csv, CSV) file under it; files whose name starts
-    with `.` or `_` (`_SUCCESS`, temporary files) are skipped. The files must agree on their columns.
+    with `.` or `_` (`_SUCCESS`, temporary files) are skipped. The files must agree on their
+    columns (parquet: the same schema; CSV: the same names, in any order).
     """
 
     def __init__(self, source: str, *, fs: Any, files: list[str], fmt: str) -> None:
@@ -200,8 +204,13 @@ class SourceReader:
         self.fs = fs
         self.files = files
         self.fmt = fmt
-        # CSV only: the type each column is read as, fixed after the first file (and widened).
+        # CSV only: the type each column is read as, fixed before the first pass (and widened),
+        # each file's own column order (Arrow's errors count columns in it), the file being read
+        # and the kinds pinned by column_types.
         self.csv_types: dict[str, pa.DataType] = {}
+        self._headers: dict[str, list[str]] = {}
+        self._reading: str | None = None
+        self._pinned: Mapping[str, ColumnKind] = {}
 
     @classmethod
     def open(cls, source: str, *, format: str | None = None, settings: S3Settings | None = None) -> SourceReader:
@@ -230,27 +239,28 @@ class SourceReader:
         return cls(source, fs=fs, files=[path], fmt=named)
 
     def schema(self, pinned: Mapping[str, ColumnKind] | None = None) -> pa.Schema:
-        """The columns and types of the data (CSV: inferred from the first block of the first file,
-        except the `pinned` columns, which are read as their kind)."""
+        """The columns and types of the data (CSV: inferred from the first block of the first file
+        that has rows, except the `pinned` columns, which are read as their kind)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         first = self.files[0]
         if self.fmt == "parquet":
-            with self._errors(first):
-                schema = pq.read_schema(self.fs.open_input_file(first))
-                for other in self.files[1:]:
-                    if not pq.read_schema(self.fs.open_input_file(other)).equals(schema):
+            with self._errors(first), self.fs.open_input_file(first) as handle:
+                schema = pq.read_schema(handle)
+            for other in self.files[1:]:
+                with self._errors(other), self.fs.open_input_file(other) as handle:
+                    if not pq.read_schema(handle).equals(schema):
                         raise SourceUnusable(
                             source=self.source, problem=f"files disagree on the schema: {other} differs from {first}"
                         )
             return schema
         if not self.csv_types:
-            with self._errors(first), self.fs.open_input_stream(first) as stream:
-                inferred = self._csv_reader(stream, columns=None).schema
+            self._pinned = dict(pinned or {})
+            inferred = self._infer_csv()
             pinned_types = {"categorical": pa.string(), "numeric": pa.float64(), "bool": pa.bool_()}
             for field in inferred:
-                kind = (pinned or {}).get(field.name)
+                kind = self._pinned.get(field.name)
                 fits = kind is None or _kind_of(field.type) == kind
                 self.csv_types[field.name] = field.type if fits else pinned_types[kind]  # type: ignore[index]
         return pa.schema([pa.field(name, kind) for name, kind in self.csv_types.items()])
@@ -260,35 +270,60 @@ class SourceReader:
         import pyarrow.parquet as pq
 
         for path in self.files:
+            self._reading = path
             with self._errors(path):
                 if self.fmt == "parquet":
-                    yield from pq.ParquetFile(self.fs.open_input_file(path)).iter_batches(
-                        batch_size=PARQUET_BATCH_ROWS, columns=list(columns)
-                    )
+                    with self.fs.open_input_file(path) as handle:
+                        yield from pq.ParquetFile(handle).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns))
                     continue
                 with self.fs.open_input_stream(path) as stream:
                     yield from self._csv_reader(stream, columns=columns)
 
     def widen(self, error: Exception) -> str | None:
-        """After a CSV conversion error: read the column it names as the next wider type; its name,
-        or None when the error is not that (or the column is text already)."""
-        import pyarrow as pa
+        """After a CSV conversion error: read the column it names as a wider type (see _CSV_COLUMN_ERROR);
+        its name, or None when the error is not that or the column cannot widen. A column pinned in
+        column_types that would have to leave its kind is refused, naming the value."""
 
         match = _CSV_COLUMN_ERROR.search(str(error))
-        if self.fmt != "csv" or match is None:
+        header = self._headers.get(self._reading or "", [])
+        if self.fmt != "csv" or match is None or int(match["index"]) >= len(header):
             return None
-        names = list(self.csv_types)
-        index = int(match["index"])
-        if index >= len(names):
-            return None
-        name = names[index]
-        wider = _CSV_WIDER.get(str(self.csv_types[name]))
+        name = header[int(match["index"])]
+        found = _CSV_VALUE.search(str(error).splitlines()[0])
+        value = found["value"] if found else None
+        wider = _wider_csv_type(self.csv_types[name], value)
         if wider is None:
             return None
-        self.csv_types[name] = pa.string() if wider == "string" else pa.type_for_alias(wider)
+        pinned = self._pinned.get(name)
+        if pinned is not None and _kind_of(wider) != pinned:
+            shown = repr(value) if value is not None else "other values"
+            raise SchemaViolation(column=name, rule=f"expected {pinned} (column_types), found {shown}") from error
+        self.csv_types[name] = wider
         return name
 
-    def _csv_reader(self, stream: Any, *, columns: Sequence[str] | None) -> Any:
+    def _infer_csv(self) -> pa.Schema:
+        """Each file's header (they must name the same columns), and the types Arrow infers from the
+        first block of the first file with rows (a file of only a header tells nothing)."""
+        inferred = None
+        for path in self.files:
+            with self._errors(path), self.fs.open_input_stream(path) as stream:
+                reader = self._csv_reader(stream, columns=None, block_size=_CSV_HEADER_BYTES if inferred else None)
+                self._headers[path] = list(reader.schema.names)
+                if inferred is None and next(iter(reader), None) is not None:
+                    inferred = reader.schema
+            first, names = self.files[0], self._headers[path]
+            if sorted(names) != sorted(self._headers[first]):
+                differ = sorted(set(names) ^ set(self._headers[first]))
+                raise SourceUnusable(
+                    source=self.source,
+                    problem=f"files disagree on the columns: {path} and {first} differ in {', '.join(map(repr, differ))}",
+                )
+        if inferred is None:  # no file has rows: the scan says so
+            with self._errors(self.files[0]), self.fs.open_input_stream(self.files[0]) as stream:
+                inferred = self._csv_reader(stream, columns=None).schema
+        return inferred
+
+    def _csv_reader(self, stream: Any, *, columns: Sequence[str] | None, block_size: int | None = None) -> Any:
         import pyarrow.csv as pacsv
 
         # Given an Arrow stream, the CSV reader reads ahead on its own threads as fast as the disk
@@ -298,7 +333,8 @@ class SourceReader:
         convert = pacsv.ConvertOptions(
             column_types=self.csv_types or None, include_columns=list(columns) if columns is not None else None
         )
-        return pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
+        options = pacsv.ReadOptions(block_size=block_size or CSV_BLOCK_BYTES)
+        return pacsv.open_csv(stream, read_options=options, convert_options=convert)
 
     @contextlib.contextmanager
     def _errors(self, path: str) -> Iterator[None]:
@@ -318,6 +354,31 @@ class SourceReader:
             if "Empty CSV file" in message or "size is 0 bytes" in message:
                 raise SourceUnusable(source=self.source, problem=f"{path} is empty (0 bytes)") from exc
             raise SourceUnusable(source=self.source, problem=f"{path} cannot be read as {self.fmt}: {message}") from exc
+
+
+def _wider_csv_type(current: pa.DataType, value: str | None) -> pa.DataType | None:
+    """The type to read a CSV column as after `value` did not fit `current`; None when it is text already."""
+    import pyarrow as pa
+
+    if pa.types.is_string(current) or pa.types.is_large_string(current):
+        return None
+    candidates = [pa.int64(), pa.bool_(), pa.float64()] if pa.types.is_null(current) else []
+    if pa.types.is_integer(current):
+        candidates = [pa.float64()]
+    for candidate in candidates:
+        if value is not None and _parses_as(value, candidate):
+            return candidate
+    return pa.string()
+
+
+def _parses_as(value: str, kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.array([value]).cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 class _BlockingStream(io.RawIOBase):
@@ -368,19 +429,12 @@ def scan_source(
     schema = reader.schema(pinned=column_types)
     kept = _kept_columns(schema.names, target=target, features=features)
     decoded = pa.schema([pa.field(name, _decoded_type(schema.field(name).type)) for name in kept])
-    for _ in range(3 * len(kept) + 1):  # each column widens at most three times
+    for _ in range(3 * len(schema) + 1):  # each column widens at most three times: empty, whole numbers, numbers
         try:
             return _scan(reader, decoded, target=target, min_rows=min_rows, column_types=column_types)
         except pa.ArrowInvalid as exc:
-            name = reader.widen(exc)
-            if name is None:
+            if reader.widen(exc) is None:
                 raise SourceUnusable(source=reader.source, problem=str(exc).splitlines()[0]) from exc
-            if name in column_types:
-                found = re.search(r"invalid value (.*)$", str(exc).splitlines()[0])
-                raise SchemaViolation(
-                    column=name,
-                    rule=f"expected {column_types[name]} (column_types), found {found[1] if found else 'other values'}",
-                ) from exc
             decoded = pa.schema([pa.field(n, _decoded_type(reader.csv_types[n])) for n in kept])
     raise SourceUnusable(source=reader.source, problem="column types kept changing while it was read")
 
@@ -478,32 +532,48 @@ def write_splits(
     The rows are hashed again as they pass: a source that changed since it was scanned fails
     here, before the snapshot (named by the first pass's hash) is committed.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = scan.schema.remove_metadata()
     hasher = storage.TableHasher(schema)
-    writers = {
-        False: _RowGroups(pq.ParquetWriter(train, schema)),
-        True: _RowGroups(pq.ParquetWriter(validation, schema)),
-    }
-    try:
+    changed = SourceUnusable(source=reader.source, problem="changed while it was read; run the ingest again")
+    with contextlib.ExitStack() as open_writers:
+        writers = {}
+        for picked, sink in ((False, train), (True, validation)):
+            writers[picked] = _RowGroups(pq.ParquetWriter(sink, schema))
+            # Closed on the way out, success or not: closed later, by the garbage collector, a writer
+            # would write its footer into a file the snapshot has discarded.
+            open_writers.push(functools.partial(_close_writer, writers[picked].writer))
         offset = 0
-        for raw in reader.batches(schema.names):
-            if raw.num_rows == 0:
-                continue
-            batch = _conform(raw, schema)
-            hasher.update(batch)
-            picked = is_validation[offset : offset + batch.num_rows]
-            if len(picked) != batch.num_rows:
-                break
-            offset += batch.num_rows
-            writers[False].add(batch.filter(~picked))
-            writers[True].add(batch.filter(picked))
+        try:
+            for raw in reader.batches(schema.names):
+                if raw.num_rows == 0:
+                    continue
+                batch = _conform(raw, schema)
+                hasher.update(batch)
+                picked_rows = is_validation[offset : offset + batch.num_rows]
+                if len(picked_rows) != batch.num_rows:
+                    raise changed
+                offset += batch.num_rows
+                writers[False].add(batch.filter(~picked_rows))
+                writers[True].add(batch.filter(picked_rows))
+        except pa.ArrowInvalid as exc:  # a value that fit the types in the first pass no longer does
+            raise changed from exc
         if hasher.rows != scan.rows or hasher.hexdigest() != scan.data_hash:
-            raise SourceUnusable(source=reader.source, problem="changed while it was read; run the ingest again")
-    finally:  # a writer closed later would write its footer into a file the snapshot discarded
+            raise changed
         for writer in writers.values():
-            writer.close()
+            writer.flush()
+
+
+def _close_writer(writer: Any, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    """Close a parquet writer; when an error is already on its way out, that error is the one told."""
+    try:
+        writer.close()
+    except Exception:
+        if exc is None:
+            raise
+    return False
 
 
 class _RowGroups:
@@ -528,10 +598,6 @@ class _RowGroups:
             table = pa.Table.from_batches(self.pending)
             self.writer.write_table(table, row_group_size=table.num_rows)
         self.pending, self.pending_bytes = [], 0
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
 
 
 def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declared: TaskKind | None) -> TaskKind:

@@ -42,7 +42,6 @@ entrypoint that does not import fails with the import error first in the message
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -82,8 +81,8 @@ INPUT_EXAMPLE_ROWS = 5
 class Snapshot:
     """An ingest snapshot as the train job reads it: its manifest now, its rows when asked.
 
-    `train` and `validation` read a whole split into memory (small snapshots only); `batches`
-    streams one, `head` reads its first rows, and `rows` comes from the manifest.
+    `read` (and `train`, `validation`) reads a whole split into memory (small snapshots only);
+    `batches` streams one, `head` reads its first rows, and `rows` comes from the manifest.
     """
 
     uri: str
@@ -99,13 +98,13 @@ class Snapshot:
     def rows(self, split: str) -> int:
         return int(self.manifest["rows"][split])
 
-    @functools.cached_property
+    @property
     def train(self) -> pa.Table:
-        return self._read(TRAIN_SPLIT)
+        return self.read(TRAIN_SPLIT)
 
-    @functools.cached_property
+    @property
     def validation(self) -> pa.Table:
-        return self._read(VALIDATION_SPLIT)
+        return self.read(VALIDATION_SPLIT)
 
     def batches(self, split: str, *, batch_rows: int = 64 * 1024) -> Iterator[pa.RecordBatch]:
         """The rows of `split`, batch by batch, never the whole split in memory."""
@@ -119,7 +118,8 @@ class Snapshot:
             first = next(parquet.iter_batches(batch_size=rows), None)
             return pa.Table.from_batches([first]) if first is not None else parquet.schema_arrow.empty_table()
 
-    def _read(self, split: str) -> pa.Table:
+    def read(self, split: str) -> pa.Table:
+        """The whole split, read now (not kept: each call reads it again)."""
         with self._open(split) as parquet:
             return parquet.read()
 
@@ -188,11 +188,13 @@ def training_data(
     import ray
 
     size = encoded_bytes(snapshot, encoder)
-    if size <= IN_MEMORY_MAX_BYTES:
-        arrays = {
-            split: (encoder.transform(table), encoder.encode_target(table))
-            for split, table in ((TRAIN_SPLIT, snapshot.train), (VALIDATION_SPLIT, snapshot.validation))
-        }
+    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    if size <= min(IN_MEMORY_MAX_BYTES, MATERIALIZE_MAX_SHARE * store):
+        arrays = {}
+        for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
+            table = snapshot.read(split)
+            arrays[split] = (encoder.transform(table), encoder.encode_target(table))
+            del table  # the raw rows are not kept once encoded
         if entrypoint.builtin is not None:
             print(f"training data: {size / 2**20:.1f} MiB encoded, in_memory", flush=True)
             return None, {DATA_KEY: IN_MEMORY_KEY, IN_MEMORY_KEY: ray.put(arrays)}
@@ -200,7 +202,6 @@ def training_data(
         # with no read or encode tasks (their worker processes cost 8-10 s on a small snapshot).
         print(f"training data: {size / 2**20:.1f} MiB encoded, materialized from memory", flush=True)
         return {split: _dataset_of(*pair) for split, pair in arrays.items()}, {DATA_KEY: "materialized"}
-    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
     materialize = size <= MATERIALIZE_MAX_SHARE * store
     how = "materialized" if materialize else "streamed"
     print(f"training data: {size / 2**20:.1f} MiB encoded, {how} (object store {store / 2**20:.0f} MiB)", flush=True)
@@ -226,7 +227,13 @@ def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder, *, materialize: bo
         dataset = ray.data.read_parquet(path, filesystem=fs).map_batches(
             _EncodeBatch(encoder.to_json()), batch_format="pyarrow", zero_copy_batch=True
         )
-        out[split] = dataset.materialize() if materialize else dataset
+        if materialize:
+            dataset = dataset.materialize()
+        elif split == TRAIN_SPLIT:
+            # Streamed in storage order, the loop's shuffle buffer (a few batches) would see a source
+            # sorted by time or by label as it is: the blocks come in a new random order each epoch.
+            dataset = dataset.randomize_block_order()
+        out[split] = dataset
     return out
 
 
@@ -438,9 +445,11 @@ def fit(
     # The model is logged with torch.export once training ends, whose first use imports
     # torch._dynamo and sympy: 2-3 s of a 3 s "log model" phase. This process only waits while
     # Ray Train runs, so it imports them then.
-    threading.Thread(target=_import_torch_export, name="rayops-import-torch-export", daemon=True).start()
+    importing = threading.Thread(target=_import_torch_export, name="rayops-import-torch-export", daemon=True)
+    importing.start()
     with phase("ray train"):
         result = trainer.fit()
+    importing.join()  # the export must not import what this thread is half-way through importing
 
     checkpoint = result.checkpoint
     if checkpoint is None:

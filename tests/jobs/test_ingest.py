@@ -474,3 +474,39 @@ def test_a_source_is_streamed_never_held_whole(tmp_path, fmt: str) -> None:
     written = pq.read_table(measured["result"]["snapshot_uri"].removeprefix("file://") + "/train.parquet")
     assert written.num_rows == measured["result"]["rows"]["train"]
     assert written.schema.field("notes").type == pa.string()
+
+
+def test_csv_files_of_a_folder_may_order_their_columns_differently_but_must_name_the_same(storage_root: str, monkeypatch) -> None:
+    from airflow_provider_rayops.jobs import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "CSV_BLOCK_BYTES", 4096)
+    folder = join_uri(storage_root, "raw", "parts")
+    table = _churn(1000)
+    late = pa.array([None] * 999 + ["true"], pa.string())  # empty for 999 rows, then a flag
+    table = table.append_column("flag", late)
+    _put(join_uri(folder, "_header_only.csv"), table.slice(0, 0), "csv")  # skipped: hidden name
+    _put(join_uri(folder, "a.csv"), table.slice(0, 0), "csv")  # a header and no rows: tells no types
+    _put(join_uri(folder, "b.csv"), table.slice(0, 500), "csv")
+    reordered = table.slice(500).select(list(reversed(table.column_names)))
+    _put(join_uri(folder, "c.csv"), reordered, "csv")  # the flag's first value is here, in another column order
+    manifest = storage.read_manifest(_ingest(storage_root, folder, format="csv")["snapshot_uri"])
+    kinds = {c["name"]: (c["kind"], c["type"]) for c in manifest["columns"]}
+    assert kinds["flag"] == ("bool", "bool")
+    assert kinds["monthly_charges"] == ("numeric", "double") and manifest["rows"]["total"] == 1000
+
+    _put(join_uri(folder, "d.csv"), table.slice(0, 10).append_column("extra", pa.array(range(10))), "csv")
+    with pytest.raises(SourceUnusable, match=r"files disagree on the columns: .*d\.csv and .*a\.csv differ in 'extra'"):
+        _ingest(storage_root, folder, format="csv")
+
+
+def test_a_csv_column_pinned_numeric_takes_fractions_after_whole_numbers(storage_root: str, monkeypatch) -> None:
+    from airflow_provider_rayops.jobs import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "CSV_BLOCK_BYTES", 4096)
+    table = _churn(2000).append_column("dose", pa.array([str(i % 7) for i in range(1999)] + ["2.5"]))
+    source = _put(join_uri(storage_root, "raw", "churn.csv"), table, "csv")
+    manifest = storage.read_manifest(_ingest(storage_root, source, column_types={"dose": "numeric"})["snapshot_uri"])
+    assert {c["name"]: c["type"] for c in manifest["columns"]}["dose"] == "double"
+    bad = _put(join_uri(storage_root, "raw", "bad.csv"), table.set_column(9, "dose", pa.array(["1"] * 1999 + ["maybe"])), "csv")
+    with pytest.raises(SchemaViolation, match=r"column 'dose': expected bool \(column_types\), found 'maybe'"):
+        _ingest(storage_root, bad, column_types={"dose": "bool"})

@@ -253,7 +253,7 @@ class FeatureEncoder:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise FeatureMismatch(column=col.name, problem=f"expected numbers, got {values.type}") from exc
                 array = numbers.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                array = np.where(np.isnan(array), col.mean, array)
+                array = np.where(np.isfinite(array), array, col.mean)  # null, NaN and infinity: the mean
                 out[at] = (array - col.mean) / col.std
                 at += 1
             elif col.kind == "bool":
