@@ -11,7 +11,8 @@ MLflow store), as `make demo` runs it. Two pipelines side by side, alternating o
 - `builtin_40`: the built-in loop, 40 epochs: a small snapshot reaches the workers through the
   object store (jobs/train.py IN_MEMORY_MAX_BYTES);
 - `ray_data_40`: the same loop called from a project module, so the job treats it as a user
-  loop and feeds it through Ray Data, as every train job did before the small-data path.
+  loop and gives it Ray Datasets (get_dataset_shard): for a small snapshot these are made from
+  the arrays the job encoded, with no read tasks (before that, read and encoded by Ray Data tasks).
 
 What is timed is each stage's task from start to end as Airflow recorded it, and the whole
 `airflow dags test` command. What one epoch costs is read from the run itself: the live metrics
@@ -46,7 +47,7 @@ PIPELINES = {
     "builtin_40": ("rayops.builtin:tabular_mlp", 40),
     "ray_data_40": ("overhead_loops:tabular_mlp_through_ray_data", 40),
 }
-LOOP_MODULE = '''"""The built-in loop, called as a user loop: the train job feeds it through Ray Data."""
+LOOP_MODULE = '''"""The built-in loop, called as a user loop: the train job gives it Ray Datasets."""
 
 from airflow_provider_rayops.jobs import builtin
 
