@@ -604,7 +604,6 @@ def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declare
     """The task kind for the target's `values` (see the module docstring); SchemaViolation naming the
     column and `train.task` when the data cannot have the declared kind or does not tell."""
     import numpy as np
-    import pyarrow.compute as pc
 
     if kind != "numeric":
         if declared == "regression":
@@ -628,7 +627,7 @@ def task_kind(values: pa.ChunkedArray, *, column: str, kind: ColumnKind, declare
         return "regression"
     if declared is not None:
         return declared
-    distinct = pc.count_distinct(values).as_py()
+    distinct = _distinct_count(values)
     if distinct <= MAX_INFERRED_CLASSES:
         return "classification"
     raise SchemaViolation(

@@ -81,7 +81,7 @@ INPUT_EXAMPLE_ROWS = 5
 class Snapshot:
     """An ingest snapshot as the train job reads it: its manifest now, its rows when asked.
 
-    `read` (and `train`, `validation`) reads a whole split into memory (small snapshots only);
+    `read` reads a whole split into memory (small snapshots only);
     `batches` streams one, `head` reads its first rows, and `rows` comes from the manifest.
     """
 
@@ -97,14 +97,6 @@ class Snapshot:
 
     def rows(self, split: str) -> int:
         return int(self.manifest["rows"][split])
-
-    @property
-    def train(self) -> pa.Table:
-        return self.read(TRAIN_SPLIT)
-
-    @property
-    def validation(self) -> pa.Table:
-        return self.read(VALIDATION_SPLIT)
 
     def batches(self, split: str, *, batch_rows: int = 64 * 1024) -> Iterator[pa.RecordBatch]:
         """The rows of `split`, batch by batch, never the whole split in memory."""
@@ -205,22 +197,24 @@ def training_data(
     materialize = size <= MATERIALIZE_MAX_SHARE * store
     how = "materialized" if materialize else "streamed"
     print(f"training data: {size / 2**20:.1f} MiB encoded, {how} (object store {store / 2**20:.0f} MiB)", flush=True)
-    return ray_datasets(snapshot, encoder, materialize=materialize), {DATA_KEY: "materialized" if materialize else "streamed"}
+    datasets = ray_datasets(snapshot, encoder, streamed_in_store=None if materialize else store)
+    return datasets, {DATA_KEY: "materialized" if materialize else "streamed"}
 
 
-def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder, *, materialize: bool = True) -> dict[str, Any]:
+def ray_datasets(snapshot: Snapshot, encoder: FeatureEncoder, *, streamed_in_store: float | None = None) -> dict[str, Any]:
     """Both splits as encoded Ray Datasets (columns `features`, `label`): materialized in the
-    object store, or lazy (read and encoded as the workers consume them)."""
-    import ray
+    object store, or, given `streamed_in_store` (the store's bytes), lazy: read and encoded as
+    the workers consume them."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    if not materialize:
+    materialize = streamed_in_store is None
+    if streamed_in_store is not None:
         # Ray Data's blocks are up to 128 MiB: in a store of a few hundred MiB (what makes a snapshot
         # stream) two of them in flight already spill. Many small blocks flow through it instead.
-        store = float(ray.cluster_resources().get("object_store_memory", 0.0))
-        context.target_max_block_size = int(min(context.target_max_block_size or 2**27, max(store / 16, 2**20)))
+        block = max(streamed_in_store / 16, 2**20)
+        context.target_max_block_size = int(min(context.target_max_block_size or 2**27, block))
     out = {}
     for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
         fs, path = storage.filesystem(snapshot.split_uri(split))
