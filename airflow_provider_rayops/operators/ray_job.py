@@ -228,7 +228,7 @@ class SubmitRayJobOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         templated_config: bool = True,
         template_conn_ids: bool | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = 1.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:

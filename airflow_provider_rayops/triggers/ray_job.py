@@ -33,11 +33,22 @@ from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 
 # How long the dashboard may stay unreachable before the trigger gives up on the job.
 UNREACHABLE_TIMEOUT_S = 60.0
-# After the job ends, how long the log stream may take to deliver its last lines before the rest
-# is read in one request. Ray's tail reads the file once a second and stops a second or two after
-# the job; a stream that has not delivered anything yet (a job shorter than Ray's start-up of the
-# tail) is not waited for at all.
+# Ray's log stream lags the job by 1-3 s (the dashboard's tail reads the file once a second, through
+# the agent), which every stage used to wait out after its job had ended: 3.2-3.5 s from a job's
+# end to its outcome, measured. So once the job has ended:
+# - a succeeded job whose result line has arrived is complete (rayops jobs print it last): the
+#   stream gets RESULT_DRAIN_TIMEOUT_S to deliver anything after it;
+# - otherwise a log shorter than WHOLE_LOG_READ_MAX_CHARS is read once whole at once (one request,
+#   faster than waiting on the stream);
+# - a longer log waits up to LOG_DRAIN_TIMEOUT_S for the stream, and is read whole only if the
+#   stream did not finish or the job failed (a failure's last lines are its error message).
 LOG_DRAIN_TIMEOUT_S = 5.0
+RESULT_DRAIN_TIMEOUT_S = 0.5
+WHOLE_LOG_READ_MAX_CHARS = 4 << 20
+# Once the result line has arrived the job is about to end: its status is polled this often, for
+# at most RESULT_FAST_POLL_S (a job may go on after a result line; the last one wins).
+RESULT_POLL_INTERVAL_S = 0.1
+RESULT_FAST_POLL_S = 10.0
 
 
 class JobLog(Protocol):
@@ -65,7 +76,7 @@ class RayJobTrigger(BaseTrigger):
         submission_id: str,
         ray_conn_id: str | None = None,
         compute: dict[str, Any] | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = 1.0,
         unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
         deadline: float | None = None,
     ) -> None:
@@ -113,8 +124,10 @@ class RayJobTrigger(BaseTrigger):
 
     async def _follow(self, client: AsyncRayJobsClient, dashboard_url: str, log: JobLog) -> JobOutcome:
         follower = LogFollower()
-        tail = asyncio.create_task(self._tail(client, follower, log))
+        result_seen = asyncio.Event()
+        tail = asyncio.create_task(self._tail(client, follower, log, result_seen))
         failing_since: float | None = None
+        fast_until: float | None = None
         try:
             while True:
                 if self.deadline is not None and time.time() >= self.deadline:
@@ -143,20 +156,29 @@ class RayJobTrigger(BaseTrigger):
                     await self._drain(tail, client, follower, log, succeeded=info.status is JobStatus.SUCCEEDED)
                     log.info("Ray job %s ended %s", self.submission_id, info.status.value)
                     return JobOutcome.of_job(info, follower, dashboard_url=dashboard_url)
-                await asyncio.sleep(self.poll_interval)
+                if fast_until is None and result_seen.is_set():
+                    fast_until = time.monotonic() + RESULT_FAST_POLL_S
+                if fast_until is not None and time.monotonic() < fast_until:
+                    await asyncio.sleep(RESULT_POLL_INTERVAL_S)
+                else:
+                    # Woken early when the result line arrives: the job is about to end.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(result_seen.wait(), timeout=self.poll_interval)
         finally:
             tail.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await tail
 
-    async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog) -> None:
-        """Log each line as the job writes it; reconnect (skipping what was seen) if the stream drops
-        before the job has ended."""
+    async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog, result_seen: asyncio.Event) -> None:
+        """Log each line as the job writes it, setting `result_seen` once the result line has come;
+        reconnect (skipping what was seen) if the stream drops before the job has ended."""
         while True:
             try:
                 async for chunk in client.tail_logs(self.submission_id):
                     for line in follower.feed(chunk):
                         log.info("%s", line)
+                    if follower.result is not None:
+                        result_seen.set()
                 info = await client.get_job(self.submission_id)
                 if info is None or info.status.is_terminal():
                     return
@@ -168,14 +190,18 @@ class RayJobTrigger(BaseTrigger):
     async def _drain(
         self, tail: asyncio.Task, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog, *, succeeded: bool
     ) -> None:
-        """Let the log stream deliver the job's last lines; if it has not started or lags, or the job
-        failed or was stopped, read the rest in one request (the only whole-log read; polls never
-        fetch the log). A failure's last lines are its error message: a job stopped seconds after
-        it began can end before Ray's tail has sent what the driver printed."""
-        if follower.consumed:
+        """Hand out the job's last lines, which Ray's stream delivers late (see LOG_DRAIN_TIMEOUT_S).
+        The whole-log read is the only one a followed job gets; polls never fetch the log."""
+        complete = succeeded and follower.result is not None
+        if complete or follower.consumed >= WHOLE_LOG_READ_MAX_CHARS:
             with contextlib.suppress(TimeoutError, RayopsComputeError):
-                await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
-        if not tail.done() or follower.consumed == 0 or not succeeded:
+                await asyncio.wait_for(asyncio.shield(tail), timeout=RESULT_DRAIN_TIMEOUT_S if complete else LOG_DRAIN_TIMEOUT_S)
+        read_whole = not complete and (follower.consumed < WHOLE_LOG_READ_MAX_CHARS or not tail.done() or not succeeded)
+        # The stream stops before the read, so no line is handed out twice.
+        tail.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await tail
+        if read_whole:
             with contextlib.suppress(RayopsComputeError):
                 for line in follower.catch_up(await client.get_logs(self.submission_id)):
                     log.info("%s", line)

@@ -215,8 +215,11 @@ def test_the_ray_backend_resolves_its_connection_inside_the_trigger(ray_head, mo
 
 
 def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, monkeypatch):
-    """Before, every poll downloaded the driver's whole log; now the websocket tail moves only new text."""
+    """Before, every poll downloaded the driver's whole log; now the websocket tail moves only new
+    text. A short log is read once whole at the job's end (faster than Ray's lagging stream); a
+    log past WHOLE_LOG_READ_MAX_CHARS, made 0 here, is left to the stream."""
     from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
+    from airflow_provider_rayops.triggers import ray_job
 
     whole_log_reads = []
     real = AsyncRayJobsClient.get_logs
@@ -226,11 +229,19 @@ def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, m
         return await real(self, submission_id)
 
     monkeypatch.setattr(AsyncRayJobsClient, "get_logs", counted)
+    monkeypatch.setattr(ray_job, "WHOLE_LOG_READ_MAX_CHARS", 0)
     # long enough for Ray's tail to start streaming (it begins a few seconds into a job)
-    code = 'import time\nfor i in range(12):\n    print(f"line {i}", flush=True); time.sleep(0.6)\n'
+    code = (
+        "import time\nfrom airflow_provider_rayops.jobs import report_result\n"
+        'for i in range(12):\n    print(f"line {i}", flush=True); time.sleep(0.6)\n'
+        'report_result({"lines": 12})\n'
+    )
     sid = _submit(ray_head, f"python -c '{code}'")
-    events, _ = _run_trigger(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.2))
-    assert events[0].payload["status"] == "SUCCEEDED"
+    log = _Recorder("", lambda: None)
+    outcome = asyncio.run(RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.2).follow(log=log))
+    assert outcome.status == "SUCCEEDED"
+    assert outcome.result == {"lines": 12}
+    assert [line for line in log.lines if line.startswith("line ")] == [f"line {i}" for i in range(12)]
     assert whole_log_reads == []
 
 
