@@ -65,6 +65,7 @@ class LogFollower:
 
     def catch_up(self, whole_log: str) -> list[str]:
         """The lines of `whole_log` (the log from its start) not handed out yet."""
+        self._skip = 0  # a stream restarted and stopped before it replayed what was seen: sliced here instead
         return self.feed(whole_log[self.consumed :]) if len(whole_log) > self.consumed else []
 
     def finish(self) -> list[str]:

@@ -35,18 +35,17 @@ from airflow_provider_rayops.triggers.job_outcome import JobOutcome, LogFollower
 UNREACHABLE_TIMEOUT_S = 60.0
 # Ray's log stream lags the job by 1-3 s (the dashboard's tail reads the file once a second, through
 # the agent), which every stage used to wait out after its job had ended: 3.2-3.5 s from a job's
-# end to its outcome, measured. So once the job has ended:
-# - a succeeded job whose result line has arrived is complete (rayops jobs print it last): the
-#   stream gets RESULT_DRAIN_TIMEOUT_S to deliver anything after it;
-# - otherwise a log shorter than WHOLE_LOG_READ_MAX_CHARS is read once whole at once (one request,
-#   faster than waiting on the stream);
-# - a longer log waits up to LOG_DRAIN_TIMEOUT_S for the stream, and is read whole only if the
-#   stream did not finish or the job failed (a failure's last lines are its error message).
+# end to its outcome, measured. So once the job has ended, a log of which the stream delivered less
+# than WHOLE_LOG_READ_MAX_CHARS is read once whole at once (one request, faster than the stream and
+# exact: what the stream had not delivered, a later result line included). A longer log waits up
+# to LOG_DRAIN_TIMEOUT_S for the stream, and is read whole only if the stream did not finish,
+# delivered nothing, or the job failed (a failure's last lines are its error message). The limit
+# is on what the stream delivered: a stream far behind can still mean a larger read, once.
 LOG_DRAIN_TIMEOUT_S = 5.0
-RESULT_DRAIN_TIMEOUT_S = 0.5
 WHOLE_LOG_READ_MAX_CHARS = 4 << 20
-# Once the result line has arrived the job is about to end: its status is polled this often, for
-# at most RESULT_FAST_POLL_S (a job may go on after a result line; the last one wins).
+# Once the result line has arrived the job is about to end (rayops jobs print it last): its status
+# is polled this often, for at most RESULT_FAST_POLL_S (a job may go on after a result line; the
+# last one wins), then every poll_interval again.
 RESULT_POLL_INTERVAL_S = 0.1
 RESULT_FAST_POLL_S = 10.0
 
@@ -158,16 +157,14 @@ class RayJobTrigger(BaseTrigger):
                     return JobOutcome.of_job(info, follower, dashboard_url=dashboard_url)
                 if fast_until is None and result_seen.is_set():
                     fast_until = time.monotonic() + RESULT_FAST_POLL_S
-                if fast_until is not None and time.monotonic() < fast_until:
-                    await asyncio.sleep(RESULT_POLL_INTERVAL_S)
+                if fast_until is not None:
+                    await asyncio.sleep(RESULT_POLL_INTERVAL_S if time.monotonic() < fast_until else self.poll_interval)
                 else:
                     # Woken early when the result line arrives: the job is about to end.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(result_seen.wait(), timeout=self.poll_interval)
         finally:
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await tail
+            await _stop(tail)
 
     async def _tail(self, client: AsyncRayJobsClient, follower: LogFollower, log: JobLog, result_seen: asyncio.Event) -> None:
         """Log each line as the job writes it, setting `result_seen` once the result line has come;
@@ -192,15 +189,13 @@ class RayJobTrigger(BaseTrigger):
     ) -> None:
         """Hand out the job's last lines, which Ray's stream delivers late (see LOG_DRAIN_TIMEOUT_S).
         The whole-log read is the only one a followed job gets; polls never fetch the log."""
-        complete = succeeded and follower.result is not None
-        if complete or follower.consumed >= WHOLE_LOG_READ_MAX_CHARS:
+        short = follower.consumed < WHOLE_LOG_READ_MAX_CHARS
+        if not short:
             with contextlib.suppress(TimeoutError, RayopsComputeError):
-                await asyncio.wait_for(asyncio.shield(tail), timeout=RESULT_DRAIN_TIMEOUT_S if complete else LOG_DRAIN_TIMEOUT_S)
-        read_whole = not complete and (follower.consumed < WHOLE_LOG_READ_MAX_CHARS or not tail.done() or not succeeded)
+                await asyncio.wait_for(asyncio.shield(tail), timeout=LOG_DRAIN_TIMEOUT_S)
+        read_whole = short or not tail.done() or follower.consumed == 0 or not succeeded
         # The stream stops before the read, so no line is handed out twice.
-        tail.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await tail
+        await _stop(tail)
         if read_whole:
             with contextlib.suppress(RayopsComputeError):
                 for line in follower.catch_up(await client.get_logs(self.submission_id)):
@@ -236,3 +231,17 @@ class RayJobTrigger(BaseTrigger):
 
     async def _endpoint(self) -> RayEndpoint:
         return await get_backend(self.compute).aendpoint()
+
+
+async def _stop(task: asyncio.Task) -> None:
+    """Cancel `task` and wait for it to end, whatever it raises; a cancellation of the caller itself
+    still propagates."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        pass  # the stream's own failure no longer matters once it is stopped

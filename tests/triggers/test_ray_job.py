@@ -245,6 +245,35 @@ def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, m
     assert whole_log_reads == []
 
 
+def test_a_job_that_goes_on_after_a_result_line_is_polled_at_its_pace_and_its_last_result_wins(ray_head, monkeypatch):
+    """The status is polled fast for a while once a result line arrives (the job is about to end),
+    then at the trigger's interval again, never in a loop; a later result line replaces the first."""
+    from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
+    from airflow_provider_rayops.triggers import ray_job
+
+    polls = []
+    real = AsyncRayJobsClient.get_job
+
+    async def counted(self, submission_id):
+        polls.append(time.monotonic())
+        return await real(self, submission_id)
+
+    monkeypatch.setattr(AsyncRayJobsClient, "get_job", counted)
+    monkeypatch.setattr(ray_job, "RESULT_FAST_POLL_S", 0.5)
+    code = (
+        "import time\nfrom airflow_provider_rayops.jobs import report_result\n"
+        'report_result({"which": "first"})\ntime.sleep(6)\nreport_result({"which": "last"})\n'
+    )
+    sid = _submit(ray_head, f"python -c '{code}'")
+    outcome = asyncio.run(
+        RayJobTrigger(submission_id=sid, compute=ray_head.compute, poll_interval=0.5).follow(log=_Recorder("", lambda: None))
+    )
+    assert outcome.status == "SUCCEEDED"
+    assert outcome.result == {"which": "last"}
+    # about 2 polls a second in all (5 fast ones once); a loop without a pause makes hundreds
+    assert len(polls) < 4 * (polls[-1] - polls[0]) + 12
+
+
 def test_a_deadline_stops_the_job_and_ends_as_timeout(ray_head):
     sid = _submit(ray_head, SLEEPS)
     _wait_log(ray_head, sid, "sleeping")
