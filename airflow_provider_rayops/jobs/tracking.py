@@ -33,8 +33,11 @@ from airflow_provider_rayops.config.home import rayops_home
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from airflow_provider_rayops.jobs.modeling import LoadedCheckpoint
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -242,68 +245,35 @@ def logged_model_uri(experiment_id: str, run_id: str, *, checkpoint: str) -> str
     return None
 
 
-def log_torch_model(
+def log_model(
     mlflow_client: MlflowClient,
     run_id: str,
     *,
     experiment_id: str,
-    model: Any,
-    input_example: Any,
-    extra_files: Iterable[str],
-    checkpoint: str,
+    checkpoint: LoadedCheckpoint,
+    manifest: Mapping[str, Any],
+    example_rows: pa.Table,
+    checkpoint_uri: str,
     step: int = 0,
-    pip_requirements: list[str] | None = None,
 ) -> str:
-    """Log `model` as the run's MLflow PyTorch model "model" with a signature inferred from
-    `input_example` and the model's output on it; returns the model URI (`models:/m-...`)."""
-    import mlflow.pytorch
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
+    """Log the checkpoint's model as the run's MLflow model "model": a pyfunc that takes raw rows
+    (jobs/modeling/mlflow_model.py), with `example_rows` as its input example; returns its URI."""
+    from airflow_provider_rayops.jobs.modeling import mlflow_model
 
-    example = np.asarray(input_example, dtype=np.float32)
-    model = model.to("cpu").eval()
-    with torch.inference_mode():
-        output = model(torch.from_numpy(example)).float().numpy()
-    # Created first, in the run's experiment: left to log_model, a model logged by run id
-    # without an active run lands in the default experiment.
-    logged = mlflow_client.create_logged_model(
-        experiment_id, name=MODEL_NAME, source_run_id=run_id, tags={names.CHECKPOINT: checkpoint}
+    return mlflow_model.log_model(
+        mlflow_client,
+        run_id,
+        name=MODEL_NAME,
+        experiment_id=experiment_id,
+        model=checkpoint.model,
+        encoder=checkpoint.encoder,
+        checkpoint_folder=Path(checkpoint.path),
+        manifest=manifest,
+        example_rows=example_rows,
+        step=step,
+        tags={names.CHECKPOINT: checkpoint_uri},
+        model_format_tag=names.MODEL_FORMAT,
     )
-    common = {
-        "name": MODEL_NAME,
-        "model_id": logged.model_id,
-        "run_id": run_id,  # passed through to Model.log: no active run needed, the run stays open
-        "step": step,
-        "signature": infer_signature(example, output),
-        "input_example": example,
-        "extra_files": list(extra_files),
-        "pip_requirements": pip_requirements or default_pip_requirements(),
-    }
-    try:
-        # pt2 (torch.export): loading it runs no pickled code and needs none of our classes.
-        info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
-        model_format = "pt2"
-    except Exception as exc:  # a module torch.export cannot trace (data-dependent control flow...)
-        logger.warning("torch.export could not export the model (%s: %s); logging it pickled", type(exc).__name__, exc)
-        info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
-        model_format = "pickle"
-    mlflow_client.set_logged_model_tags(logged.model_id, {names.MODEL_FORMAT: model_format})
-    return info.model_uri
-
-
-def default_pip_requirements() -> list[str]:
-    """What loading a logged model needs (given explicitly: inferring it would spawn a process).
-    Predicting from raw rows also needs rayops (`modeling.load_predictor`) for the encoder."""
-    from importlib import metadata
-
-    def _pin(dist: str) -> str:
-        try:
-            return f"{dist}=={metadata.version(dist).split('+')[0]}"
-        except metadata.PackageNotFoundError:
-            return dist
-
-    return [_pin("torch"), _pin("mlflow"), _pin("numpy")]
 
 
 def download_artifacts(artifact_uri: str, dest: str | os.PathLike[str]) -> Path:

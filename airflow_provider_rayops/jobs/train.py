@@ -57,7 +57,6 @@ from airflow_provider_rayops import storage
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.jobs import contracts, live_metrics, tracking
 from airflow_provider_rayops.jobs.loops import Entrypoint, resolve_entrypoint
-from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
 from airflow_provider_rayops.jobs.modeling.checkpoints import LoadedCheckpoint, copy_checkpoint_files, load_checkpoint
 from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder, FeatureMismatch
 from airflow_provider_rayops.jobs.runtime import JobInputError, phase, run_job
@@ -482,16 +481,14 @@ def log_outcome(client: Any, *, experiment_id: str, run_id: str, outcome: FitOut
     checkpoint = outcome.checkpoint
     model_uri = tracking.logged_model_uri(experiment_id, run_id, checkpoint=outcome.checkpoint_uri)
     if model_uri is None:
-        example = checkpoint.encoder.transform(snapshot.head(VALIDATION_SPLIT, INPUT_EXAMPLE_ROWS))
-        folder = Path(checkpoint.path)
-        model_uri = tracking.log_torch_model(
+        model_uri = tracking.log_model(
             client,
             run_id,
             experiment_id=experiment_id,
-            model=checkpoint.model,
-            input_example=example,
-            extra_files=[str(folder / ENCODER_FILE), str(folder / MODEL_SPEC_FILE)],
-            checkpoint=outcome.checkpoint_uri,
+            checkpoint=checkpoint,
+            manifest=snapshot.manifest,
+            example_rows=snapshot.head(VALIDATION_SPLIT, INPUT_EXAMPLE_ROWS),
+            checkpoint_uri=outcome.checkpoint_uri,
             step=outcome.epochs_completed,
         )
     tracking.set_tags(

@@ -45,7 +45,7 @@ from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.schema import Distribution
 from airflow_provider_rayops.jobs import builtin, contracts, loops, tracking
 from airflow_provider_rayops.jobs import train as train_job
-from airflow_provider_rayops.jobs.modeling.artifacts import ENCODER_FILE, MODEL_SPEC_FILE
+from airflow_provider_rayops.jobs.modeling.artifacts import MODEL_SPEC_FILE
 from airflow_provider_rayops.jobs.modeling.checkpoints import load_checkpoint
 from airflow_provider_rayops.jobs.modeling.features import FeatureEncoder
 from airflow_provider_rayops.jobs.runtime import JobInputError, run_job
@@ -444,19 +444,18 @@ def _log_checkpoint_model(
     client: Any, *, experiment_id: str, run_id: str, checkpoint_uri: str, snapshot: train_job.Snapshot, step: int
 ) -> str:
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="rayops-best-") as tmp:
         storage.download_folder(checkpoint_uri, tmp)
         loaded = load_checkpoint(tmp)
-        return tracking.log_torch_model(
+        return tracking.log_model(
             client,
             run_id,
             experiment_id=experiment_id,
-            model=loaded.model,
-            input_example=loaded.encoder.transform(snapshot.head(train_job.VALIDATION_SPLIT, train_job.INPUT_EXAMPLE_ROWS)),
-            extra_files=[str(Path(tmp) / ENCODER_FILE), str(Path(tmp) / MODEL_SPEC_FILE)],
-            checkpoint=checkpoint_uri,
+            checkpoint=loaded,
+            manifest=snapshot.manifest,
+            example_rows=snapshot.head(train_job.VALIDATION_SPLIT, train_job.INPUT_EXAMPLE_ROWS),
+            checkpoint_uri=checkpoint_uri,
             step=step,
         )
 

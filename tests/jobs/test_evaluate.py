@@ -1,7 +1,7 @@
 """The evaluate job on seeded churn data, with real models logged to real MLflow stores.
 
 Models are tiny TabularMLPs trained here in a second (full-batch Adam on the train split) and
-logged the way the train job logs them (tracking.log_torch_model: pt2 + encoder.json), so the
+logged the way the train job logs them (tracking.log_model: the pyfunc of raw rows), so the
 job reads them exactly as it reads the train job's. A "bad" model is trained on inverted labels.
 Most tests use a sqlite store in tmp; the champion tests use the real `mlflow server` with S3
 artifacts (moto).

@@ -19,7 +19,7 @@ import pytest
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
-from airflow_provider_rayops.jobs import tracking, train
+from airflow_provider_rayops.jobs import modeling, tracking, train
 from airflow_provider_rayops.jobs.modeling import load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError
 
@@ -156,21 +156,42 @@ def test_the_mlflow_run_carries_the_lineage(trained, churn_snapshot, mlflow_uri,
     assert tags["rayops.run_key"] == tracking.run_key(trained["run_root"])
 
 
-def test_the_model_is_logged_with_signature_input_example_and_encoder(trained, mlflow_uri, monkeypatch):
+def test_the_model_is_a_pyfunc_of_raw_rows_with_its_signature_and_input_example(trained, churn_snapshot, mlflow_uri, monkeypatch):
     import mlflow
 
     monkeypatch.setenv(tracking.TRACKING_URI_ENV, mlflow_uri)
     mlflow.set_tracking_uri(mlflow_uri)
-    info = mlflow.models.get_model_info(trained["result"]["model_uri"])
-    inputs = json.loads(info.signature.to_dict()["inputs"])
-    outputs = json.loads(info.signature.to_dict()["outputs"])
-    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 11]}
-    assert outputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 2]}
-    assert info.saved_input_example_info["type"] == "ndarray"
-    assert info.flavors["pytorch"]["extra_files"] == [{"path": "extra_files/encoder.json"}, {"path": "extra_files/model.json"}]
-    logged = mlflow.get_logged_model(trained["result"]["model_uri"].split("/")[-1])
+    uri = trained["result"]["model_uri"]
+    info = mlflow.models.get_model_info(uri)
+    inputs = {c["name"]: c["type"] for c in json.loads(info.signature.to_dict()["inputs"])}
+    assert inputs == {
+        "tenure_months": "long",
+        "monthly_charges": "double",
+        "support_calls": "long",
+        "total_charges": "double",
+        "plan": "string",
+        "contract": "string",
+        "paperless_billing": "boolean",
+    }
+    outputs = [(c["name"], c["type"]) for c in json.loads(info.signature.to_dict()["outputs"])]
+    assert outputs == [("prediction", "boolean"), ("probability_False", "double"), ("probability_True", "double")]
+    assert info.saved_input_example_info["type"] == "dataframe"
+    assert set(info.flavors) == {"python_function"}  # models from code: nothing pickled
+    assert info.flavors["python_function"]["code"] == "code"
+    logged = mlflow.get_logged_model(uri.split("/")[-1])
     assert logged.source_run_id == trained["result"]["mlflow_run_id"]
     assert logged.experiment_id == trained["result"]["experiment_id"]
+    assert logged.tags["rayops.model_format"] == "pt2"
+
+    validation = pq.read_table(storage.parse_uri(storage.join_uri(churn_snapshot["snapshot_uri"], "validation.parquet")).path)
+    rows = validation.slice(0, 50).drop(["churned"]).to_pandas()
+    answer = mlflow.pyfunc.load_model(uri).predict(rows)
+    # the checkpoint's own module, not the exported network the model carries
+    loaded = modeling.load_checkpoint(storage.parse_uri(trained["result"]["checkpoint_uri"]).path)
+    eager = modeling.Predictor(model=loaded.model, encoder=loaded.encoder, source="checkpoint")
+    assert answer["prediction"].tolist() == eager.predict(rows).tolist()
+    np.testing.assert_allclose(answer[["probability_False", "probability_True"]].to_numpy(), eager.predict_proba(rows), rtol=1e-5)
+    assert load_predictor(uri).predict(rows).tolist() == eager.predict(rows).tolist()  # what evaluate reads
 
 
 # -- faults -----------------------------------------------------------------------------------------

@@ -40,18 +40,18 @@ An **MLflow training run** (one per Airflow task; see jobs/tracking.py) holds:
     metrics         every per-epoch metric the loop reported, step = epoch
     tags            rayops.* lineage (snapshot URI and hash, config hash and git commit,
                     dag_id, run_id, try, Ray job id, run key)
-    logged model    name "model", MLflow PyTorch flavour of the module above, serialized as
-                    "pt2" (torch.export, MLflow 3's default: loading runs no pickled code and
-                    needs no rayops class; "pickle" only when the module cannot be exported),
-                    with a tensor signature (float32 [-1, num_features] -> float32 logits)
-                    and an input example (encoded validation rows); its folder also holds
-                    extra_files/encoder.json and extra_files/model.json, so the model URI
-                    alone is enough to predict from raw rows (`load_predictor`).
+    logged model    name "model": an MLflow pyfunc of raw rows (mlflow_model.py says what it
+                    holds: the network as torch.export "pt2", encoder.json, the modules it runs
+                    as code_paths), with a column signature and raw validation rows as its
+                    input example, so `mlflow.pyfunc.load_model(uri).predict(rows)` and
+                    `load_predictor(uri)` both work from the model URI alone. Models logged
+                    before that (the PyTorch flavour with extra_files/encoder.json) are still read.
 
 The modules: `artifacts` (the contract's file names, format version and `ModelArtifactError`),
 `features` (`FeatureEncoder`), `network` (`TabularMLP`), `checkpoints` (`save_checkpoint`,
-`load_checkpoint`), `predictor` (`Predictor`, `load_predictor`). Every public name is also
-here, so `modeling.FeatureEncoder` and the like work as before.
+`load_checkpoint`), `predictor` (`Predictor`, `load_predictor`), and `mlflow_model` (the logged
+pyfunc, imported on its own: it imports MLflow). Every public name of the others is also here,
+so `modeling.FeatureEncoder` and the like work as before.
 
 Nothing here imports Ray or MLflow at module level (a Serve replica or the evaluate job pays
 only for what it calls); torch is imported, every user of this package needs it.

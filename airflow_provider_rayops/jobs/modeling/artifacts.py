@@ -11,7 +11,7 @@ MODEL_SPEC_FILE = "model.json"
 ENCODER_FILE = "encoder.json"
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
-# Where mlflow.pytorch.log_model(extra_files=...) puts our files inside the logged model folder.
+# Where models logged before the pyfunc (mlflow.pytorch.log_model(extra_files=...)) hold our files.
 MLFLOW_EXTRA_FILES_DIR = "extra_files"
 
 

@@ -70,8 +70,6 @@ class Predictor:
         return probabilities(self.logits(rows), self.encoder.num_classes)
 
     def predict(self, rows: Any) -> np.ndarray:
-        import numpy as np
-
         if self.task == "regression":
             outputs = self.logits(rows)
             if outputs.ndim == 2 and outputs.shape[1] != 1:
@@ -79,9 +77,14 @@ class Predictor:
                     where="model output", problem=f"{outputs.shape[1]} values per row for a regression target"
                 )
             return self.encoder.decode_target(outputs)
-        index = self.predict_proba(rows).argmax(axis=1)
+        return self.decode_classes(self.predict_proba(rows).argmax(axis=1))
+
+    def decode_classes(self, index: np.ndarray) -> np.ndarray:
+        """Class indices to classes, in the target's own type: an integer target predicts
+        integers, a bool one booleans."""
+        import numpy as np
+
         classes = np.asarray(self.classes, dtype=object)[index]
-        # The target's own type: an integer target predicts integers, a bool one booleans.
         if self.encoder.target.kind == "numeric":
             return classes.astype(np.int64)
         if self.encoder.target.kind == "bool":
@@ -131,7 +134,14 @@ def load_predictor(model_uri: str) -> Predictor:
 
 
 def _predictor_from_folder(folder: Path, *, source: str) -> Predictor:
+    pyfunc_artifacts = folder / "artifacts" / "model"  # mlflow_model.ARTIFACT_KEY, under MLflow's artifacts/
+    if (folder / "MLmodel").is_file() and (pyfunc_artifacts / ENCODER_FILE).is_file():
+        from airflow_provider_rayops.jobs.modeling import mlflow_model
+
+        return mlflow_model.load_network_folder(pyfunc_artifacts, source=source)
     if (folder / "MLmodel").is_file():
+        # Models logged before the pyfunc (the PyTorch flavour with extra_files/): champions
+        # registered then are still compared with and served.
         import mlflow.pytorch
 
         encoder_file = folder / MLFLOW_EXTRA_FILES_DIR / ENCODER_FILE
