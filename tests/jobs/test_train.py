@@ -19,7 +19,7 @@ import pytest
 
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus
-from airflow_provider_rayops.jobs import modeling, tracking, train
+from airflow_provider_rayops.jobs import tracking, train
 from airflow_provider_rayops.jobs.modeling import load_predictor
 from airflow_provider_rayops.jobs.runtime import JobInputError
 
@@ -72,9 +72,12 @@ def _validation(snapshot: dict):
 
 
 @pytest.fixture(scope="module")
-def trained(run_ray_job, churn_snapshot, tmp_path_factory) -> dict:
-    run_root = f"file://{tmp_path_factory.mktemp('train-runs')}/churn/manual/train"
-    job = run_ray_job(TRAIN_JOB, _args(churn_snapshot, run_root))
+def trained(run_ray_job, churn_snapshot, s3_endpoint) -> dict:
+    """One training whose checkpoints live in S3 storage (the local endpoint), as in production."""
+    from tests.fixtures.s3 import S3_BUCKET
+
+    run_root = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:8]}/churn/manual/train"
+    job = run_ray_job(TRAIN_JOB, _args(churn_snapshot, run_root), env=s3_endpoint.to_env())
     assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
     return {"run_root": run_root, "result": job.result, "job": job}
 
@@ -126,7 +129,7 @@ def test_the_logged_model_beats_the_base_rate_on_validation(trained, churn_snaps
     assert trained["result"]["metrics"]["val_auc"] == pytest.approx(auc, abs=1e-3)
 
 
-def test_storage_keeps_the_last_k_checkpoints(trained):
+def test_s3_storage_keeps_the_last_k_checkpoints(trained):
     names = sorted(
         {uri.rsplit("/", 2)[-2] for uri in storage.list_uris(f"{trained['run_root']}/train") if "/checkpoint_epoch_" in uri}
     )
@@ -187,8 +190,7 @@ def test_the_model_is_a_pyfunc_of_raw_rows_with_its_signature_and_input_example(
     rows = validation.slice(0, 50).drop(["churned"]).to_pandas()
     answer = mlflow.pyfunc.load_model(uri).predict(rows)
     # the checkpoint's own module, not the exported network the model carries
-    loaded = modeling.load_checkpoint(storage.parse_uri(trained["result"]["checkpoint_uri"]).path)
-    eager = modeling.Predictor(model=loaded.model, encoder=loaded.encoder, source="checkpoint")
+    eager = load_predictor(trained["result"]["checkpoint_uri"])  # from S3: the checkpoint's module, not the export
     assert answer["prediction"].tolist() == eager.predict(rows).tolist()
     np.testing.assert_allclose(answer[["probability_False", "probability_True"]].to_numpy(), eager.predict_proba(rows), rtol=1e-5)
     assert load_predictor(uri).predict(rows).tolist() == eager.predict(rows).tolist()  # what evaluate reads
@@ -261,23 +263,6 @@ def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(
     assert run.data.tags["rayops.try_number"] == "2"
     assert run.data.tags["rayops.ray_job_id"] == retry.submission_id
     assert [step for step, _ in _metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
-
-
-def test_checkpoints_live_in_s3_storage_and_load_from_there(run_ray_job, churn_snapshot, s3_endpoint):
-    from tests.fixtures.s3 import S3_BUCKET
-
-    run_root = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:8]}/churn/train"
-    args = _args(
-        churn_snapshot, run_root, params={"epochs": 2, "lr": 0.01, "batch_size": 128}, checkpoint={"every_epochs": 1, "keep": 1}
-    )
-    job = run_ray_job(TRAIN_JOB, args, env=s3_endpoint.to_env())
-    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
-    result = job.result
-    assert result["checkpoint_uri"] == f"{run_root}/train/checkpoint_epoch_000002"
-    names = {uri.rsplit("/", 2)[-2] for uri in storage.list_uris(f"{run_root}/train") if "/checkpoint_epoch_" in uri}
-    assert names == {"checkpoint_epoch_000002"}
-    predictor = load_predictor(result["checkpoint_uri"])
-    assert predictor.predict_proba(_validation(churn_snapshot)).shape == (churn_snapshot["rows"]["validation"], 2)
 
 
 def test_an_entrypoint_that_does_not_import_fails_the_job_with_the_import_error_first(run_ray_job, churn_snapshot, tmp_path):
