@@ -29,29 +29,11 @@ import torch
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import modeling, tracking
 from airflow_provider_rayops.jobs.modeling import load_predictor
+from tests.fixtures.mlflow import tracking_at
 from tests.fixtures.models import delivery_snapshot, fit_tiny_model, log_as_training_run
 from tests.registry.models import log_training, mlflow_registry, registry_snapshot, unique_name
 
 ROWS = 40
-
-
-@contextlib.contextmanager
-def _tracking_at(uri: str):
-    """MLflow's tracking URI, as the environment and as MLflow's global, for a block: the global is
-    what `tracking.client()` sets and what `models:/` URIs resolve against."""
-    import mlflow
-
-    saved_env, saved_global = os.environ.get(tracking.TRACKING_URI_ENV), mlflow.get_tracking_uri()
-    os.environ[tracking.TRACKING_URI_ENV] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_global)
-        if saved_env is None:
-            os.environ.pop(tracking.TRACKING_URI_ENV, None)
-        else:
-            os.environ[tracking.TRACKING_URI_ENV] = saved_env
 
 
 def _eager(checkpoint: Path) -> modeling.Predictor:
@@ -75,7 +57,7 @@ def champion(mlflow_registry, tmp_path_factory) -> dict:
 
     checkpoint = fit_tiny_model(mlflow_registry.snapshot, folder=tmp_path_factory.mktemp("standard") / "ckpt", steps=20)
     name = unique_name("standard")
-    with _tracking_at(mlflow_registry.tracking_uri):
+    with tracking_at(mlflow_registry.tracking_uri):
         model_uri = log_training(mlflow_registry, checkpoint, name=name).model_uri
         version = mlflow.register_model(model_uri, name).version
         mlflow_registry.client().set_registered_model_alias(name, "champion", str(version))
@@ -93,7 +75,7 @@ def champion(mlflow_registry, tmp_path_factory) -> dict:
 def test_the_champion_predicts_raw_rows_with_pyfunc_as_its_own_module_does(champion, tmp_path):
     import mlflow
 
-    with _tracking_at(champion["tracking_uri"]):
+    with tracking_at(champion["tracking_uri"]):
         answer = mlflow.pyfunc.load_model(champion["uri"]).predict(champion["rows"])
         local = Path(mlflow.artifacts.download_artifacts(champion["uri"], dst_path=str(tmp_path)))
         by_the_pipeline = load_predictor(champion["uri"])  # what evaluate and Serve use
@@ -109,7 +91,7 @@ def test_bad_rows_are_refused_with_the_column_named(champion):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    with _tracking_at(champion["tracking_uri"]):
+    with tracking_at(champion["tracking_uri"]):
         model = mlflow.pyfunc.load_model(champion["uri"])
     with pytest.raises(MlflowException, match=r"missing inputs.*'plan'"):
         model.predict(champion["rows"].drop(columns=["plan"]))
@@ -127,7 +109,7 @@ def test_nulls_where_the_data_had_them_and_a_regression_target(tmp_path):
     rows = _validation_rows(snapshot, drop="delivery_minutes")
     rows.loc[0, "distance_km"] = None
     rows.loc[1, "city"] = None
-    with _tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
+    with tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
         _, uri = log_as_training_run(checkpoint, snapshot, experiment="standard-regression")
         model = mlflow.pyfunc.load_model(uri)
     inputs = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
@@ -160,7 +142,7 @@ def test_a_network_torch_export_cannot_trace_is_logged_as_its_checkpoint_and_sti
         tmp_path / "ckpt", model=BranchingMLP(**kwargs).eval(), encoder=encoder, state={"epoch": 1}, model_spec=spec
     )
     rows = _validation_rows(registry_snapshot, drop="churned")
-    with _tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
+    with tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
         _, uri = log_as_training_run(checkpoint, registry_snapshot, experiment="standard-fallback")
         logged = mlflow.get_logged_model(uri.split("/")[-1])
         answer = mlflow.pyfunc.load_model(uri).predict(rows)
@@ -181,7 +163,7 @@ def test_a_model_logged_before_the_pyfunc_is_still_read(registry_snapshot, tmp_p
     example = loaded.encoder.transform(rows.head(5))
     with torch.inference_mode():
         output = loaded.model(torch.from_numpy(example)).numpy()
-    with _tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
+    with tracking_at(f"sqlite:///{tmp_path}/mlflow.db"):
         experiment_id = tracking.ensure_experiment(tracking.client(), "before-the-pyfunc")  # artifacts beside the db
         with mlflow.start_run(experiment_id=experiment_id):
             info = mlflow.pytorch.log_model(
@@ -207,7 +189,7 @@ def fresh_env(champion, tmp_path_factory) -> Path:
     import mlflow
 
     folder = tmp_path_factory.mktemp("fresh-env")
-    with _tracking_at(champion["tracking_uri"]):
+    with tracking_at(champion["tracking_uri"]):
         requirements = mlflow.pyfunc.get_model_dependencies(champion["uri"])
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True, timeout=300)
     python = folder / "venv" / "bin" / "python"

@@ -1,0 +1,222 @@
+"""A pipeline's Serve application: a router in front of the registered versions it serves.
+
+Serve builds it from the deploy config (the Serve REST API's `applications` entry):
+
+    import_path: airflow_provider_rayops.serving.app:build
+    route_prefix: /churn
+    args:
+      registered_model: churn
+      versions: ["3", "4"]            # each a deployment of its own, named v3, v4
+      batch: {max_batch_size: 32, wait_ms: 5}
+      replicas: {min: 1, max: 2, num_cpus: 1}   # autoscaling of each version, CPUs per replica
+      max_body_bytes: 1048576
+      max_rows: 10000
+    deployments:
+      - name: Router
+        user_config: {weights: {"3": 90, "4": 10}, sticky_header: X-Request-Key}
+
+Weights live in the router's `user_config`: changing them is a config update that touches only
+user_config, so no replica restarts (Serve calls `Router.reconfigure`).
+
+Routes under the prefix:
+- `POST /` (or `/invocations`, as `mlflow models serve`): a body in MLflow's scoring format
+  (serving/payload.py), answered `{"predictions": [{"prediction": ..., "probability_<class>": ...}],
+  "version": "3"}`; a bad body is a 4xx with `{"error": reason}` and never reaches a model.
+- `GET /-/healthz`: 200 with the weights while every version is loaded.
+
+Each request goes to a version drawn by weight, or, when the request carries the sticky header,
+to the version its key hashes to (the same key stays on the same version while weights hold).
+Per version, Ray's metrics get `rayops_serve_requests`, `rayops_serve_errors` and the latency
+histogram `rayops_serve_latency_ms`, tagged with pipeline and version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ray import serve
+
+from airflow_provider_rayops.serving.payload import BadPayload, columns_of_signature, parse_rows
+
+ROUTER = "Router"
+DEFAULT_BATCH = {"max_batch_size": 32, "wait_ms": 5}
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_ROWS = 10_000
+HEALTH_PATH = "/-/healthz"
+PREDICT_PATHS = ("", "/", "/invocations")
+# Latency histogram buckets, in milliseconds.
+LATENCY_BUCKETS_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+
+
+def version_deployment_name(version: str) -> str:
+    return f"v{version}"
+
+
+@serve.deployment(max_ongoing_requests=64)
+class ModelVersion:
+    """One registered version: loads `models:/<registered_model>/<version>` and predicts batches."""
+
+    def __init__(self, registered_model: str, version: str, batch: Mapping[str, Any]) -> None:
+        import mlflow
+
+        from airflow_provider_rayops.jobs.modeling import load_predictor
+
+        uri = f"models:/{registered_model}/{version}"
+        info = mlflow.models.get_model_info(uri)
+        if info.signature is None:
+            raise ValueError(f"{uri} has no signature: was it logged by the rayops train job?")
+        self.columns = columns_of_signature(json.loads(info.signature.to_dict()["inputs"]))
+        self.predictor = load_predictor(uri)
+        self.version = version
+        # serve.batch's wrapper has these setters; its type hints show the plain coroutine function.
+        batched: Any = self.predict_batch
+        batched.set_max_batch_size(int(batch.get("max_batch_size", DEFAULT_BATCH["max_batch_size"])))
+        batched.set_batch_wait_timeout_s(float(batch.get("wait_ms", DEFAULT_BATCH["wait_ms"])) / 1000)
+
+    def signature(self) -> list[dict[str, str]]:
+        return [{"name": c.name, "type": c.type} for c in self.columns]
+
+    @serve.batch(max_batch_size=DEFAULT_BATCH["max_batch_size"], batch_wait_timeout_s=DEFAULT_BATCH["wait_ms"] / 1000)
+    async def predict_batch(self, tables: list[Any]) -> list[list[dict[str, Any]]]:
+        """Predictions for several requests' rows in one model call, handed back per request."""
+        import pyarrow as pa
+
+        from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
+
+        frame = predictions_frame(self.predictor, pa.concat_tables(tables))
+        records = json.loads(frame.to_json(orient="records"))
+        out, at = [], 0
+        for table in tables:
+            out.append(records[at : at + table.num_rows])
+            at += table.num_rows
+        return out
+
+    async def predict(self, table: Any) -> list[dict[str, Any]]:
+        return await self.predict_batch(table)
+
+
+@serve.deployment(max_ongoing_requests=256)
+class Router:
+    """The ingress: validates each request against the signature, picks a version, answers."""
+
+    def __init__(self, pipeline: str, versions: Mapping[str, Any], limits: Mapping[str, int]) -> None:
+        from ray.serve import metrics
+
+        self.pipeline = pipeline
+        self.handles = dict(versions)
+        self.max_body_bytes = int(limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+        self.max_rows = int(limits.get("max_rows", DEFAULT_MAX_ROWS))
+        self.weights: dict[str, float] = dict.fromkeys(self.handles, 1.0)
+        self.sticky_header = ""
+        self._columns: list[Any] | None = None
+        # Ray hints tag_keys as Tuple[str] (one key); it takes any number.
+        tags: Any = ("pipeline", "version")
+        self.requests = metrics.Counter("rayops_serve_requests", description="Requests answered, per version", tag_keys=tags)
+        self.errors = metrics.Counter("rayops_serve_errors", description="Requests that failed in the model", tag_keys=tags)
+        self.latency = metrics.Histogram(
+            "rayops_serve_latency_ms", description="Request latency (ms)", boundaries=LATENCY_BUCKETS_MS, tag_keys=tags
+        )
+
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        weights = {str(k): float(v) for k, v in (config.get("weights") or {}).items()}
+        unknown = sorted(set(weights) - set(self.handles))
+        if unknown or any(w < 0 for w in weights.values()) or (weights and sum(weights.values()) <= 0):
+            raise ValueError(f"weights {weights} must be non-negative, not all zero, over the versions {sorted(self.handles)}")
+        self.weights = weights or dict.fromkeys(self.handles, 1.0)
+        self.sticky_header = str(config.get("sticky_header") or "").lower()
+
+    def pick(self, key: str | None) -> str:
+        """The version for a request: by its sticky key's hash when it has one, else at random, by weight."""
+        versions = [v for v in sorted(self.weights) if self.weights[v] > 0]
+        total = sum(self.weights[v] for v in versions)
+        point = (
+            int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 * total
+            if key
+            else random.random() * total  # traffic splitting, not security
+        )
+        for version in versions:
+            point -= self.weights[version]
+            if point < 0:
+                return version
+        return versions[-1]
+
+    async def _signature(self) -> list[Any]:
+        if self._columns is None:
+            from airflow_provider_rayops.serving.payload import Column
+
+            # Every version of a registered model takes the snapshot's columns; the first one says which.
+            first = self.handles[sorted(self.handles)[0]]
+            self._columns = [Column(**c) for c in await first.signature.remote()]
+        return self._columns
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        path = request.url.path
+        prefix = request.scope.get("root_path", "")
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :]
+        if request.method == "GET" and path == HEALTH_PATH:
+            await asyncio.gather(*(h.signature.remote() for h in self.handles.values()))
+            return JSONResponse({"status": "ok", "pipeline": self.pipeline, "weights": self.weights})
+        if path not in PREDICT_PATHS:
+            return JSONResponse({"error": f"no route {path!r}: POST / or /invocations, GET {HEALTH_PATH}"}, status_code=404)
+        if request.method != "POST":
+            return JSONResponse({"error": "predictions are POST requests"}, status_code=405)
+        try:
+            table = parse_rows(
+                await request.body(),
+                content_type=request.headers.get("content-type"),
+                columns=await self._signature(),
+                max_bytes=self.max_body_bytes,
+                max_rows=self.max_rows,
+            )
+        except BadPayload as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        version = self.pick(request.headers.get(self.sticky_header) if self.sticky_header else None)
+        tags = {"pipeline": self.pipeline, "version": version}
+        started = time.perf_counter()
+        try:
+            predictions = await self.handles[version].predict.remote(table)
+        except Exception as exc:
+            self.errors.inc(tags=tags)
+            return JSONResponse({"error": f"version {version} failed: {type(exc).__name__}", "version": version}, status_code=500)
+        finally:
+            self.requests.inc(tags=tags)
+            self.latency.observe((time.perf_counter() - started) * 1000, tags=tags)
+        return JSONResponse({"predictions": predictions, "version": version})
+
+
+def build(args: Mapping[str, Any]) -> Any:
+    """The application Serve deploys from the config's `args` (this module's docstring)."""
+    versions = [str(v) for v in args.get("versions") or ()]
+    if not versions or not args.get("registered_model"):
+        raise ValueError("the rayops Serve app needs args.registered_model and at least one args.versions entry")
+    batch = dict(DEFAULT_BATCH, **(args.get("batch") or {}))
+    replicas = args.get("replicas") or {}
+    low, high = int(replicas.get("min", 1)), int(replicas.get("max", replicas.get("min", 1)))
+    handles = {
+        version: _deployment(ModelVersion)
+        .options(
+            name=version_deployment_name(version),
+            autoscaling_config={"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8},
+            ray_actor_options={"num_cpus": float(replicas.get("num_cpus", 1))},
+        )
+        .bind(str(args["registered_model"]), version, batch)
+        for version in versions
+    }
+    limits = {k: int(args[k]) for k in ("max_body_bytes", "max_rows") if k in args}
+    # The router only parses JSON and awaits the versions: it reserves no CPU of its own, as Serve's proxy.
+    router = _deployment(Router).options(name=ROUTER, ray_actor_options={"num_cpus": 0})
+    return router.bind(str(args.get("pipeline") or args["registered_model"]), handles, limits)
+
+
+def _deployment(cls: Any) -> Any:
+    """A class made a Serve Deployment by @serve.deployment (its type hints still show the class)."""
+    return cls
