@@ -14,6 +14,7 @@ Serve builds it from the deploy config (the Serve REST API's `applications` entr
     deployments:
       - name: Router
         user_config: {weights: {"3": 90, "4": 10}, sticky_header: X-Request-Key}
+        # without weights, all traffic goes to the first version listed
 
 Weights live in the router's `user_config`: changing them is a config update that touches only
 user_config, so no replica restarts (Serve calls `Router.reconfigure`).
@@ -22,7 +23,8 @@ Routes under the prefix:
 - `POST /` (or `/invocations`, as `mlflow models serve`): a body in MLflow's scoring format
   (serving/payload.py), answered `{"predictions": [{"prediction": ..., "probability_<class>": ...}],
   "version": "3"}`; a bad body is a 4xx with `{"error": reason}` and never reaches a model.
-- `GET /-/healthz`: 200 with the weights while every version is loaded.
+- `GET /-/healthz`: 200 with the weights and each version's state while every version with
+  weight answers; 503 otherwise (a weight-0 version may still be loading).
 
 Each request goes to a version drawn by weight, or, when the request carries the sticky header,
 to the version its key hashes to (the same key stays on the same version while weights hold).
@@ -35,14 +37,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray import serve
 
-from airflow_provider_rayops.serving.payload import BadPayload, columns_of_signature, parse_rows
+from airflow_provider_rayops.serving.payload import BadPayload, Column, columns_of_signature, parse_rows
 
 ROUTER = "Router"
 DEFAULT_BATCH = {"max_batch_size": 32, "wait_ms": 5}
@@ -50,6 +53,8 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_ROWS = 10_000
 HEALTH_PATH = "/-/healthz"
 PREDICT_PATHS = ("", "/", "/invocations")
+# How long the router waits for a version to say what it takes before answering 503.
+VERSION_TIMEOUT_S = 5.0
 # Latency histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 
@@ -101,9 +106,37 @@ class ModelVersion:
         return await self.predict_batch(table)
 
 
+def checked_weights(weights: Mapping[str, Any], versions: Sequence[str]) -> dict[str, float]:
+    """`weights` as floats when they can route traffic: finite, non-negative, over known versions,
+    not all zero; else ValueError saying which rule failed (the deploy operator checks the same
+    before it sends a config)."""
+    out = {str(k): float(v) for k, v in weights.items()}
+    unknown = sorted(set(out) - set(versions))
+    if unknown:
+        raise ValueError(f"weights name version(s) {unknown} the app does not serve ({sorted(versions)})")
+    if not all(math.isfinite(w) and w >= 0 for w in out.values()) or sum(out.values()) <= 0:
+        raise ValueError(f"weights {out} must be finite, non-negative and not all zero")
+    return out
+
+
+def pick_version(weights: Mapping[str, float], key: str | None) -> str:
+    """The version for a request: by its key's hash when it has one (the same key stays on the same
+    version while the weights hold), else at random; either way in proportion to the weights."""
+    versions = [v for v in sorted(weights) if weights[v] > 0]
+    total = sum(weights[v] for v in versions)
+    # The key's hash, or a random draw (traffic splitting, not security), as a fraction of the total.
+    share = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 if key else random.random()
+    point = share * total
+    for version in versions:
+        point -= weights[version]
+        if point < 0:
+            return version
+    return versions[-1]
+
+
 @serve.deployment(max_ongoing_requests=256)
 class Router:
-    """The ingress: validates each request against the signature, picks a version, answers."""
+    """The ingress: validates each request against the picked version's signature, answers with it."""
 
     def __init__(self, pipeline: str, versions: Mapping[str, Any], limits: Mapping[str, int]) -> None:
         from ray.serve import metrics
@@ -112,9 +145,11 @@ class Router:
         self.handles = dict(versions)
         self.max_body_bytes = int(limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         self.max_rows = int(limits.get("max_rows", DEFAULT_MAX_ROWS))
-        self.weights: dict[str, float] = dict.fromkeys(self.handles, 1.0)
+        # Until user_config says otherwise, everything goes to the first version listed (the
+        # champion): never an equal split that sends traffic to an untried version.
+        self.weights: dict[str, float] = {next(iter(self.handles)): 1.0}
         self.sticky_header = ""
-        self._columns: list[Any] | None = None
+        self._columns: dict[str, list[Column]] = {}
         # Ray hints tag_keys as Tuple[str] (one key); it takes any number.
         tags: Any = ("pipeline", "version")
         self.requests = metrics.Counter("rayops_serve_requests", description="Requests answered, per version", tag_keys=tags)
@@ -123,37 +158,34 @@ class Router:
             "rayops_serve_latency_ms", description="Request latency (ms)", boundaries=LATENCY_BUCKETS_MS, tag_keys=tags
         )
 
-    def reconfigure(self, config: Mapping[str, Any]) -> None:
-        weights = {str(k): float(v) for k, v in (config.get("weights") or {}).items()}
-        unknown = sorted(set(weights) - set(self.handles))
-        if unknown or any(w < 0 for w in weights.values()) or (weights and sum(weights.values()) <= 0):
-            raise ValueError(f"weights {weights} must be non-negative, not all zero, over the versions {sorted(self.handles)}")
-        self.weights = weights or dict.fromkeys(self.handles, 1.0)
+    async def reconfigure(self, config: Mapping[str, Any]) -> None:
+        # async: Serve runs it on the replica's event loop, between requests, never beside one.
+        weights = config.get("weights")
+        if weights:
+            self.weights = checked_weights(weights, list(self.handles))
         self.sticky_header = str(config.get("sticky_header") or "").lower()
 
-    def pick(self, key: str | None) -> str:
-        """The version for a request: by its sticky key's hash when it has one, else at random, by weight."""
-        versions = [v for v in sorted(self.weights) if self.weights[v] > 0]
-        total = sum(self.weights[v] for v in versions)
-        point = (
-            int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 * total
-            if key
-            else random.random() * total  # traffic splitting, not security
-        )
-        for version in versions:
-            point -= self.weights[version]
-            if point < 0:
-                return version
-        return versions[-1]
+    async def _signature(self, version: str) -> list[Column]:
+        """The columns `version` takes (versions may differ: a retrained model can read a column as
+        `double` once its snapshot had nulls), asked of it once."""
+        if version not in self._columns:
+            answer = await asyncio.wait_for(self.handles[version].signature.remote(), timeout=VERSION_TIMEOUT_S)
+            self._columns[version] = [Column(**c) for c in answer]
+        return self._columns[version]
 
-    async def _signature(self) -> list[Any]:
-        if self._columns is None:
-            from airflow_provider_rayops.serving.payload import Column
+    async def _health(self) -> tuple[int, dict[str, Any]]:
+        async def state(version: str) -> str:
+            try:
+                await self._signature(version)
+                return "ready"
+            except Exception as exc:  # loading, or failed to load
+                return f"not ready ({type(exc).__name__})"
 
-            # Every version of a registered model takes the snapshot's columns; the first one says which.
-            first = self.handles[sorted(self.handles)[0]]
-            self._columns = [Column(**c) for c in await first.signature.remote()]
-        return self._columns
+        states = dict(zip(self.handles, await asyncio.gather(*(state(v) for v in self.handles)), strict=True))
+        # Healthy when every version that gets traffic answers; a weight-0 version may still load.
+        ok = all(states[v] == "ready" for v, w in self.weights.items() if w > 0)
+        body = {"status": "ok" if ok else "unavailable", "pipeline": self.pipeline, "weights": self.weights, "versions": states}
+        return (200 if ok else 503), body
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -163,23 +195,32 @@ class Router:
         if prefix and path.startswith(prefix):
             path = path[len(prefix) :]
         if request.method == "GET" and path == HEALTH_PATH:
-            await asyncio.gather(*(h.signature.remote() for h in self.handles.values()))
-            return JSONResponse({"status": "ok", "pipeline": self.pipeline, "weights": self.weights})
+            status, body = await self._health()
+            return JSONResponse(body, status_code=status)
         if path not in PREDICT_PATHS:
             return JSONResponse({"error": f"no route {path!r}: POST / or /invocations, GET {HEALTH_PATH}"}, status_code=404)
         if request.method != "POST":
             return JSONResponse({"error": "predictions are POST requests"}, status_code=405)
+        weights = self.weights  # one snapshot per request: a reconfigure cannot change it halfway
+        version = pick_version(weights, request.headers.get(self.sticky_header) if self.sticky_header else None)
+        try:
+            columns = await self._signature(version)
+        except Exception as exc:
+            return JSONResponse(
+                {"error": f"version {version} is not ready ({type(exc).__name__})", "version": version},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         try:
             table = parse_rows(
                 await request.body(),
                 content_type=request.headers.get("content-type"),
-                columns=await self._signature(),
+                columns=columns,
                 max_bytes=self.max_body_bytes,
                 max_rows=self.max_rows,
             )
         except BadPayload as exc:
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
-        version = self.pick(request.headers.get(self.sticky_header) if self.sticky_header else None)
         tags = {"pipeline": self.pipeline, "version": version}
         started = time.perf_counter()
         try:

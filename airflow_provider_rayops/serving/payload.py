@@ -29,6 +29,8 @@ SIGNATURE_TYPES = ("long", "double", "boolean", "string")
 # What a value of each type is called in an error.
 _WORDS = {"long": "a whole number", "double": "a number", "boolean": "true or false", "string": "text"}
 _SHOWN = 8  # column names listed in an error before "..."
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_MAX = 2**1023
 
 
 class BadPayload(ValueError):
@@ -69,6 +71,10 @@ def parse_rows(body: bytes, *, content_type: str | None, columns: Sequence[Colum
         raise BadPayload(400, "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise BadPayload(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BadPayload(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadPayload(400, "malformed JSON: nested too deeply") from None
     names, rows = _records(document)
     if len(rows) > max_rows:
         raise BadPayload(400, f"{len(rows)} rows in one request; the limit is {max_rows}")
@@ -91,9 +97,10 @@ def _records(document: Any) -> tuple[list[str], list[Sequence[Any]]]:
         records = document["dataframe_records"]
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BadPayload(400, "dataframe_records must be a list of objects, one per row")
-        names: list[str] = []
+        seen: dict[str, None] = {}
         for record in records:
-            names.extend(n for n in record if n not in names)
+            seen.update(dict.fromkeys(record))
+        names = list(seen)
         # A key absent from a row is a missing value there, as in pandas.DataFrame(records).
         return names, [[record.get(n) for n in names] for record in records]
     split = document["dataframe_split"]
@@ -138,8 +145,11 @@ def _fits(value: Any, kind: str) -> bool:
     if isinstance(value, bool):  # JSON true is not the number 1 here
         return False
     if kind == "long":
-        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-    return isinstance(value, int | float)  # NaN and infinities too: the encoder fills them as nulls
+        whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+        return whole and _INT64_MIN <= value <= _INT64_MAX
+    if isinstance(value, int):
+        return abs(value) <= _FLOAT_MAX  # a float64 holds it
+    return isinstance(value, float)  # NaN and infinities too: the encoder fills them as nulls
 
 
 def _listed(names: Sequence[str]) -> str:

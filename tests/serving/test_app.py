@@ -155,7 +155,12 @@ def test_bad_requests_are_4xx_with_the_reason_and_never_reach_a_model(served):
 def test_the_health_route_answers_with_the_weights(served):
     response = requests.get(served["serve"].url + "/-/healthz", timeout=30)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "pipeline": "served", "weights": {"1": 0.0, "2": 1.0}}
+    assert response.json() == {
+        "status": "ok",
+        "pipeline": "served",
+        "weights": {"1": 0.0, "2": 1.0},
+        "versions": {"1": "ready", "2": "ready"},
+    }
 
 
 def test_weights_change_by_a_user_config_update_without_restarting_a_replica(served):

@@ -108,3 +108,29 @@ def test_a_signature_that_is_not_columns_of_known_types_is_refused():
     with pytest.raises(ValueError, match="not a named column"):
         columns_of_signature([{"name": "x", "type": "tensor"}])
     assert columns_of_signature([{"name": "x", "type": "double"}]) == [Column("x", "double")]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"dataframe_records": [{"tenure_months": ' + b"9" * 5000 + b"}]}", "malformed JSON: Exceeds the limit"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            json.dumps({"dataframe_records": [{**ROW, "tenure_months": 2**70}]}).encode(),
+            "expected a whole number, found 1180591620717411303424",
+        ),
+        (
+            json.dumps({"dataframe_records": [{**ROW, "monthly_charges": 10**400}]}).encode(),
+            "column 'monthly_charges' row 0: expected a number",
+        ),
+    ],
+)
+def test_values_python_or_arrow_cannot_hold_are_400s_too(body, reason):
+    refused = _refused(body)
+    assert refused.status == 400 and reason in refused.reason, refused.reason
+
+
+def test_many_distinct_keys_are_refused_without_a_quadratic_scan():
+    wide = {"dataframe_records": [{f"k{i}": i for i in range(50_000)}]}
+    refused = _refused(wide, max_bytes=10 << 20)
+    assert refused.reason.startswith("unknown column(s) ['k0', 'k1'")
