@@ -23,20 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stage_overhead import penguins_like  # noqa: E402  (benchmarks/, beside this script)
+from code_shipping import dags_folder, task_seconds  # noqa: E402  (benchmarks/, beside this script)
+from stage_overhead import penguins_like  # noqa: E402
 from versions import installed  # noqa: E402
 
 STAGES = {
@@ -72,27 +71,12 @@ def _project(folder: Path, checkout: Path) -> Path:
     (configs / "defaults.yaml").write_text((checkout / "dag_configs" / "defaults.yaml").read_text())
     (configs / "churn.yaml").write_text((ROOT / "dag_configs" / "churn.yaml").read_text())
     (configs / "penguins-40.yaml").write_text(textwrap.dedent(PENGUINS_YAML))
-    dags = folder / "dags"
-    dags.mkdir()
-    (dags / "pipelines.py").write_text(
-        f"from airflow_provider_rayops.factory import load_pipelines\nload_pipelines(globals(), config_dir={str(configs)!r})\n"
-    )
-    return dags
+    return dags_folder(folder, configs)
 
 
 def _stage_seconds(db: Path, dag_id: str) -> dict[str, float]:
     """Seconds per stage of the DAG's latest run; a stage none of whose tasks ran is left out."""
-    with sqlite3.connect(db) as conn:
-        (run_id,) = conn.execute("select run_id from dag_run where dag_id = ? order by id desc limit 1", (dag_id,)).fetchone()
-        rows = conn.execute(
-            "select task_id, start_date, end_date, state from task_instance where dag_id = ? and run_id = ?", (dag_id, run_id)
-        ).fetchall()
-    took = {}
-    for task_id, start, end, state in rows:
-        if state not in ("success", "skipped"):
-            raise RuntimeError(f"{dag_id} {task_id} ended {state}")
-        if state == "success":
-            took[task_id] = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    took = task_seconds(db, dag_id, skipped_ok=True)
     return {stage: sum(took[t] for t in tasks if t in took) for stage, tasks in STAGES.items() if any(t in took for t in tasks)}
 
 

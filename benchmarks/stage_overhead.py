@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from code_shipping import STAGES, _stage_seconds  # noqa: E402  (benchmarks/, beside this script)
+from code_shipping import STAGES, dags_folder, task_seconds  # noqa: E402  (benchmarks/, beside this script)
 from versions import installed  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -106,12 +106,7 @@ def _project(folder: Path) -> Path:
                 """
             )
         )
-    dags = folder / "dags"
-    dags.mkdir()
-    (dags / "pipelines.py").write_text(
-        f"from airflow_provider_rayops.factory import load_pipelines\nload_pipelines(globals(), config_dir={str(configs)!r})\n"
-    )
-    return dags
+    return dags_folder(folder, configs)
 
 
 def epoch_costs(mlflow_db: Path) -> dict[str, tuple[float, float]]:
@@ -191,7 +186,7 @@ def main() -> int:
                 if proc.returncode != 0:
                     print(proc.stdout[-3000:], proc.stderr[-3000:])
                     raise RuntimeError(f"{dag_id} failed in round {round_no + 1}")
-                results[name].append({**_stage_seconds(work / "airflow" / "airflow.db", dag_id), "airflow dags test": wall})
+                results[name].append({**task_seconds(work / "airflow" / "airflow.db", dag_id), "airflow dags test": wall})
                 print(f"round {round_no + 1} {name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in results[name][-1].items()))
         load.append(os.getloadavg()[0])
     finally:

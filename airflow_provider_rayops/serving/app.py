@@ -1,25 +1,30 @@
-"""A pipeline's Serve application: a router in front of the registered versions it serves.
+"""What runs in Ray Serve for a pipeline: one application per registered version it serves, and
+a router application in front of them (serving/config.py builds the config that names them).
 
-Serve builds it from the deploy config (the Serve REST API's `applications` entry):
+    applications:
+      - name: churn                      # the router: the pipeline's endpoint
+        route_prefix: /churn
+        import_path: airflow_provider_rayops.serving.app:build_router
+        args: {pipeline: churn, max_body_bytes: 1048576, max_rows: 10000}
+        deployments:
+          - name: Router
+            user_config:
+              versions: {"3": churn--v3, "4": churn--v4}   # version -> its application
+              weights: {"3": 90, "4": 10}                  # without weights: all to the first version
+              sticky_header: X-Request-Key
+      - name: churn--v3                  # a version: no route of its own, reached through the router
+        route_prefix: null
+        import_path: airflow_provider_rayops.serving.app:build_version
+        args: {registered_model: churn, version: "3", batch: {max_batch_size: 32, wait_ms: 5},
+               replicas: {min: 1, max: 2, num_cpus: 1}}
 
-    import_path: airflow_provider_rayops.serving.app:build
-    route_prefix: /churn
-    args:
-      registered_model: churn
-      versions: ["3", "4"]            # each a deployment of its own, named v3, v4
-      batch: {max_batch_size: 32, wait_ms: 5}
-      replicas: {min: 1, max: 2, num_cpus: 1}   # autoscaling of each version, CPUs per replica
-      max_body_bytes: 1048576
-      max_rows: 10000
-    deployments:
-      - name: Router
-        user_config: {weights: {"3": 90, "4": 10}, sticky_header: X-Request-Key}
-        # without weights, all traffic goes to the first version listed
+A version is an application of its own so that adding a canary or dropping the old version
+never touches the others: Serve redeploys an application whose args change, all of it. Which
+versions the router sends to, and by what weights, lives in its `user_config`: changing it is a
+config update that touches only user_config, so no replica restarts (Serve calls
+`Router.reconfigure`, which takes handles to the named applications).
 
-Weights live in the router's `user_config`: changing them is a config update that touches only
-user_config, so no replica restarts (Serve calls `Router.reconfigure`).
-
-Routes under the prefix:
+Routes under the router's prefix:
 - `POST /` (or `/invocations`, as `mlflow models serve`): a body in MLflow's scoring format
   (serving/payload.py), answered `{"predictions": [{"prediction": ..., "probability_<class>": ...}],
   "version": "3"}`; a bad body is a 4xx with `{"error": reason}` and never reaches a model.
@@ -48,6 +53,7 @@ from ray import serve
 from airflow_provider_rayops.serving.payload import BadPayload, Column, columns_of_signature, parse_rows
 
 ROUTER = "Router"
+VERSION_DEPLOYMENT = "Model"
 DEFAULT_BATCH = {"max_batch_size": 32, "wait_ms": 5}
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_ROWS = 10_000
@@ -57,10 +63,6 @@ PREDICT_PATHS = ("", "/", "/invocations")
 VERSION_TIMEOUT_S = 5.0
 # Latency histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
-
-
-def version_deployment_name(version: str) -> str:
-    return f"v{version}"
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -138,17 +140,16 @@ def pick_version(weights: Mapping[str, float], key: str | None) -> str:
 class Router:
     """The ingress: validates each request against the picked version's signature, answers with it."""
 
-    def __init__(self, pipeline: str, versions: Mapping[str, Any], limits: Mapping[str, int]) -> None:
+    def __init__(self, pipeline: str, limits: Mapping[str, int]) -> None:
         from ray.serve import metrics
 
         self.pipeline = pipeline
-        self.handles = dict(versions)
+        self.handles: dict[str, Any] = {}
         self.max_body_bytes = int(limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         self.max_rows = int(limits.get("max_rows", DEFAULT_MAX_ROWS))
-        # Until user_config says otherwise, everything goes to the first version listed (the
-        # champion): never an equal split that sends traffic to an untried version.
-        self.weights: dict[str, float] = {next(iter(self.handles)): 1.0}
+        self.weights: dict[str, float] = {}
         self.sticky_header = ""
+        self._apps: dict[str, str] = {}
         self._columns: dict[str, list[Column]] = {}
         # Ray hints tag_keys as Tuple[str] (one key); it takes any number.
         tags: Any = ("pipeline", "version")
@@ -160,16 +161,29 @@ class Router:
 
     async def reconfigure(self, config: Mapping[str, Any]) -> None:
         # async: Serve runs it on the replica's event loop, between requests, never beside one.
-        weights = config.get("weights")
-        if weights:
-            self.weights = checked_weights(weights, list(self.handles))
+        apps = {str(v): str(app) for v, app in (config.get("versions") or {}).items()}
+        if not apps:
+            raise ValueError("the router's user_config names no versions (versions: {version: application})")
+        # Until weights say otherwise, everything goes to the first version listed (the champion):
+        # never an equal split that sends traffic to an untried version.
+        weights = checked_weights(config.get("weights") or {next(iter(apps)): 1.0}, list(apps))
+        # Handles are taken when first used: a version's application may be deployed by the same
+        # config update, after this runs (until then it is "not ready", and has no weight yet).
+        self.handles = {v: h for v, h in self.handles.items() if self._apps.get(v) == apps.get(v)}
+        self._columns = {v: c for v, c in self._columns.items() if v in self.handles}
+        self._apps, self.weights = apps, weights
         self.sticky_header = str(config.get("sticky_header") or "").lower()
+
+    def _handle(self, version: str) -> Any:
+        if version not in self.handles:
+            self.handles[version] = serve.get_deployment_handle(VERSION_DEPLOYMENT, self._apps[version])
+        return self.handles[version]
 
     async def _signature(self, version: str) -> list[Column]:
         """The columns `version` takes (versions may differ: a retrained model can read a column as
         `double` once its snapshot had nulls), asked of it once."""
         if version not in self._columns:
-            answer = await asyncio.wait_for(self.handles[version].signature.remote(), timeout=VERSION_TIMEOUT_S)
+            answer = await asyncio.wait_for(self._handle(version).signature.remote(), timeout=VERSION_TIMEOUT_S)
             self._columns[version] = [Column(**c) for c in answer]
         return self._columns[version]
 
@@ -181,7 +195,7 @@ class Router:
             except Exception as exc:  # loading, or failed to load
                 return f"not ready ({type(exc).__name__})"
 
-        states = dict(zip(self.handles, await asyncio.gather(*(state(v) for v in self.handles)), strict=True))
+        states = dict(zip(self._apps, await asyncio.gather(*(state(v) for v in self._apps)), strict=True))
         # Healthy when every version that gets traffic answers; a weight-0 version may still load.
         ok = all(states[v] == "ready" for v, w in self.weights.items() if w > 0)
         body = {"status": "ok" if ok else "unavailable", "pipeline": self.pipeline, "weights": self.weights, "versions": states}
@@ -202,6 +216,8 @@ class Router:
         if request.method != "POST":
             return JSONResponse({"error": "predictions are POST requests"}, status_code=405)
         weights = self.weights  # one snapshot per request: a reconfigure cannot change it halfway
+        if not weights:
+            return JSONResponse({"error": "no version is configured yet"}, status_code=503, headers={"Retry-After": "1"})
         version = pick_version(weights, request.headers.get(self.sticky_header) if self.sticky_header else None)
         try:
             columns = await self._signature(version)
@@ -224,7 +240,7 @@ class Router:
         tags = {"pipeline": self.pipeline, "version": version}
         started = time.perf_counter()
         try:
-            predictions = await self.handles[version].predict.remote(table)
+            predictions = await self._handle(version).predict.remote(table)
         except Exception as exc:
             self.errors.inc(tags=tags)
             return JSONResponse({"error": f"version {version} failed: {type(exc).__name__}", "version": version}, status_code=500)
@@ -234,28 +250,29 @@ class Router:
         return JSONResponse({"predictions": predictions, "version": version})
 
 
-def build(args: Mapping[str, Any]) -> Any:
-    """The application Serve deploys from the config's `args` (this module's docstring)."""
-    versions = [str(v) for v in args.get("versions") or ()]
-    if not versions or not args.get("registered_model"):
-        raise ValueError("the rayops Serve app needs args.registered_model and at least one args.versions entry")
+def build_version(args: Mapping[str, Any]) -> Any:
+    """A version's application: `models:/<registered_model>/<version>` behind one autoscaled deployment."""
+    if not args.get("registered_model") or not args.get("version"):
+        raise ValueError("a rayops version application needs args.registered_model and args.version")
     batch = dict(DEFAULT_BATCH, **(args.get("batch") or {}))
     replicas = args.get("replicas") or {}
     low, high = int(replicas.get("min", 1)), int(replicas.get("max", replicas.get("min", 1)))
-    handles = {
-        version: _deployment(ModelVersion)
-        .options(
-            name=version_deployment_name(version),
-            autoscaling_config={"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8},
-            ray_actor_options={"num_cpus": float(replicas.get("num_cpus", 1))},
-        )
-        .bind(str(args["registered_model"]), version, batch)
-        for version in versions
-    }
+    deployment = _deployment(ModelVersion).options(
+        name=VERSION_DEPLOYMENT,
+        autoscaling_config={"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8},
+        ray_actor_options={"num_cpus": float(replicas.get("num_cpus", 1))},
+    )
+    return deployment.bind(str(args["registered_model"]), str(args["version"]), batch)
+
+
+def build_router(args: Mapping[str, Any]) -> Any:
+    """The pipeline's router application; the versions it routes to come with its user_config."""
+    if not args.get("pipeline"):
+        raise ValueError("the rayops router application needs args.pipeline")
     limits = {k: int(args[k]) for k in ("max_body_bytes", "max_rows") if k in args}
     # The router only parses JSON and awaits the versions: it reserves no CPU of its own, as Serve's proxy.
     router = _deployment(Router).options(name=ROUTER, ray_actor_options={"num_cpus": 0})
-    return router.bind(str(args.get("pipeline") or args["registered_model"]), handles, limits)
+    return router.bind(str(args["pipeline"]), limits)
 
 
 def _deployment(cls: Any) -> Any:

@@ -106,7 +106,7 @@ def wait_for_ray_job(ray_head):
                 raise TimeoutError(
                     f"job {submission_id} still {info.status if info else 'unknown'} after {timeout_s}s:\n{client.get_logs(submission_id)[-3000:]}"
                 )
-            time.sleep(1.0)
+            time.sleep(0.25)  # a status GET on localhost: cheap, and each job ends sooner for the suite
 
     return wait
 

@@ -29,7 +29,7 @@ import torch
 from airflow_provider_rayops import storage
 from airflow_provider_rayops.jobs import modeling, tracking
 from airflow_provider_rayops.jobs.modeling import load_predictor
-from tests.fixtures.mlflow import tracking_at
+from tests.fixtures.mlflow import tracking_at, wait_until_serving
 from tests.fixtures.models import delivery_snapshot, fit_tiny_model, log_as_training_run
 from tests.registry.models import log_training, mlflow_registry, registry_snapshot, unique_name
 
@@ -261,16 +261,7 @@ def test_mlflow_models_serve_answers_the_same_rows_with_the_same_predictions(cha
             env=_clean_env(champion, fresh_env), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_serving(f"http://127.0.0.1:{port}/ping", server, log, timeout=180)
         predictions = _post(port, {"dataframe_split": json.loads(champion["rows"].to_json(orient="split", index=False))})
         # JSON may carry a whole number for a double column: the server reads it by the signature
         whole = champion["rows"].head(1).assign(monthly_charges=80).to_dict(orient="records")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,10 +17,12 @@ import pytest
 import requests
 
 from airflow_provider_rayops.jobs.modeling import load_predictor
+from airflow_provider_rayops.serving.app import pick_version
+from airflow_provider_rayops.serving.config import applications
 from tests.fixtures.mlflow import tracking_at
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
 
-APP = "served-test"
+PIPELINE = "served"
 PREFIX = "/served"
 
 
@@ -34,24 +35,17 @@ def _free_port() -> int:
 def _config(registered_model: str, tracking_uri: str, port: int, weights: dict[str, float]) -> dict:
     return {
         "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [
-            {
-                "name": APP,
-                "route_prefix": PREFIX,
-                "import_path": "airflow_provider_rayops.serving.app:build",
-                "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}},
-                "args": {
-                    "pipeline": "served",
-                    "registered_model": registered_model,
-                    "versions": ["1", "2"],
-                    "replicas": {"min": 1, "max": 1, "num_cpus": 0.25},
-                    "batch": {"max_batch_size": 8, "wait_ms": 2},
-                    "max_rows": 100,
-                    "max_body_bytes": 64 * 1024,
-                },
-                "deployments": [{"name": "Router", "user_config": {"weights": weights, "sticky_header": "X-Request-Key"}}],
-            }
-        ],
+        "applications": applications(
+            pipeline=PIPELINE,
+            registered_model=registered_model,
+            weights=weights,
+            route_prefix=PREFIX,
+            batch={"max_batch_size": 8, "wait_ms": 2},
+            replicas={"min": 1, "max": 1, "num_cpus": 0.25},
+            limits={"max_rows": 100, "max_body_bytes": 64 * 1024},
+            sticky_header="X-Request-Key",
+            runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}},
+        ),
     }
 
 
@@ -67,23 +61,30 @@ class Serve:
         r = requests.put(self.api, json=config, headers=self.headers, timeout=60)
         assert r.status_code == 200, r.text
 
-    def app(self) -> dict:
+    def apps(self) -> dict:
         r = requests.get(self.api, headers=self.headers, timeout=30)
         r.raise_for_status()
-        return r.json()["applications"].get(APP) or {}
+        return r.json()["applications"]
 
     def wait_running(self, timeout: float = 240) -> dict:
+        """Every application RUNNING; returns them."""
         deadline = time.monotonic() + timeout
         while True:
-            app = self.app()
-            if app.get("status") == "RUNNING":
-                return app
-            assert app.get("status") != "DEPLOY_FAILED", app.get("message")
-            assert time.monotonic() < deadline, app
+            apps = self.apps()
+            if apps and all(a.get("status") == "RUNNING" for a in apps.values()):
+                return apps
+            failed = {name: a.get("message") for name, a in apps.items() if a.get("status") == "DEPLOY_FAILED"}
+            assert not failed, failed
+            assert time.monotonic() < deadline, {name: a.get("status") for name, a in apps.items()}
             time.sleep(1)
 
     def replica_ids(self) -> dict[str, list[str]]:
-        return {name: sorted(r["replica_id"] for r in d["replicas"]) for name, d in self.app()["deployments"].items()}
+        """Per application and deployment, its replicas' ids."""
+        return {
+            f"{app}/{name}": sorted(r["replica_id"] for r in d["replicas"])
+            for app, a in self.apps().items()
+            for name, d in a["deployments"].items()
+        }
 
     def predict(self, body: dict | bytes, **headers: str) -> requests.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -101,13 +102,20 @@ def served(ray_head, mlflow_registry, trained) -> Iterator[dict]:
         predictors = {v: load_predictor(f"models:/{name}/{v}") for v in ("1", "2")}
     port = _free_port()
     serve = Serve(ray_head, port)
-    config = _config(name, mlflow_registry.tracking_uri, port, {"1": 0, "2": 1})
+    config = _config(name, mlflow_registry.tracking_uri, port, {"2": 1})  # the strong model serves
     serve.put(config)
     serve.wait_running()
     snapshot = mlflow_registry.snapshot
     rows = snapshot["validation"].slice(0, 20).drop(["churned"])
     try:
-        yield {"serve": serve, "config": config, "predictors": predictors, "rows": rows}
+        yield {
+            "serve": serve,
+            "name": name,
+            "tracking_uri": mlflow_registry.tracking_uri,
+            "port": port,
+            "predictors": predictors,
+            "rows": rows,
+        }
     finally:
         requests.delete(serve.api, headers=serve.headers, timeout=60)
 
@@ -121,7 +129,7 @@ def test_a_request_is_answered_by_the_weighted_version_with_its_predictions(serv
     response = serve.predict({"dataframe_records": _records(rows)})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["version"] == "2"  # weights {1: 0, 2: 1}
+    assert body["version"] == "2"  # the only version deployed
     expected = served["predictors"]["2"]
     assert [p["prediction"] for p in body["predictions"]] == expected.predict(rows).tolist()
     np.testing.assert_allclose(
@@ -158,23 +166,31 @@ def test_the_health_route_answers_with_the_weights(served):
     assert response.json() == {
         "status": "ok",
         "pipeline": "served",
-        "weights": {"1": 0.0, "2": 1.0},
-        "versions": {"1": "ready", "2": "ready"},
+        "weights": {"2": 1.0},
+        "versions": {"2": "ready"},
     }
 
 
-def test_weights_change_by_a_user_config_update_without_restarting_a_replica(served):
+def test_a_canary_joins_and_takes_weight_without_restarting_the_champion(served):
+    """Version 1 is added as its own application at weight 0, then given half the traffic: the
+    champion's replicas and the router's are the same ones throughout."""
     serve, rows = served["serve"], served["rows"]
     before = serve.replica_ids()
-    config = json.loads(json.dumps(served["config"]))
-    config["applications"][0]["deployments"][0]["user_config"]["weights"] = {"1": 1, "2": 1}
-    serve.put(config)
+    with_canary = _config(served["name"], served["tracking_uri"], served["port"], {"2": 1, "1": 0})
+    serve.put(with_canary)
+    serve.wait_running()
+    after_add = serve.replica_ids()
+    assert {k: v for k, v in after_add.items() if k in before} == before  # champion and router untouched
+    assert "served--v1/Model" in after_add
+    assert {serve.predict({"dataframe_records": _records(rows.slice(0, 1))}).json()["version"] for _ in range(10)} == {"2"}
+
+    with_canary["applications"][0]["deployments"][0]["user_config"]["weights"] = {"2": 1, "1": 1}
+    serve.put(with_canary)
     deadline = time.monotonic() + 60
-    while requests.get(serve.url + "/-/healthz", timeout=30).json()["weights"] != {"1": 1.0, "2": 1.0}:
+    while requests.get(serve.url + "/-/healthz", timeout=30).json()["weights"] != {"2": 1.0, "1": 1.0}:
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    assert serve.wait_running()["deployments"].keys() == before.keys()
-    assert serve.replica_ids() == before  # the same replicas: reconfigured, not restarted
+    assert serve.replica_ids() == after_add  # reconfigured, not restarted
 
     record = {"dataframe_records": _records(rows.slice(0, 1))}
     # a request key always lands on the same version; keys spread over both by weight
@@ -182,5 +198,13 @@ def test_weights_change_by_a_user_config_update_without_restarting_a_replica(ser
         key: {serve.predict(record, **{"X-Request-Key": key}).json()["version"] for _ in range(3)} for key in map(str, range(30))
     }
     assert all(len(versions) == 1 for versions in by_key.values())
-    spread = Counter(versions.pop() for versions in by_key.values())
-    assert set(spread) == {"1", "2"}, spread
+    observed = {key: versions.pop() for key, versions in by_key.items()}
+    assert set(observed.values()) == {"1", "2"}, observed
+    assert observed == {key: pick_version({"2": 1.0, "1": 1.0}, key) for key in observed}  # the router's own rule
+    # each version answers with its own model
+    for version in ("1", "2"):
+        key = next(k for k, v in observed.items() if v == version)
+        body = serve.predict({"dataframe_records": _records(rows)}, **{"X-Request-Key": key}).json()
+        assert body["version"] == version
+        expected = served["predictors"][version].predict_proba(rows)[:, 1]
+        np.testing.assert_allclose([p["probability_True"] for p in body["predictions"]], expected, rtol=1e-5)

@@ -214,6 +214,19 @@ def test_the_ray_backend_resolves_its_connection_inside_the_trigger(ray_head, mo
     assert ray_head.endpoint.token not in json.dumps(trigger.serialize()[1])
 
 
+def _record_calls(monkeypatch, cls, name: str) -> list[float]:
+    """The monotonic time of every call of the async method `cls.name` from here on."""
+    calls: list[float] = []
+    real = getattr(cls, name)
+
+    async def recorded(self, *args, **kwargs):
+        calls.append(time.monotonic())
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, recorded)
+    return calls
+
+
 def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, monkeypatch):
     """Before, every poll downloaded the driver's whole log; now the websocket tail moves only new
     text. A short log is read once whole at the job's end (faster than Ray's lagging stream); a
@@ -221,14 +234,7 @@ def test_the_log_streams_in_and_the_whole_log_is_never_fetched_again(ray_head, m
     from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
     from airflow_provider_rayops.triggers import ray_job
 
-    whole_log_reads = []
-    real = AsyncRayJobsClient.get_logs
-
-    async def counted(self, submission_id):
-        whole_log_reads.append(submission_id)
-        return await real(self, submission_id)
-
-    monkeypatch.setattr(AsyncRayJobsClient, "get_logs", counted)
+    whole_log_reads = _record_calls(monkeypatch, AsyncRayJobsClient, "get_logs")
     monkeypatch.setattr(ray_job, "WHOLE_LOG_READ_MAX_CHARS", 0)
     # long enough for Ray's tail to start streaming (it begins a few seconds into a job)
     code = (
@@ -251,14 +257,7 @@ def test_a_job_that_goes_on_after_a_result_line_is_polled_at_its_pace_and_its_la
     from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient
     from airflow_provider_rayops.triggers import ray_job
 
-    polls = []
-    real = AsyncRayJobsClient.get_job
-
-    async def counted(self, submission_id):
-        polls.append(time.monotonic())
-        return await real(self, submission_id)
-
-    monkeypatch.setattr(AsyncRayJobsClient, "get_job", counted)
+    polls = _record_calls(monkeypatch, AsyncRayJobsClient, "get_job")
     monkeypatch.setattr(ray_job, "RESULT_FAST_POLL_S", 0.5)
     code = (
         "import time\nfrom airflow_provider_rayops.jobs import report_result\n"

@@ -1,0 +1,82 @@
+"""The Serve config of a pipeline's endpoint: its router application and one application per
+version (serving/app.py says why), as the Serve REST API's `applications` entries.
+
+No Ray here: the deploy operator builds these in Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ROUTER_IMPORT_PATH = "airflow_provider_rayops.serving.app:build_router"
+VERSION_IMPORT_PATH = "airflow_provider_rayops.serving.app:build_version"
+
+
+def version_app_name(pipeline: str, version: str) -> str:
+    return f"{pipeline}--v{version}"
+
+
+def applications(
+    *,
+    pipeline: str,
+    registered_model: str,
+    weights: Mapping[str, float],
+    route_prefix: str | None = None,
+    batch: Mapping[str, Any] | None = None,
+    replicas: Mapping[str, Any] | None = None,
+    limits: Mapping[str, int] | None = None,
+    sticky_header: str = "",
+    runtime_env: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The router (named `pipeline`, at `route_prefix`, default `/<pipeline>`) and one application
+    per version in `weights` (a version of weight 0 is deployed and gets no traffic)."""
+    versions = [str(v) for v in weights]
+    if not versions:
+        raise ValueError("an endpoint serves at least one version")
+    env = dict(runtime_env or {})
+    router = {
+        "name": pipeline,
+        "route_prefix": route_prefix or f"/{pipeline}",
+        "import_path": ROUTER_IMPORT_PATH,
+        "runtime_env": env,
+        "args": {"pipeline": pipeline, **dict(limits or {})},
+        "deployments": [
+            {
+                "name": "Router",
+                "user_config": {
+                    "versions": {v: version_app_name(pipeline, v) for v in versions},
+                    "weights": {str(v): float(w) for v, w in weights.items()},
+                    "sticky_header": sticky_header,
+                },
+            }
+        ],
+    }
+    apps = [
+        {
+            "name": version_app_name(pipeline, v),
+            "route_prefix": None,
+            "import_path": VERSION_IMPORT_PATH,
+            "runtime_env": env,
+            "args": {
+                "registered_model": registered_model,
+                "version": v,
+                "batch": dict(batch or {}),
+                "replicas": dict(replicas or {}),
+            },
+        }
+        for v in versions
+    ]
+    return [router, *apps]
+
+
+def replace_pipeline(
+    current: Sequence[Mapping[str, Any]], pipeline: str, new: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """`current` applications (those the cluster runs, from the Serve API) with the pipeline's
+    router and version applications replaced by `new`: the REST API's PUT replaces every
+    application on the cluster, so the others must be sent back unchanged."""
+    ours = {pipeline} | {str(a["name"]) for a in new}
+    prefix = version_app_name(pipeline, "")
+    kept = [dict(a) for a in current if a["name"] not in ours and not str(a["name"]).startswith(prefix)]
+    return kept + [dict(a) for a in new]
