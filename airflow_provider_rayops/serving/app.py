@@ -70,16 +70,24 @@ class ModelVersion:
     """One registered version: loads `models:/<registered_model>/<version>` and predicts batches."""
 
     def __init__(self, registered_model: str, version: str, batch: Mapping[str, Any]) -> None:
-        import mlflow
+        import tempfile
+        from pathlib import Path
 
+        from mlflow.models import Model
+
+        from airflow_provider_rayops.jobs import tracking
         from airflow_provider_rayops.jobs.modeling import load_predictor
 
         uri = f"models:/{registered_model}/{version}"
-        info = mlflow.models.get_model_info(uri)
-        if info.signature is None:
-            raise ValueError(f"{uri} has no signature: was it logged by the rayops train job?")
-        self.columns = columns_of_signature(json.loads(info.signature.to_dict()["inputs"]))
-        self.predictor = load_predictor(uri)
+        # One download: the signature and the predictor both come from the local copy.
+        with tempfile.TemporaryDirectory(prefix="rayops-serve-model-") as tmp:
+            folder = tracking.download_artifacts(uri, tmp)
+            signature = Model.load(str(Path(folder) / "MLmodel")).signature
+            if signature is None:
+                raise ValueError(f"{uri} has no signature: was it logged by the rayops train job?")
+            self.columns = columns_of_signature(json.loads(signature.to_dict()["inputs"]))
+            self.predictor = load_predictor(str(folder))
+        self.predictor.source = uri
         self.version = version
         # serve.batch's wrapper has these setters; its type hints show the plain coroutine function.
         batched: Any = self.predict_batch
