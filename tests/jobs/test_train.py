@@ -199,70 +199,76 @@ def test_the_model_is_a_pyfunc_of_raw_rows_with_its_signature_and_input_example(
 # -- faults -----------------------------------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(
-    run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
+def test_a_training_through_a_worker_loss_and_a_failed_try_reports_live_and_resumes_in_one_run(
+    submit_ray_job, wait_for_ray_job, run_ray_job, ray_head, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
 ):
-    marker = tmp_path / "kill-armed"
-    marker.touch()
-    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_rank": 1, "fault_marker": str(marker)}
-    job = run_ray_job(
-        TRAIN_JOB,
-        _args(
-            churn_snapshot,
-            f"file://{tmp_path}/run",
-            entrypoint="tests.jobs.train_loops:tabular_mlp_killed_once",
-            params=params,
-            checkpoint={"every_epochs": 1, "keep": 2},
-            max_failures=1,
-        ),
-    )
-    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
-    assert not marker.exists()  # the worker did die once
-    # Ray Train's processes poll every 0.05 s, not Ray's default 2 s that each report waited for.
-    assert marker.with_suffix(".poll").read_text() == "0.05"
-    result = job.result
-    assert result["resumed_from_epoch"] == 2
-    assert result["epochs_completed"] == 4
+    """One training meets, in order (one sequence: each train job here costs tens of seconds):
+    1. worker 1 dies at epoch 2: Ray Train (max_failures=1) restarts the workers from epoch 1's checkpoint;
+    2. held after epoch 2: epochs 1 and 2 are in the MLflow run while the job still runs;
+    3. the loop raises at epoch 3: past max_failures, the job fails;
+    4. the Airflow retry (try 2) resumes from epoch 2 in the same MLflow run and finishes."""
     client = _client(mlflow_uri, monkeypatch)
-    assert [step for step, _ in _metric_steps(client, result["mlflow_run_id"], "train_loss")] == [1, 2, 3, 4]
-
-
-def test_a_retry_resumes_from_the_latest_checkpoint_in_the_same_mlflow_run(
-    run_ray_job, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
-):
-    marker = tmp_path / "fail-armed"
-    marker.touch()
-    # One worker: what resumes is the run, whatever its size (the worker-loss test uses two).
-    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "fault_epoch": 3, "fault_marker": str(marker)}
+    killed, failed, go_on = tmp_path / "kill-armed", tmp_path / "fail-armed", tmp_path / "go-on"
+    killed.touch()
+    failed.touch()
+    params = {
+        "epochs": 4,
+        "lr": 0.01,
+        "batch_size": 128,
+        **{"kill_epoch": 2, "kill_rank": 1, "kill_marker": str(killed)},
+        **{"hold_after_epoch": 2, "hold_marker": str(go_on)},
+        **{"fail_epoch": 3, "fail_marker": str(failed)},
+    }
+    run_root = f"file://{tmp_path}/runs/churn/faults/train"
     args = _args(
         churn_snapshot,
-        f"file://{tmp_path}/run",
-        entrypoint="tests.jobs.train_loops:tabular_mlp_fails_once",
+        run_root,
+        entrypoint="tests.jobs.train_loops:tabular_mlp_through_faults",
         params=params,
         checkpoint={"every_epochs": 1, "keep": 3},
-        max_failures=0,
-        scaling={"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1}},
+        max_failures=1,
     )
-    first = run_ray_job(TRAIN_JOB, args)
+    submission = submit_ray_job(TRAIN_JOB, args)
+
+    seen: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("churn-tests")
+        run = tracking.find_run(client, experiment.experiment_id, tracking.run_key(run_root)) if experiment else None
+        seen = _metric_steps(client, run.info.run_id, "val_auc") if run else []
+        if [step for step, _ in seen] == [1, 2]:
+            break
+        info = ray_head.client().get_job(submission)
+        assert info is None or not info.status.is_terminal(), wait_for_ray_job(submission).logs[-3000:]
+        time.sleep(0.5)
+    assert [step for step, _ in seen] == [1, 2], seen
+    assert not ray_head.client().get_job(submission).status.is_terminal()  # seen while the loop waits on us
+    assert not killed.exists()  # the worker did die once, and training went on
+    go_on.write_text("go")
+    first = wait_for_ray_job(submission)
     assert first.status is JobStatus.FAILED
     assert "injected training failure" in first.logs
+    # Ray Train's processes poll every 0.05 s, not Ray's default 2 s that each report waited for.
+    assert killed.with_suffix(".poll").read_text() == "0.05"
 
     retry = run_ray_job(TRAIN_JOB, {**args, "lineage": {**LINEAGE, "try_number": 2}})
     assert retry.status is JobStatus.SUCCEEDED, retry.logs[-5000:]
     result = retry.result
     assert result["resumed_from_epoch"] == 2
     assert result["epochs_completed"] == 4
+    state = json.loads(storage.read_bytes(storage.join_uri(result["checkpoint_uri"], "state.json")))
+    assert [resume["epoch"] for resume in state["resumes"]] == [1, 2]  # in the job, then by the retry
 
-    client = _client(mlflow_uri, monkeypatch)
-    runs = client.search_runs(
-        [result["experiment_id"]], filter_string=f"tags.`rayops.run_key` = '{tracking.run_key(args['run_root'])}'"
-    )
+    runs = client.search_runs([result["experiment_id"]], filter_string=f"tags.`rayops.run_key` = '{tracking.run_key(run_root)}'")
     assert [r.info.run_id for r in runs] == [result["mlflow_run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["rayops.try_number"] == "2"
     assert run.data.tags["rayops.ray_job_id"] == retry.submission_id
     assert [step for step, _ in _metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+    history = _metric_steps(client, run.info.run_id, "val_auc")
+    assert [step for step, _ in history] == [1, 2, 3, 4]  # each epoch once: the job's final logging skipped them
+    assert history[:2] == seen
 
 
 def test_an_entrypoint_that_does_not_import_fails_the_job_with_the_import_error_first(run_ray_job, churn_snapshot, tmp_path):
@@ -371,46 +377,15 @@ def test_the_readmes_regression_loop_trains_and_its_model_is_scored_in_the_targe
     assert scored["metrics"]["r2"] > 0.6 and scored["metrics"]["rmse"] < 0.7 * truth.std()  # a linear fit in minutes
 
 
-# -- live metrics ------------------------------------------------------------------------------------
-
-
-def test_epoch_metrics_reach_the_mlflow_run_while_training_still_runs(
-    submit_ray_job, wait_for_ray_job, ray_head, churn_snapshot, tmp_path, mlflow_uri, monkeypatch
-):
-    """The loop is held after its 2nd epoch until the test has seen epochs 1 and 2 in MLflow."""
-    client = _client(mlflow_uri, monkeypatch)
-    go_on = tmp_path / "go-on"
-    run_root = f"file://{tmp_path}/runs/churn/live/train"
-    params = {"epochs": 4, "lr": 0.01, "batch_size": 128, "hold_after_epoch": 2, "hold_marker": str(go_on)}
-    submission = submit_ray_job(
-        TRAIN_JOB, _args(churn_snapshot, run_root, entrypoint="tests.jobs.train_loops:tabular_mlp_held", params=params)
-    )
-    seen: list[tuple[int, float]] = []
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        experiment = client.get_experiment_by_name("churn-tests")
-        run = tracking.find_run(client, experiment.experiment_id, tracking.run_key(run_root)) if experiment else None
-        seen = _metric_steps(client, run.info.run_id, "val_auc") if run else []
-        if [step for step, _ in seen] == [1, 2]:
-            break
-        info = ray_head.client().get_job(submission)
-        assert info is None or not info.status.is_terminal(), wait_for_ray_job(submission).logs[-3000:]
-        time.sleep(0.5)
-    assert [step for step, _ in seen] == [1, 2], seen
-    assert not ray_head.client().get_job(submission).status.is_terminal()  # seen while the loop waits on us
-    go_on.write_text("go")
-    job = wait_for_ray_job(submission)
-    assert job.status is JobStatus.SUCCEEDED, job.logs[-5000:]
-    history = _metric_steps(client, job.result["mlflow_run_id"], "val_auc")
-    assert [step for step, _ in history] == [1, 2, 3, 4]  # each epoch once: the job's final logging skipped them
-    assert history[:2] == seen
+# -- data larger than the object store --------------------------------------------------------------
 
 
 def test_a_snapshot_several_times_the_object_store_trains_streamed(tmp_path: Path, mlflow_uri: str, monkeypatch) -> None:
     """A head with an 80 MiB object store (Ray's floor is 75) trains a snapshot whose encoded
-    splits take 3.4 times that: the splits are streamed from storage each epoch, not materialised
+    splits take 1.6 times that: the splits are streamed from storage each epoch, not materialised
     (which would have had Ray spill them to disk, or fail). A head of its own: the session's has
-    a store of gigabytes."""
+    a store of gigabytes. (The snapshot was 3.4 times the store until the suite's time mattered:
+    what the test proves is the same past 1x.)"""
     import pyarrow as pa
 
     from airflow_provider_rayops.backends.local import LocalBackend
@@ -419,7 +394,7 @@ def test_a_snapshot_several_times_the_object_store_trains_streamed(tmp_path: Pat
     from airflow_provider_rayops.jobs.ingest import ingest
     from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, parse_result
 
-    rows, width = 700_000, 100
+    rows, width = 330_000, 100
     values = np.random.default_rng(3).integers(0, 16, size=(rows, width)).astype(np.float32)  # few values: small parquet
     table = pa.table({f"x{i}": values[:, i] for i in range(width)}).append_column(
         "label", pa.array(values[:, 0] + values[:, 1] > 15)
@@ -428,7 +403,7 @@ def test_a_snapshot_several_times_the_object_store_trains_streamed(tmp_path: Pat
     pq.write_table(table, tmp_path / "wide.parquet")
     snapshot = ingest(source=f"file://{tmp_path}/wide.parquet", target="label", snapshot_root=f"file://{tmp_path}/snapshots")
     encoded = rows * (width * 4 + 8)
-    assert encoded > 3 * 80 * 2**20
+    assert encoded > 1.5 * 80 * 2**20
 
     backend = LocalBackend(LocalProfile(backend="local", num_cpus=2, object_store_mb=80, state_dir=str(tmp_path / "ray")))
     backend.head.stop_timeout_s = 3.0

@@ -3,12 +3,12 @@
 They are "user" loops in every sense the train job knows: imported by path
 (`tests.jobs.train_loops:<name>`), shipped to Ray through the job's PYTHONPATH, given the
 standard loop config. Each takes its fault settings from params and hands the built-in loop
-the rest:
+the rest. A fault is named by a prefix (`kill`, `fail`):
 
-    fault_epoch   the epoch whose report the fault replaces
-    fault_rank    the worker that faults (default 0)
-    fault_marker  a file that arms the fault; the faulting worker deletes it first, so the
-                  fault happens once per test however often Ray restarts the worker
+    <prefix>_epoch   the epoch whose report the fault replaces
+    <prefix>_rank    the worker that faults (default 0)
+    <prefix>_marker  a file that arms the fault; the faulting worker deletes it first, so the
+                     fault happens once per test however often Ray restarts the worker
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,14 @@ def _wait_until_registered(epoch: int) -> None:
     raise TimeoutError(f"Ray Train did not register {wanted} within {_REGISTERED_WITHIN_S:.0f}s")
 
 
-def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
+def _armed(params: dict[str, Any], prefix: str, fault) -> Callable[[dict[str, Any]], None]:
+    """A before-report hook calling `fault()` once, in place of the `<prefix>_epoch` report of
+    worker `<prefix>_rank`; pops its settings from `params`."""
     import ray.train
 
-    params = dict(config["params"])
-    epoch = int(params.pop("fault_epoch"))
-    rank = int(params.pop("fault_rank", 0))
-    marker = Path(params.pop("fault_marker"))
+    epoch = int(params.pop(f"{prefix}_epoch"))
+    rank = int(params.pop(f"{prefix}_rank", 0))
+    marker = Path(params.pop(f"{prefix}_marker"))
     # What the job gave Ray Train's processes (the controller polls workers at this interval).
     marker.with_suffix(".poll").write_text(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "unset"))
 
@@ -65,7 +67,35 @@ def _with_fault(config: dict[str, Any], fault) -> dict[str, Any]:
                 _wait_until_registered(epoch - 1)
             fault()
 
-    return _builtin_with(config, params, before_report)
+    return before_report
+
+
+def _held(params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A before-report hook holding rank 0 once it has reported `hold_after_epoch` (at its next
+    report, before Ray Train gets it) until `hold_marker` exists (at most 120 s): a test looks at
+    the MLflow run meanwhile."""
+    import ray.train
+
+    epoch = int(params.pop("hold_after_epoch"))
+    marker = Path(params.pop("hold_marker"))
+
+    def before_report(metrics) -> None:
+        if metrics.get("epoch") == epoch + 1 and ray.train.get_context().get_world_rank() == 0:
+            deadline = time.monotonic() + _REGISTERED_WITHIN_S
+            while not marker.exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{marker} did not appear within {_REGISTERED_WITHIN_S:.0f}s")
+                time.sleep(0.1)
+
+    return before_report
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _raise() -> None:
+    raise RuntimeError("injected training failure")
 
 
 def _builtin_with(config: dict[str, Any], params: dict[str, Any], before_report) -> dict[str, Any]:
@@ -87,37 +117,17 @@ def _builtin_with(config: dict[str, Any], params: dict[str, Any], before_report)
         ray.train.report = real_report
 
 
-def tabular_mlp_killed_once(config: dict[str, Any]) -> dict[str, Any]:
-    """The worker process dies (SIGKILL) instead of reporting `fault_epoch`."""
-    return _with_fault(config, lambda: os.kill(os.getpid(), signal.SIGKILL))
-
-
-def tabular_mlp_fails_once(config: dict[str, Any]) -> dict[str, Any]:
-    """The loop raises instead of reporting `fault_epoch` (with max_failures=0 the job fails)."""
-
-    def fail() -> None:
-        raise RuntimeError("injected training failure")
-
-    return _with_fault(config, fail)
-
-
-def tabular_mlp_held(config: dict[str, Any]) -> dict[str, Any]:
-    """The built-in loop, held once rank 0 has reported `hold_after_epoch` (at its next report,
-    before Ray Train gets it) until `hold_marker` exists (at most 120 s): a test looks at the
-    MLflow run meanwhile."""
-    import ray.train
-
+def tabular_mlp_through_faults(config: dict[str, Any]) -> dict[str, Any]:
+    """The built-in loop through what a long training meets, each once: a worker process dies
+    (SIGKILL) instead of reporting `kill_epoch`; rank 0 is held after `hold_after_epoch`; the loop
+    raises instead of reporting `fail_epoch` (past `max_failures`, the job fails). Hooks run in
+    that order at each report."""
     params = dict(config["params"])
-    epoch = int(params.pop("hold_after_epoch"))
-    marker = Path(params.pop("hold_marker"))
+    hooks = [_armed(params, "kill", _kill), _held(params), _armed(params, "fail", _raise)]
 
     def before_report(metrics) -> None:
-        if metrics.get("epoch") == epoch + 1 and ray.train.get_context().get_world_rank() == 0:
-            deadline = time.monotonic() + _REGISTERED_WITHIN_S
-            while not marker.exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{marker} did not appear within {_REGISTERED_WITHIN_S:.0f}s")
-                time.sleep(0.1)
+        for hook in hooks:
+            hook(metrics)
 
     return _builtin_with(config, params, before_report)
 
