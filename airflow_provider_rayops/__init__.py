@@ -43,9 +43,11 @@ def get_provider_info() -> dict:
         "extra-links": [
             "airflow_provider_rayops.links.ray.RayJobLink",
             "airflow_provider_rayops.links.mlflow.MlflowModelVersionLink",
+            "airflow_provider_rayops.links.serve.ServeEndpointLink",
         ],
         "triggers": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.triggers.ray_job"]},
+            {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.triggers.canary"]},
         ],
         "hooks": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.hooks.ray"]},
@@ -71,5 +73,6 @@ def get_provider_info() -> dict:
         "operators": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.operators.mlflow_model"]},
+            {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.serve"]},
         ],
     }

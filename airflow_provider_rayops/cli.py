@@ -4,6 +4,7 @@ rayops validate [PATH...]   every error as file:line:col: message; exit 1 if any
 rayops list                 pipelines of the config folder, their schedule, stages and compute
 rayops render PIPELINE      the task graph and the exact Ray job submissions it would make
 rayops schema               the JSON schema of a pipeline file (for editors)
+rayops rollback PIPELINE    put the endpoint's previous model version back at 100%, swap the aliases
 """
 
 from __future__ import annotations
@@ -147,18 +148,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def _find_pipeline(args: argparse.Namespace) -> LoadedPipeline | None:
+    """The pipeline named `args.pipeline` in the config folder; None (with the reason printed) if not there."""
     result = load_config_dir(args.config_dir)
     match = [p for p in result.pipelines if p.spec.pipeline == args.pipeline]
-    if not match:
-        broken = [e for f, e in result.errors.items() if Path(f).stem == args.pipeline]
-        if broken:
-            print(broken[0], file=sys.stderr)
-        else:
-            known = ", ".join(sorted(p.spec.pipeline for p in result.pipelines)) or "(none)"
-            print(f"rayops: no pipeline {args.pipeline!r} in {args.config_dir}; known: {known}", file=sys.stderr)
+    if match:
+        return match[0]
+    broken = [e for f, e in result.errors.items() if Path(f).stem == args.pipeline]
+    if broken:
+        print(broken[0], file=sys.stderr)
+    else:
+        known = ", ".join(sorted(p.spec.pipeline for p in result.pipelines)) or "(none)"
+        print(f"rayops: no pipeline {args.pipeline!r} in {args.config_dir}; known: {known}", file=sys.stderr)
+    return None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    loaded = _find_pipeline(args)
+    if loaded is None:
         return 1
-    plan = plan_pipeline(match[0])
+    plan = plan_pipeline(loaded)
     params = {p.name: p.default for p in plan.params}
     out: dict[str, Any] = {
         "dag_id": plan.dag_id,
@@ -203,6 +212,31 @@ def _render_task(task: PlannedTask) -> dict:
         "entrypoint_resources": sub.entrypoint_resources,
     }
     return out
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """What the `<pipeline>__rollback` DAG does, from a shell (same connections and profile)."""
+    import getpass
+
+    from airflow.exceptions import AirflowException
+
+    from airflow_provider_rayops.factory.dags import rollback_operator
+    from airflow_provider_rayops.hooks.ray_jobs_api import RayopsComputeError
+
+    loaded = _find_pipeline(args)
+    if loaded is None:
+        return 1
+    operator = rollback_operator(plan_pipeline(loaded), task_id="rollback")
+    if operator is None:
+        print(f"rayops: pipeline {args.pipeline!r} has no deploy section: no endpoint to roll back", file=sys.stderr)
+        return 1
+    try:
+        result = operator.roll_back(to_version=args.to, by=f"rayops rollback ({getpass.getuser()})")
+    except (AirflowException, RayopsComputeError, ValueError) as exc:
+        print(f"rayops rollback {args.pipeline}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -252,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("rollback", help="put a pipeline endpoint's previous model version back at 100%% in one step")
+    p.add_argument("pipeline")
+    p.add_argument("--to", default=None, metavar="VERSION", help="serve this version instead of the previous alias's")
+    p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("schema", help="print the JSON schema of a pipeline file")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("head", help="start, stop or show the embedded Ray head of the local backend")
@@ -268,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_dir is None:
         given = "RAYOPS_CONFIG_DIR" if os.environ.get("RAYOPS_CONFIG_DIR") else "the default ./dag_configs"
         args.config_dir = config_dir_from_env()
-    reads_folder = args.command in ("list", "render") or (args.command == "validate" and not args.paths)
+    reads_folder = args.command in ("list", "render", "rollback") or (args.command == "validate" and not args.paths)
     if reads_folder and not Path(args.config_dir).is_dir():
         print(
             f"{Path(args.config_dir).absolute()}: no such folder (from {given}); give --config-dir or set RAYOPS_CONFIG_DIR",

@@ -96,6 +96,14 @@ PROMOTED_AT = "rayops.promoted_at"
 PROMOTED_BY = "rayops.promoted_by"  # the Airflow task instance that moved the champion alias
 REPLACED_VERSION = "rayops.replaced_version"  # the champion it replaced ("" for the first)
 
+# -- on a model version: its deploys to the Serve endpoint (the latest one) ----------------------------
+DEPLOY_OUTCOME = "rayops.deploy.outcome"  # serving | rolled_back
+DEPLOYED_AT = "rayops.deploy.at"  # ISO 8601
+DEPLOYED_BY = "rayops.deploy.by"  # the Airflow task instance that deployed it
+DEPLOY_ENDPOINT = "rayops.deploy.endpoint"  # the endpoint URL
+DEPLOY_WEIGHTS = "rayops.deploy.weights"  # JSON {version: percent} once the deploy ended
+DEPLOY_STEPS = "rayops.deploy.steps"  # JSON list of canary steps: percent, requests, errors, p99_ms, breach
+
 
 def tag_values(tags: Mapping[str, Any], *, limit: int) -> dict[str, str]:
     """Tags as MLflow stores them: None dropped, non-strings as sorted JSON, each cut to `limit`."""

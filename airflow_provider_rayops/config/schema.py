@@ -350,8 +350,21 @@ class PromoteSpec(Spec):
 class ReplicaBounds(Spec):
     """Ray Serve autoscaling bounds."""
 
-    min: int = Field(default=1, ge=0, description="Fewest replicas.")
-    max: int = Field(default=1, ge=1, description="Most replicas.")
+    min: int = Field(default=1, ge=1, description="Fewest replicas of each served version.")
+    max: int = Field(default=1, ge=1, description="Most replicas; Serve adds them past 8 ongoing requests per replica.")
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs each replica reserves.")
+    upscale_delay_s: float = Field(
+        default=30.0, ge=0, description="How long load must stay over 8 ongoing requests per replica before one is added."
+    )
+    look_back_period_s: float = Field(
+        default=30.0, gt=0, description="The window Serve averages each replica's load over before it scales."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaBounds:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
 
 
 class CanarySpec(Spec):
@@ -365,6 +378,13 @@ class CanarySpec(Spec):
         default=0.01, ge=0.0, le=1.0, description="Error share of the new version that triggers rollback."
     )
     max_p99_ms: float | None = Field(default=None, gt=0, description="p99 latency of the new version that triggers rollback.")
+    min_requests: int = Field(
+        default=0, ge=0, description="Fewest requests the new version must answer in each step to be judged; fewer rolls back."
+    )
+    on_breach: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="After a rollback: fail (the run fails; teams alert on it) or skip (the champion step is skipped).",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -383,12 +403,33 @@ class CanarySpec(Spec):
 class DeploySpec(Spec):
     """Ray Serve deployment of the promoted model."""
 
-    app: str = Field(pattern=_NAME, description="Ray Serve application name.")
-    route_prefix: str = Field(pattern=r"^/", description="HTTP route of the application.")
-    replicas: ReplicaBounds = Field(default_factory=ReplicaBounds, description="Autoscaling bounds.")
+    app: str = Field(
+        pattern=_NAME, description="Ray Serve application name of the endpoint; each version runs as <app>--v<version>."
+    )
+    route_prefix: str = Field(pattern=r"^/[A-Za-z0-9_./-]*$", description="HTTP route of the endpoint.")
+    replicas: ReplicaBounds = Field(default_factory=ReplicaBounds, description="Autoscaling bounds of each version.")
     max_batch_size: int = Field(default=32, ge=1, description="Requests batched into one model call.")
+    batch_wait_ms: float = Field(default=5.0, ge=0, description="How long a batch waits to fill before the model runs.")
+    http_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="Port of Serve's HTTP proxy when rayops starts Serve (a running Serve keeps its own).",
+    )
+    sticky_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Request header whose value keeps a caller on one version during a canary (e.g. X-User-Id).",
+    )
     canary: CanarySpec | None = Field(
         default=None, description="Canary rollout; without it a new version takes all traffic at once."
+    )
+    log_sample: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of served rows written with their predictions under <storage.root>/inference/<pipeline>/ "
+        "(the live data drift is judged on); 0: no inference log.",
     )
 
 
@@ -429,12 +470,13 @@ class TimeoutsSpec(Spec):
     tune: str = Field(default="48h", description="The whole hyperparameter search.")
     evaluate: str = Field(default="2h", description="Scoring the model and the champion.")
     promote: str = Field(default="30m", description="Each registry step (register, champion).")
+    deploy: str = Field(default="2h", description="The whole deploy: replicas loading, and every canary step's hold.")
     approval: str = Field(default="7d", description="How long a human approval may wait for an answer.")
     unreachable: str = Field(
         default="60s", description="How long a waiting task tolerates a Ray dashboard that does not answer (head gone)."
     )
 
-    @field_validator("ingest", "train", "tune", "evaluate", "promote", "approval", "unreachable")
+    @field_validator("ingest", "train", "tune", "evaluate", "promote", "deploy", "approval", "unreachable")
     @classmethod
     def _positive(cls, value: str) -> str:
         return _duration(value)

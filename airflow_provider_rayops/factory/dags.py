@@ -11,12 +11,13 @@ from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param, TaskGrou
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
-from airflow_provider_rayops.operators import mlflow_model
+from airflow_provider_rayops.operators import mlflow_model, serve
 from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
 from airflow_provider_rayops.operators.run_values import UpstreamResult
 
 BROKEN_PREFIX = "broken__"
+ROLLBACK_SUFFIX = "__rollback"
 TAG = "rayops"
 
 
@@ -45,12 +46,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         # are still validated against these schemas (tests/factory/test_dags.py).
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
-        runtime_env = spec.runtime_env
-        job_env: dict[str, object] = {}
-        if runtime_env.pip:
-            job_env["pip"] = list(runtime_env.pip)
-        if runtime_env.env_vars:
-            job_env["env_vars"] = {name: _env_value(value) for name, value in runtime_env.env_vars.items()}
+        job_env = _job_env(plan)
         tasks: dict[str, BaseOperator] = {}
         groups: dict[str, TaskGroup] = {}
         for planned in plan.tasks:
@@ -65,10 +61,14 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
                     key: tasks[value.task_id].output if isinstance(value, UpstreamResult) else value
                     for key, value in planned.arguments.items()
                 }
-                operator = getattr(mlflow_model, REGISTRY_OPERATORS[planned.operator])
                 limit = dt.timedelta(seconds=planned.timeout_s)
                 # A person's answer is waited for by Airflow's HITL response timeout, not execution_timeout.
                 timeouts = {"response_timeout": limit} if planned.operator == "approve" else {"execution_timeout": limit}
+                if planned.operator == "deploy":
+                    arguments.update(_serve_arguments(plan), deferrable=True)  # canary holds defer
+                    operator = getattr(serve, REGISTRY_OPERATORS[planned.operator])
+                else:
+                    operator = getattr(mlflow_model, REGISTRY_OPERATORS[planned.operator])
                 tasks[planned.full_id] = operator(
                     task_id=planned.task_id, task_group=group, doc_md=planned.doc, **timeouts, **arguments
                 )
@@ -102,6 +102,73 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
             for up in planned.upstream:
                 if up not in tasks[planned.full_id].upstream_task_ids:
                     tasks[up] >> tasks[planned.full_id]
+    return dag
+
+
+def _job_env(plan: PipelinePlan) -> dict[str, object]:
+    """The pipeline's runtime_env (pip, env_vars) as Ray takes it."""
+    runtime_env = plan.spec.runtime_env
+    job_env: dict[str, object] = {}
+    if runtime_env.pip:
+        job_env["pip"] = list(runtime_env.pip)
+    if runtime_env.env_vars:
+        job_env["env_vars"] = {name: _env_value(value) for name, value in runtime_env.env_vars.items()}
+    return job_env
+
+
+def _serve_arguments(plan: PipelinePlan) -> dict[str, object]:
+    """Where the endpoint runs: the cluster the jobs run on, with their runtime_env."""
+    return {"compute": plan.spec.profile.model_dump(mode="json"), "runtime_env": _job_env(plan) or None}
+
+
+def rollback_dag_id(pipeline_dag_id: str) -> str:
+    return f"{pipeline_dag_id}{ROLLBACK_SUFFIX}"
+
+
+def rollback_operator(plan: PipelinePlan, **kwargs: object) -> serve.RollbackRayServeOperator | None:
+    """The operator that puts the pipeline's previous version back at 100% (None without a deploy stage)."""
+    deploy = next((t for t in plan.tasks if t.operator == "deploy"), None)
+    promote = plan.spec.promote
+    if deploy is None or promote is None:
+        return None
+    arguments = {k: v for k, v in deploy.arguments.items() if k not in ("version", "canary")}
+    return serve.RollbackRayServeOperator(
+        **arguments,
+        **_serve_arguments(plan),
+        champion_alias=promote.alias,
+        previous_alias=promote.previous_alias,
+        **kwargs,
+    )
+
+
+def build_rollback_dag(loaded: LoadedPipeline) -> DAG | None:
+    """`<pipeline>__rollback`: trigger it to put the previous version back at 100% in one step
+    (Param `version`: another version to serve instead). None for a pipeline without deploy."""
+    plan = plan_pipeline(loaded)
+    if plan.spec.deploy is None:
+        return None
+    with DAG(
+        dag_id=rollback_dag_id(plan.dag_id),
+        description=f"Roll {plan.spec.pipeline}'s endpoint back to its previous model version",
+        schedule=None,
+        start_date=dt.datetime.fromisoformat(plan.spec.start_date).replace(tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=[TAG, "rollback"],
+        doc_md=f"## Roll back {plan.spec.pipeline}\n\nPuts the version with the `previous` alias (or the `version` "
+        "Param) back at 100% of the endpoint in one step, then swaps the aliases. Same as "
+        f"`rayops rollback {plan.spec.pipeline}`.",
+    ) as dag:
+        dag.params.update({
+            serve.ROLLBACK_VERSION_PARAM: Param(
+                "", type="string", pattern=r"^[0-9]*$",
+                description="The model version to serve again; empty: the one with the previous alias.",
+            )
+        })  # fmt: skip
+        operator = rollback_operator(
+            plan, task_id="rollback", execution_timeout=dt.timedelta(seconds=plan.spec.timeouts.seconds("deploy"))
+        )
+        assert operator is not None
     return dag
 
 

@@ -25,13 +25,13 @@ def load_pipelines(
     config_dir: str | Path | None = None,
     default_config_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Build a DAG for every pipeline YAML in the config folder and put them in `namespace`
-    (pass `globals()` from a DAG file). A file that fails validation becomes a visible
+    """Build a DAG for every pipeline YAML in the config folder (and its `<pipeline>__rollback`
+    DAG when it deploys) and put them in `namespace` (pass `globals()` from a DAG file). A file that fails validation becomes a visible
     `broken__<file>` DAG carrying its errors; it never hides the other pipelines.
 
     Returns the DAGs by dag_id.
     """
-    from airflow_provider_rayops.factory.dags import build_broken_dag, build_pipeline_dag
+    from airflow_provider_rayops.factory.dags import build_broken_dag, build_pipeline_dag, build_rollback_dag
 
     folder = (
         Path(config_dir)
@@ -46,13 +46,17 @@ def load_pipelines(
     dags: dict[str, Any] = {}
     for loaded in result.pipelines:
         try:
-            dag = build_pipeline_dag(loaded)
+            built = [build_pipeline_dag(loaded), build_rollback_dag(loaded)]
         except Exception as exc:  # a factory bug must not take the other pipelines down with it
-            dag = build_broken_dag(
-                loaded.file,
-                ConfigError([ConfigIssue(loaded.file, 1, 1, "", f"building the DAG failed: {type(exc).__name__}: {exc}")]),
-            )
-        dags[dag.dag_id] = dag
+            built = [
+                build_broken_dag(
+                    loaded.file,
+                    ConfigError([ConfigIssue(loaded.file, 1, 1, "", f"building the DAG failed: {type(exc).__name__}: {exc}")]),
+                )
+            ]
+        for dag in built:
+            if dag is not None:
+                dags[dag.dag_id] = dag
     for file, error in result.errors.items():
         dag = build_broken_dag(file, error)
         dags[dag.dag_id] = dag

@@ -19,6 +19,7 @@ from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
 from airflow_provider_rayops.jobs import contracts
 from airflow_provider_rayops.jobs.contracts import JobContract
 from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult, preview_run_values
+from airflow_provider_rayops.serving.inference_log import log_uri
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,13 @@ class JobSubmission:
         return self.contract.entrypoint
 
 
-# Non-job tasks: PlannedTask.operator -> the class in operators/mlflow_model.py that runs it.
+# Non-job tasks: PlannedTask.operator -> the class that runs it (operators/mlflow_model.py, and
+# operators/serve.py for deploy).
 REGISTRY_OPERATORS: dict[str, str] = {
     "register": "RegisterMLflowModelOperator",
     "approve": "ApproveModelVersionOperator",
     "promote": "PromoteMLflowModelOperator",
+    "deploy": "DeployRayServeOperator",
 }
 
 
@@ -73,7 +76,7 @@ class PlannedTask:
     doc: str
     submission: JobSubmission | None = None
     upstream: tuple[str, ...] = ()
-    operator: str = "ray_job"  # ray_job | register | approve | promote
+    operator: str = "ray_job"  # ray_job | register | approve | promote | deploy
     arguments: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None  # the stage's time limit (timeouts.<stage>)
 
@@ -310,25 +313,53 @@ def _plan_promote(spec: PipelineSpec, *, evaluate_task: PlannedTask) -> list[Pla
         )
         tasks.append(approve)
         approval = UpstreamResult(approve.full_id)
-    if spec.deploy is None:
-        # Without a deploy stage the version serves nowhere first: it becomes champion at once.
+    deploy = spec.deploy
+    if deploy is not None:
+        # The version serves first; it becomes the registry's champion once it serves all traffic.
         tasks.append(
             PlannedTask(
-                stage="promote",
-                task_id="champion",
-                doc="Give the version the champion alias; the old champion keeps the previous alias for rollback.",
+                stage="deploy",
+                task_id="serve",
+                doc="Put the version behind the pipeline's Ray Serve endpoint: at 100% on a first deploy, else "
+                "through the canary steps, judged by the router's error rate and p99, rolled back on a breach.",
                 upstream=(tasks[-1].full_id,),
-                operator="promote",
+                operator="deploy",
                 arguments={
                     **common,
                     "version": UpstreamResult(register.full_id),
-                    "approval": approval,
-                    "champion_alias": promote.alias,
-                    "previous_alias": promote.previous_alias,
+                    "app": deploy.app,
+                    "route_prefix": deploy.route_prefix,
+                    "storage_conn_id": spec.storage.conn_id,
+                    "replicas": deploy.replicas.model_dump(mode="json"),
+                    "batch": {"max_batch_size": deploy.max_batch_size, "wait_ms": deploy.batch_wait_ms},
+                    "http_port": deploy.http_port,
+                    "sticky_header": deploy.sticky_header,
                     "challenger_alias": promote.challenger_alias,
+                    "canary": deploy.canary.model_dump(mode="json") if deploy.canary else None,
+                    "inference_log": {"uri": log_uri(_root(spec), spec.pipeline), "sample": deploy.log_sample}
+                    if deploy.log_sample > 0
+                    else None,
                 },
             )
         )
+    # The champion alias marks what serves: after the deploy when there is one, else at once.
+    tasks.append(
+        PlannedTask(
+            stage="promote",
+            task_id="champion",
+            doc="Give the version the champion alias; the old champion keeps the previous alias for rollback.",
+            upstream=(tasks[-1].full_id,),
+            operator="promote",
+            arguments={
+                **common,
+                "version": UpstreamResult(register.full_id),
+                "approval": approval,
+                "champion_alias": promote.alias,
+                "previous_alias": promote.previous_alias,
+                "challenger_alias": promote.challenger_alias,
+            },
+        )
+    )
     return tasks
 
 

@@ -24,7 +24,7 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -406,25 +406,15 @@ class SubmitRayJobOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _runtime_env(self, py_modules: Sequence[str] = ()) -> dict[str, Any]:
-        runtime_env = dict(self.runtime_env or {})
-        if py_modules:
-            runtime_env["py_modules"] = [*py_modules, *(runtime_env.get("py_modules") or [])]
-        env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
-        if self.code.rayops:
-            env_vars[PROVIDER_VERSION_ENV] = __version__
-        if self.storage_conn_id:
-            from airflow_provider_rayops.hooks.s3 import S3StorageHook
-
-            env_vars.update(S3StorageHook(s3_conn_id=self.storage_conn_id).job_env())
-        if self.with_mlflow:
-            from airflow_provider_rayops.hooks.mlflow import MlflowHook
-
-            env_vars.update(MlflowHook(mlflow_conn_id=self.mlflow_conn_id).job_env())
-        if self.job_args is not None:
-            env_vars[JOB_ARGS_ENV] = json.dumps(self.job_args, sort_keys=True, default=str)
-        if env_vars:
-            runtime_env["env_vars"] = env_vars
-        return runtime_env
+        return job_runtime_env(
+            self.runtime_env,
+            py_modules=py_modules,
+            rayops=self.code.rayops,
+            storage_conn_id=self.storage_conn_id,
+            mlflow_conn_id=self.mlflow_conn_id if self.with_mlflow else None,
+            with_mlflow=self.with_mlflow,
+            job_args=self.job_args,
+        )
 
     def _time_left(self, ti: Any) -> float | None:
         """Seconds of execution_timeout left for this try (None: no limit)."""
@@ -449,3 +439,37 @@ class SubmitRayJobOperator(BaseOperator):
                 ) from None
         self.log.info("Ray job %s succeeded; result: %s", outcome.submission_id, json.dumps(result, sort_keys=True))
         return result
+
+
+def job_runtime_env(
+    base: Mapping[str, Any] | None,
+    *,
+    py_modules: Sequence[str] = (),
+    rayops: bool = True,
+    storage_conn_id: str | None = None,
+    with_mlflow: bool = False,
+    mlflow_conn_id: str | None = None,
+    job_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The runtime_env of what rayops runs on Ray (a job, or a Serve application): `base` with the
+    shipped `py_modules`, the provider's version, the storage and MLflow settings of the
+    connections (credentials: never log the result) and the job's arguments."""
+    runtime_env = dict(base or {})
+    if py_modules:
+        runtime_env["py_modules"] = [*py_modules, *(runtime_env.get("py_modules") or [])]
+    env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
+    if rayops:
+        env_vars[PROVIDER_VERSION_ENV] = __version__
+    if storage_conn_id:
+        from airflow_provider_rayops.hooks.s3 import S3StorageHook
+
+        env_vars.update(S3StorageHook(s3_conn_id=storage_conn_id).job_env())
+    if with_mlflow:
+        from airflow_provider_rayops.hooks.mlflow import MlflowHook
+
+        env_vars.update(MlflowHook(mlflow_conn_id=mlflow_conn_id).job_env())
+    if job_args is not None:
+        env_vars[JOB_ARGS_ENV] = json.dumps(job_args, sort_keys=True, default=str)
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    return runtime_env

@@ -10,7 +10,8 @@ a router application in front of them (serving/config.py builds the config that 
           - name: Router
             user_config:
               versions: {"3": churn--v3, "4": churn--v4}   # version -> its application
-              weights: {"3": 90, "4": 10}                  # without weights: all to the first version
+              champion: "3"                                # default: the first version listed
+              weights: {"3": 90, "4": 10}                  # without weights: all to the champion
               sticky_header: X-Request-Key
       - name: churn--v3                  # a version: no route of its own, reached through the router
         route_prefix: null
@@ -30,6 +31,14 @@ Routes under the router's prefix:
   "version": "3"}`; a bad body is a 4xx with `{"error": reason}` and never reaches a model.
 - `GET /-/healthz`: 200 with the weights and each version's state while every version with
   weight answers; 503 otherwise (a weight-0 version may still be loading).
+- `GET /-/stats?window_s=60`: per version, the requests, errors, error rate and p50/p99 latency
+  of the last `window_s` seconds (serving/stats.py): what the deploy operator judges a canary by.
+  One router replica sees all traffic (the router is one replica: it only parses and awaits).
+
+A request the picked version fails (an error in the model, a version not ready or removed in
+flight, or a body the champion takes but a canary refuses) counts as that version's error and,
+when that version is not the champion, is answered by the champion: a bad canary shows in its
+error rate and rolls back, and no client sees its failures.
 
 Each request goes to a version drawn by weight, or, when the request carries the sticky header,
 to the version its key hashes to (the same key stays on the same version while weights hold).
@@ -42,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -50,14 +60,16 @@ from typing import Any
 
 from ray import serve
 
+from airflow_provider_rayops.serving.config import HEALTH_PATH, ROUTER, STATS_PATH, VERSION_DEPLOYMENT
+from airflow_provider_rayops.serving.inference_log import InferenceLog
 from airflow_provider_rayops.serving.payload import BadPayload, Column, columns_of_signature, parse_rows
+from airflow_provider_rayops.serving.stats import VersionStats
 
-ROUTER = "Router"
-VERSION_DEPLOYMENT = "Model"
 DEFAULT_BATCH = {"max_batch_size": 32, "wait_ms": 5}
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_ROWS = 10_000
-HEALTH_PATH = "/-/healthz"
+DEFAULT_STATS_WINDOW_S = 60.0
+INFERENCE_LOG_POLL_S = 0.5
 PREDICT_PATHS = ("", "/", "/invocations")
 # How long the router waits for a version to say what it takes before answering 503.
 VERSION_TIMEOUT_S = 5.0
@@ -65,11 +77,16 @@ VERSION_TIMEOUT_S = 5.0
 LATENCY_BUCKETS_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 
 
+logger = logging.getLogger(__name__)
+
+
 @serve.deployment(max_ongoing_requests=64)
 class ModelVersion:
     """One registered version: loads `models:/<registered_model>/<version>` and predicts batches."""
 
-    def __init__(self, registered_model: str, version: str, batch: Mapping[str, Any]) -> None:
+    def __init__(
+        self, registered_model: str, version: str, batch: Mapping[str, Any], inference_log: Mapping[str, Any] | None = None
+    ) -> None:
         import tempfile
         from pathlib import Path
 
@@ -93,6 +110,12 @@ class ModelVersion:
         batched: Any = self.predict_batch
         batched.set_max_batch_size(int(batch.get("max_batch_size", DEFAULT_BATCH["max_batch_size"])))
         batched.set_batch_wait_timeout_s(float(batch.get("wait_ms", DEFAULT_BATCH["wait_ms"])) / 1000)
+        self.inference_log = (
+            InferenceLog(str(inference_log["uri"]), version=version, sample=float(inference_log.get("sample", 1.0)))
+            if inference_log and inference_log.get("uri") and float(inference_log.get("sample", 1.0)) > 0
+            else None
+        )
+        self._flusher: asyncio.Task | None = None
 
     def signature(self) -> list[dict[str, str]]:
         return [{"name": c.name, "type": c.type} for c in self.columns]
@@ -100,17 +123,45 @@ class ModelVersion:
     @serve.batch(max_batch_size=DEFAULT_BATCH["max_batch_size"], batch_wait_timeout_s=DEFAULT_BATCH["wait_ms"] / 1000)
     async def predict_batch(self, tables: list[Any]) -> list[list[dict[str, Any]]]:
         """Predictions for several requests' rows in one model call, handed back per request."""
-        import pyarrow as pa
-
-        from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
-
-        frame = predictions_frame(self.predictor, pa.concat_tables(tables))
-        records = json.loads(frame.to_json(orient="records"))
+        # The model runs in a thread: on the replica's event loop it would hold up the requests
+        # that arrive meanwhile (they could not even join the next batch).
+        records = await asyncio.get_running_loop().run_in_executor(None, self._records, tables)
+        if self.inference_log is not None and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.get_running_loop().create_task(self._write_inference_log())
         out, at = [], 0
         for table in tables:
             out.append(records[at : at + table.num_rows])
             at += table.num_rows
         return out
+
+    def _records(self, tables: list[Any]) -> list[dict[str, Any]]:
+        import pyarrow as pa
+
+        from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
+
+        rows = pa.concat_tables(tables)
+        records = json.loads(predictions_frame(self.predictor, rows).to_json(orient="records"))
+        if self.inference_log is not None:
+            try:
+                self.inference_log.add(rows, records)
+            except Exception:  # the log is best effort: the answer goes out whatever happens to it
+                logger.exception("inference log: could not keep a batch of %d row(s)", rows.num_rows)
+        return records
+
+    async def _write_inference_log(self) -> None:
+        """Writes a part whenever the log is due, in a thread: never on a request's way."""
+        assert self.inference_log is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(INFERENCE_LOG_POLL_S)
+            if self.inference_log.due():
+                await loop.run_in_executor(None, self.inference_log.flush)
+
+    def __del__(self) -> None:
+        # Serve is stopping this replica: what is buffered goes out now (best effort).
+        log = getattr(self, "inference_log", None)
+        if log is not None:
+            log.flush()
 
     async def predict(self, table: Any) -> list[dict[str, Any]]:
         return await self.predict_batch(table)
@@ -156,7 +207,9 @@ class Router:
         self.max_body_bytes = int(limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         self.max_rows = int(limits.get("max_rows", DEFAULT_MAX_ROWS))
         self.weights: dict[str, float] = {}
+        self.champion = ""
         self.sticky_header = ""
+        self.stats = VersionStats()
         self._apps: dict[str, str] = {}
         self._columns: dict[str, list[Column]] = {}
         # Ray hints tag_keys as Tuple[str] (one key); it takes any number.
@@ -172,15 +225,19 @@ class Router:
         apps = {str(v): str(app) for v, app in (config.get("versions") or {}).items()}
         if not apps:
             raise ValueError("the router's user_config names no versions (versions: {version: application})")
-        # Until weights say otherwise, everything goes to the first version listed (the champion):
-        # never an equal split that sends traffic to an untried version.
-        weights = checked_weights(config.get("weights") or {next(iter(apps)): 1.0}, list(apps))
+        champion = str(config.get("champion") or next(iter(apps)))
+        if champion not in apps:
+            raise ValueError(f"the router's champion {champion!r} is not one of its versions {sorted(apps)}")
+        # Until weights say otherwise, everything goes to the champion: never an equal split that
+        # sends traffic to an untried version.
+        weights = checked_weights(config.get("weights") or {champion: 1.0}, list(apps))
         # Handles are taken when first used: a version's application may be deployed by the same
         # config update, after this runs (until then it is "not ready", and has no weight yet).
         self.handles = {v: h for v, h in self.handles.items() if self._apps.get(v) == apps.get(v)}
         self._columns = {v: c for v, c in self._columns.items() if v in self.handles}
-        self._apps, self.weights = apps, weights
+        self._apps, self.weights, self.champion = apps, weights, champion
         self.sticky_header = str(config.get("sticky_header") or "").lower()
+        self.stats.forget(apps)
 
     def _handle(self, version: str) -> Any:
         if version not in self.handles:
@@ -206,8 +263,60 @@ class Router:
         states = dict(zip(self._apps, await asyncio.gather(*(state(v) for v in self._apps)), strict=True))
         # Healthy when every version that gets traffic answers; a weight-0 version may still load.
         ok = all(states[v] == "ready" for v, w in self.weights.items() if w > 0)
-        body = {"status": "ok" if ok else "unavailable", "pipeline": self.pipeline, "weights": self.weights, "versions": states}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "pipeline": self.pipeline,
+            "champion": self.champion,
+            "weights": self.weights,
+            "versions": states,
+        }
         return (200 if ok else 503), body
+
+    def _stats(self, query: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        try:
+            window_s = float(query.get("window_s", DEFAULT_STATS_WINDOW_S))
+            if not (math.isfinite(window_s) and window_s > 0):
+                raise ValueError
+        except ValueError:
+            return 400, {"error": f"window_s must be a positive number of seconds, found {query.get('window_s')!r}"}
+        body = {
+            "pipeline": self.pipeline,
+            "champion": self.champion,
+            "weights": self.weights,
+            "window_s": window_s,
+            "versions": self.stats.summary(window_s),
+        }
+        return 200, body
+
+    async def _try(self, version: str, body: bytes, content_type: str | None) -> tuple[str, Any]:
+        """("ok", predictions) from `version`; ("bad", BadPayload) for a body it cannot take;
+        ("failed", reason) when it is not ready or fails. Model calls are counted and timed."""
+        try:
+            columns = await self._signature(version)
+        except Exception as exc:
+            self.stats.record(version, latency_ms=None, failed=True)
+            return "failed", f"version {version} is not ready ({type(exc).__name__})"
+        try:
+            table = parse_rows(
+                body, content_type=content_type, columns=columns, max_bytes=self.max_body_bytes, max_rows=self.max_rows
+            )
+        except BadPayload as exc:
+            return "bad", exc
+        tags = {"pipeline": self.pipeline, "version": version}
+        started = time.perf_counter()
+        failed = True
+        try:
+            predictions = await self._handle(version).predict.remote(table)
+            failed = False
+            return "ok", predictions
+        except Exception as exc:
+            self.errors.inc(tags=tags)
+            return "failed", f"version {version} failed: {type(exc).__name__}"
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.requests.inc(tags=tags)
+            self.latency.observe(latency_ms, tags=tags)
+            self.stats.record(version, latency_ms=latency_ms, failed=failed)
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -217,45 +326,42 @@ class Router:
         if prefix and path.startswith(prefix):
             path = path[len(prefix) :]
         if request.method == "GET" and path == HEALTH_PATH:
-            status, body = await self._health()
-            return JSONResponse(body, status_code=status)
+            status, health = await self._health()
+            return JSONResponse(health, status_code=status)
+        if request.method == "GET" and path == STATS_PATH:
+            status, stats = self._stats(request.query_params)
+            return JSONResponse(stats, status_code=status)
         if path not in PREDICT_PATHS:
-            return JSONResponse({"error": f"no route {path!r}: POST / or /invocations, GET {HEALTH_PATH}"}, status_code=404)
+            return JSONResponse(
+                {"error": f"no route {path!r}: POST / or /invocations, GET {HEALTH_PATH} or {STATS_PATH}"}, status_code=404
+            )
         if request.method != "POST":
             return JSONResponse({"error": "predictions are POST requests"}, status_code=405)
-        weights = self.weights  # one snapshot per request: a reconfigure cannot change it halfway
+        # One snapshot per request: a reconfigure cannot change it halfway.
+        weights, champion = self.weights, self.champion
         if not weights:
             return JSONResponse({"error": "no version is configured yet"}, status_code=503, headers={"Retry-After": "1"})
         version = pick_version(weights, request.headers.get(self.sticky_header) if self.sticky_header else None)
-        try:
-            columns = await self._signature(version)
-        except Exception as exc:
-            return JSONResponse(
-                {"error": f"version {version} is not ready ({type(exc).__name__})", "version": version},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
-        try:
-            table = parse_rows(
-                await request.body(),
-                content_type=request.headers.get("content-type"),
-                columns=columns,
-                max_bytes=self.max_body_bytes,
-                max_rows=self.max_rows,
-            )
-        except BadPayload as exc:
-            return JSONResponse({"error": exc.reason}, status_code=exc.status)
-        tags = {"pipeline": self.pipeline, "version": version}
-        started = time.perf_counter()
-        try:
-            predictions = await self._handle(version).predict.remote(table)
-        except Exception as exc:
-            self.errors.inc(tags=tags)
-            return JSONResponse({"error": f"version {version} failed: {type(exc).__name__}", "version": version}, status_code=500)
-        finally:
-            self.requests.inc(tags=tags)
-            self.latency.observe((time.perf_counter() - started) * 1000, tags=tags)
-        return JSONResponse({"predictions": predictions, "version": version})
+        body, content_type = await request.body(), request.headers.get("content-type")
+        outcome, value = await self._try(version, body, content_type)
+        if outcome != "ok" and version != champion:
+            # The champion answers what a canary could not. A body the champion refuses too is
+            # the client's mistake, not the canary's.
+            fallback, answer = await self._try(champion, body, content_type)
+            if fallback == "ok":
+                if outcome == "bad":  # a body clients send, which this version refuses: its error
+                    self.stats.record(version, latency_ms=None, failed=True)
+                    self.errors.inc(tags={"pipeline": self.pipeline, "version": version})
+                return JSONResponse({"predictions": answer, "version": champion})
+            if fallback == "bad" or outcome == "failed":
+                outcome, value, version = fallback, answer, champion
+        if outcome == "ok":
+            return JSONResponse({"predictions": value, "version": version})
+        if outcome == "bad":
+            return JSONResponse({"error": value.reason}, status_code=value.status)
+        status = 503 if "not ready" in value else 500
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": value, "version": version}, status_code=status, headers=headers)
 
 
 def build_version(args: Mapping[str, Any]) -> Any:
@@ -267,10 +373,16 @@ def build_version(args: Mapping[str, Any]) -> Any:
     low, high = int(replicas.get("min", 1)), int(replicas.get("max", replicas.get("min", 1)))
     deployment = _deployment(ModelVersion).options(
         name=VERSION_DEPLOYMENT,
-        autoscaling_config={"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8},
+        autoscaling_config={
+            "min_replicas": low,
+            "max_replicas": high,
+            "target_ongoing_requests": 8,
+            "upscale_delay_s": float(replicas.get("upscale_delay_s", 30.0)),
+            "look_back_period_s": float(replicas.get("look_back_period_s", 30.0)),
+        },
         ray_actor_options={"num_cpus": float(replicas.get("num_cpus", 1))},
     )
-    return deployment.bind(str(args["registered_model"]), str(args["version"]), batch)
+    return deployment.bind(str(args["registered_model"]), str(args["version"]), batch, args.get("inference_log"))
 
 
 def build_router(args: Mapping[str, Any]) -> Any:

@@ -159,6 +159,43 @@ def test_require_approval_puts_a_human_approval_between_register_and_champion(co
     assert dag.get_task("promote.champion").upstream_task_ids == {"promote.approve", "promote.register"}
 
 
+def test_a_deploy_section_serves_the_version_before_it_becomes_champion_and_adds_a_rollback_dag(configs, monkeypatch):
+    import datetime as dt
+
+    churn = configs / "churn.yaml"
+    churn.write_text(
+        churn.read_text()
+        + "deploy:\n  app: churn-api\n  route_prefix: /churn\n  replicas: {min: 1, max: 3}\n  sticky_header: X-User\n"
+        + "  canary: {steps: [10, 50, 100], hold: 5m, max_p99_ms: 80, on_breach: skip}\n"
+        + "timeouts: {deploy: 3h}\n"
+    )
+    bag = dagbag(configs, monkeypatch)
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["churn", "churn__rollback"]
+    dag = bag.get_dag("churn")
+    serve = dag.get_task("deploy.serve")
+    assert type(serve).__name__ == "DeployRayServeOperator"
+    assert serve.upstream_task_ids == {"promote.register"}
+    assert dag.get_task("promote.champion").upstream_task_ids == {"deploy.serve", "promote.register"}  # once it serves
+    assert (serve.app, serve.route_prefix, serve.sticky_header, serve.deferrable) == ("churn-api", "/churn", "X-User", True)
+    assert serve.replicas == {"min": 1, "max": 3, "num_cpus": 1.0, "upscale_delay_s": 30.0, "look_back_period_s": 30.0}
+    assert serve.inference_log == {
+        "uri": dag.get_task("ingest.snapshot").job_args["snapshot_root"].rsplit("/snapshots", 1)[0] + "/inference/churn",
+        "sample": 1.0,
+    }
+    assert serve.canary["steps"] == [10.0, 50.0, 100.0] and serve.canary["hold_s"] == 300.0
+    assert serve.canary["on_breach"] == "skip" and serve.canary["max_p99_ms"] == 80.0
+    assert serve.compute == dag.get_task("train.fit").compute  # where the jobs run
+    assert serve.execution_timeout == dt.timedelta(hours=3)
+    assert serve.version.operator.task_id == "promote.register"  # its XCom, resolved at run time
+    rollback = bag.get_dag("churn__rollback")
+    assert [t.task_id for t in rollback.tasks] == ["rollback"]
+    task = rollback.get_task("rollback")
+    assert type(task).__name__ == "RollbackRayServeOperator" and task.app == "churn-api"
+    assert (task.champion_alias, task.previous_alias) == ("champion", "previous")
+    assert rollback.params["version"] == "" and rollback.schedule is None
+
+
 def test_every_stage_has_its_time_limit_from_the_yaml(configs, monkeypatch):
     import datetime as dt
 

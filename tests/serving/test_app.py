@@ -166,6 +166,7 @@ def test_the_health_route_answers_with_the_weights(served):
     assert response.json() == {
         "status": "ok",
         "pipeline": "served",
+        "champion": "2",
         "weights": {"2": 1.0},
         "versions": {"2": "ready"},
     }
