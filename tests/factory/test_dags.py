@@ -35,7 +35,7 @@ def configs(tmp_path: Path) -> Path:
 def test_dags_folder_loads_with_zero_import_errors():
     bag = dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["churn"]
+    assert sorted(bag.dag_ids) == ["churn", "churn__rollback"]
 
 
 def test_example_pipeline_yields_the_expected_task_graph():
@@ -45,10 +45,12 @@ def test_example_pipeline_yields_the_expected_task_graph():
         "train.fit",
         "evaluate.score",
         "promote.register",
+        "deploy.serve",
         "promote.champion",
     ]
     assert dag.get_task("promote.register").upstream_task_ids == {"evaluate.score"}
-    assert dag.get_task("promote.champion").upstream_task_ids == {"promote.register"}
+    assert dag.get_task("deploy.serve").upstream_task_ids == {"promote.register"}
+    assert dag.get_task("promote.champion").upstream_task_ids == {"deploy.serve", "promote.register"}
     assert type(dag.get_task("promote.register")).__name__ == "RegisterMLflowModelOperator"
     assert dag.get_task("train.fit").upstream_task_ids == {"ingest.snapshot"}
     assert dag.get_task("evaluate.score").upstream_task_ids == {"train.fit"}
@@ -78,7 +80,7 @@ def test_a_broken_config_becomes_a_visible_dag_and_hides_no_other(configs, monke
     (configs / "fraud.yaml").write_text("pipeline: fraud\ndata:\n  source: file://x.csv\n  targt: y\n")
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__fraud", "churn"]
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__rollback"]
     broken = bag.get_dag("broken__fraud")
     assert "config-error" in broken.tags
     assert f"{configs / 'fraud.yaml'}:4:3: data.targt: unknown key 'targt'; did you mean 'target'?" in broken.doc_md
@@ -92,7 +94,7 @@ def test_a_hostile_config_is_its_own_broken_dag(configs, monkeypatch):
     (configs / "latin1.yaml").write_bytes(b"pipeline: x\ndescription: caf\xe9\n")
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__bomb", "broken__latin1", "churn"]
+    assert sorted(bag.dag_ids) == ["broken__bomb", "broken__latin1", "churn", "churn__rollback"]
     assert "expands to more than 100,000 values" in bag.get_dag("broken__bomb").doc_md
     assert f"{configs / 'latin1.yaml'}:2:17: not UTF-8: byte 0xe9" in bag.get_dag("broken__latin1").doc_md
 
@@ -156,15 +158,17 @@ def test_require_approval_puts_a_human_approval_between_register_and_champion(co
     approve = dag.get_task("promote.approve")
     assert type(approve).__name__ == "ApproveModelVersionOperator"
     assert approve.upstream_task_ids == {"promote.register"}
-    assert dag.get_task("promote.champion").upstream_task_ids == {"promote.approve", "promote.register"}
+    assert dag.get_task("deploy.serve").upstream_task_ids == {"promote.approve", "promote.register"}
+    assert dag.get_task("promote.champion").upstream_task_ids == {"deploy.serve", "promote.approve", "promote.register"}
 
 
 def test_a_deploy_section_serves_the_version_before_it_becomes_champion_and_adds_a_rollback_dag(configs, monkeypatch):
     import datetime as dt
 
     churn = configs / "churn.yaml"
+    example = churn.read_text()
     churn.write_text(
-        churn.read_text()
+        example[: example.index("\ndeploy:\n") + 1]  # the example's own deploy section, replaced
         + "deploy:\n  app: churn-api\n  route_prefix: /churn\n  replicas: {min: 1, max: 3}\n  sticky_header: X-User\n"
         + "  canary: {steps: [10, 50, 100], hold: 5m, max_p99_ms: 80, on_breach: skip}\n"
         + "timeouts: {deploy: 3h}\n"
@@ -212,6 +216,7 @@ def test_every_stage_has_its_time_limit_from_the_yaml(configs, monkeypatch):
         "evaluate.score": dt.timedelta(hours=2),
         "promote.register": dt.timedelta(minutes=30),
         "promote.approve": None,  # a person's answer is bounded by the approval's response timeout
+        "deploy.serve": dt.timedelta(hours=2),
         "promote.champion": dt.timedelta(minutes=30),
     }
     assert dag.get_task("promote.approve").response_timeout == dt.timedelta(days=2)
@@ -287,6 +292,6 @@ def test_a_pipeline_whose_dag_cannot_be_built_becomes_a_broken_dag_and_hides_no_
     monkeypatch.setattr(factory_dags, "build_pipeline_dag", build)
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__fraud", "churn"]
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__rollback"]
     doc = bag.get_dag("broken__fraud").doc_md
     assert f"{configs / 'fraud.yaml'}:1:1: building the DAG failed: RuntimeError: a bug in the factory" in doc

@@ -17,15 +17,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
 
 from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.loader import load_config_dir
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
+from tests.fixtures.network import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_STAGES = ("ingest.snapshot", "train.fit", "evaluate.score")
-REGISTRY_STAGES = ("promote.register", "promote.champion")
+REGISTRY_STAGES = ("promote.register", "deploy.serve", "promote.champion")
 DEPLOYED_LINE = 'load_pipelines(globals(), default_config_dir=Path(__file__).resolve().parent.parent / "dag_configs")'
 
 
@@ -42,6 +44,10 @@ def production(tmp_path_factory, ray_head, airflow_stack):
     example = project / "dag_configs" / "churn.yaml"
     assert 'schedule: "@weekly"' in example.read_text()
     example.write_text(example.read_text().replace('schedule: "@weekly"', "schedule: null"))
+    # The endpoint on a free port of this machine (the example's 8000 may be taken here).
+    port = free_port()
+    assert "  route_prefix: /churn\n" in example.read_text()
+    example.write_text(example.read_text().replace("  route_prefix: /churn\n", f"  route_prefix: /churn\n  http_port: {port}\n"))
     (project / "data").mkdir()
     # The rows and seed `make demo` uses (scripts/demo.py): the example's gates are set for them.
     (project / "data" / "churn.parquet").write_bytes(table_bytes(make_churn(20_000, seed=7), fmt="parquet"))
@@ -53,11 +59,20 @@ def production(tmp_path_factory, ray_head, airflow_stack):
         deployed.replace(DEPLOYED_LINE, f"load_pipelines(globals(), config_dir={str(project / 'dag_configs')!r})"),
     )
     record = airflow_stack.run_dag("churn", timeout=900, parse_timeout=120)
-    return record, project
+    try:
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/churn/",
+            json={"dataframe_records": make_churn(3, seed=11).drop(["churned"]).to_pylist()},
+            timeout=30,
+        )
+        yield record, project, answer
+    finally:
+        api = ray_head.dashboard_url.rstrip("/") + "/api/serve/applications/"
+        requests.delete(api, headers=ray_head.endpoint.headers(), timeout=60)
 
 
 def test_the_example_pipeline_succeeds_through_the_scheduler(airflow_stack, production):
-    record, _ = production
+    record, _, _ = production
     logs = {task: airflow_stack.task_log(record.dag_id, record.run_id, task) for task in record.task_instances}
     assert record.state == "success", logs
     assert {task: ti.state for task, ti in record.task_instances.items()} == dict.fromkeys(
@@ -66,7 +81,7 @@ def test_the_example_pipeline_succeeds_through_the_scheduler(airflow_stack, prod
 
 
 def test_every_ray_stage_deferred_to_the_real_triggerer(airflow_stack, production):
-    record, _ = production
+    record, _, _ = production
     for task in RAY_STAGES:
         ti = record.task_instances[task]
         # Submitted, deferred (worker slot released) while the Ray job ran, resumed to finish.
@@ -78,7 +93,7 @@ def test_every_ray_stage_deferred_to_the_real_triggerer(airflow_stack, productio
 
 
 def test_the_run_ends_with_a_champion_whose_lineage_is_this_run(airflow_stack, production):
-    record, project = production
+    record, project, _ = production
     (loaded,) = load_config_dir(project / "dag_configs").pipelines
     train_job = airflow_stack.xcom(record.dag_id, record.run_id, "train.fit", key="ray_job")
     registered = airflow_stack.xcom(record.dag_id, record.run_id, "promote.register")
@@ -94,3 +109,13 @@ def test_the_run_ends_with_a_champion_whose_lineage_is_this_run(airflow_stack, p
     assert tags[names.CONFIG_HASH] == loaded.config_hash
     assert tags[names.RAY_JOB_ID] == train_job["submission_id"]
     assert tags[names.SNAPSHOT_URI].startswith(f"file://{project}/.rayops/artifacts/snapshots/churn/")
+    assert tags[names.DEPLOY_OUTCOME] == "serving"  # the champion alias moved once the version served
+
+
+def test_the_champion_answers_at_the_endpoint_the_run_deployed(airflow_stack, production):
+    record, _, answer = production
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    deployed = airflow_stack.xcom(record.dag_id, record.run_id, "deploy.serve")
+    assert deployed["outcome"] == "serving" and body["version"] == deployed["version"]
+    assert len(body["predictions"]) == 3 and {"prediction", "probability_True"} <= set(body["predictions"][0])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from airflow_provider_rayops.jobs import modeling, tracking
 from airflow_provider_rayops.jobs.modeling import load_predictor
 from tests.fixtures.mlflow import tracking_at, wait_until_serving
 from tests.fixtures.models import delivery_snapshot, fit_tiny_model, log_as_training_run
+from tests.fixtures.network import free_port
 from tests.registry.models import log_training, mlflow_registry, registry_snapshot, unique_name
 
 ROWS = 40
@@ -236,12 +236,6 @@ def test_the_champion_loads_in_a_fresh_env_holding_only_its_requirements(champio
     np.testing.assert_allclose(out["answer"]["probability_True"], champion["probability_True"], rtol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(port: int, payload: dict) -> list[dict]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -252,7 +246,7 @@ def _post(port: int, payload: dict) -> list[dict]:
 
 def test_mlflow_models_serve_answers_the_same_rows_with_the_same_predictions(champion, fresh_env, tmp_path):
     """`mlflow models serve` from the fresh environment (its requirements are installed: --env-manager local)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(

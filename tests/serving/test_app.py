@@ -8,7 +8,6 @@ over HTTP from the server, as a deployed app does.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -20,16 +19,11 @@ from airflow_provider_rayops.jobs.modeling import load_predictor
 from airflow_provider_rayops.serving.app import pick_version
 from airflow_provider_rayops.serving.config import applications
 from tests.fixtures.mlflow import tracking_at
+from tests.fixtures.network import free_port
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
 
 PIPELINE = "served"
 PREFIX = "/served"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(registered_model: str, tracking_uri: str, port: int, weights: dict[str, float]) -> dict:
@@ -100,7 +94,7 @@ def served(ray_head, mlflow_registry, trained) -> Iterator[dict]:
         for which in ("weak", "strong"):  # v1, v2
             mlflow.register_model(trained[which].model_uri, name)
         predictors = {v: load_predictor(f"models:/{name}/{v}") for v in ("1", "2")}
-    port = _free_port()
+    port = free_port()
     serve = Serve(ray_head, port)
     config = _config(name, mlflow_registry.tracking_uri, port, {"2": 1})  # the strong model serves
     serve.put(config)

@@ -42,8 +42,8 @@ from airflow_provider_rayops.operators.mlflow_model import PromoteMLflowModelOpe
 from airflow_provider_rayops.operators.serve import OUTCOME_XCOM_KEY, ROLLBACK_VERSION_PARAM, DeployRayServeOperator
 from tests.fixtures.airflow_db import run_dag_test
 from tests.fixtures.mlflow import tracking_at
+from tests.fixtures.network import free_port
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
-from tests.serving.test_app import _free_port
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 APP = "deployed"
@@ -202,7 +202,7 @@ def story(airflow_db, ray_head, mlflow_registry, trained, tmp_path_factory) -> I
         client.log_model_artifacts(logged.model_id, str(broken))
         client.finalize_logged_model(logged.model_id, "READY")
         broken_uri = f"models:/{logged.model_id}"
-    port = _free_port()
+    port = free_port()
     serve = RayServeClient(ray_head.endpoint)
     url = f"http://127.0.0.1:{port}{PREFIX}"
     rows = mlflow_registry.snapshot["validation"].slice(0, 2).drop(["churned"]).to_pylist()
