@@ -211,6 +211,17 @@ def _unreachable(endpoint: RayEndpoint, exc: BaseException) -> BackendNotAvailab
     return BackendNotAvailable(f"cannot reach the Ray dashboard at {endpoint.dashboard_url}: {type(exc).__name__}: {exc}")
 
 
+def check_response(
+    endpoint: RayEndpoint, response: Any, *, api: str, error: type[BackendNotAvailable] = BackendNotAvailable
+) -> None:
+    """Raise for a dashboard answer that is not a success: a refused token names the connection to
+    check; any other HTTP error names the API and carries the start of the body."""
+    if response.status_code in (401, 403):
+        raise _refused(endpoint, response.status_code, response.text)
+    if response.status_code >= 400:
+        raise error(f"the {api} at {endpoint.dashboard_url} answered HTTP {response.status_code}: {response.text.strip()[:1000]}")
+
+
 class RayJobsClient:
     """Blocking client of one Ray cluster's Jobs API (requests)."""
 
@@ -228,13 +239,7 @@ class RayJobsClient:
             raise _unreachable(self.endpoint, exc) from None
 
     def _check(self, response: Any) -> None:
-        if response.status_code in (401, 403):
-            raise _refused(self.endpoint, response.status_code, response.text)
-        if response.status_code >= 400:
-            raise BackendNotAvailable(
-                f"the Ray Jobs API at {self.endpoint.dashboard_url} answered HTTP {response.status_code}: "
-                f"{response.text.strip()[:500]}"
-            )
+        check_response(self.endpoint, response, api="Ray Jobs API")
 
     def version(self) -> dict[str, Any]:
         """GET /api/version: proves the dashboard is up and accepts our token."""

@@ -16,8 +16,8 @@ from airflow_provider_rayops.hooks.ray_jobs_api import (
     HTTP_TIMEOUT_S,
     BackendNotAvailable,
     RayEndpoint,
-    _refused,
     _unreachable,
+    check_response,
 )
 
 APPLICATIONS_PATH = "/api/serve/applications/"
@@ -42,13 +42,7 @@ class RayServeClient:
             response = requests.request(method, url, headers=self.endpoint.headers(), json=body, timeout=self.timeout_s)
         except requests.RequestException as exc:
             raise _unreachable(self.endpoint, exc) from None
-        if response.status_code in (401, 403):
-            raise _refused(self.endpoint, response.status_code, response.text)
-        if response.status_code >= 400:
-            raise ServeNotAvailable(
-                f"the Ray Serve API at {self.endpoint.dashboard_url} answered {method} with HTTP "
-                f"{response.status_code}: {response.text.strip()[:1000]}"
-            )
+        check_response(self.endpoint, response, api=f"Ray Serve API ({method})", error=ServeNotAvailable)
         return response
 
     def details(self) -> dict[str, Any]:
