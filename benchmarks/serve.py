@@ -49,6 +49,7 @@ def prepare_model(work: Path) -> tuple[str, list[dict[str, Any]]]:
 
     from tests.fixtures.models import churn_snapshot, fit_tiny_model, log_as_training_run
 
+    (work / "data").mkdir()
     snapshot = churn_snapshot(work / "data", rows=3000, seed=3)
     checkpoint = fit_tiny_model(snapshot, folder=work / "checkpoint")
     run_id, model_uri = log_as_training_run(checkpoint, snapshot, experiment="bench-serve")
@@ -68,11 +69,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, *, timeout: float = 180) -> None:
+def wait_ready(url: str, server: subprocess.Popen, log: Path, *, timeout: float = 180) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited ({server.returncode}):\n{log.read_text()[-3000:]}")
         try:
             if requests.get(url, timeout=5).status_code == 200:
                 return
@@ -183,13 +186,18 @@ def main() -> int:
 
         for workers in (1, 2):
             port = free_port()
-            env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+            # mlflow starts uvicorn by name: the venv's bin goes first on PATH.
+            env = {
+                **os.environ,
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            }
             cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/1",
                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
             with open(work / f"mlflow-{workers}.log", "w") as log:
                 server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_ready(f"http://127.0.0.1:{port}/ping")
+                wait_ready(f"http://127.0.0.1:{port}/ping", server, work / f"mlflow-{workers}.log")
                 measure(
                     f"mlflow models serve, {workers} worker{'s' if workers > 1 else ''}",
                     f"http://127.0.0.1:{port}/invocations",
