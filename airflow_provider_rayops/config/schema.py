@@ -406,7 +406,11 @@ class DeploySpec(Spec):
     app: str = Field(
         pattern=_NAME, description="Ray Serve application name of the endpoint; each version runs as <app>--v<version>."
     )
-    route_prefix: str = Field(pattern=r"^/[A-Za-z0-9_./-]*$", description="HTTP route of the endpoint.")
+    route_prefix: str = Field(
+        pattern=r"^(/[A-Za-z0-9_.-]+)+$",
+        description="HTTP route of the endpoint, e.g. /churn: not / (Serve's proxy answers /-/healthz there itself), "
+        "no trailing slash (Serve refuses one).",
+    )
     replicas: ReplicaBounds = Field(default_factory=ReplicaBounds, description="Autoscaling bounds of each version.")
     max_batch_size: int = Field(default=32, ge=1, description="Requests batched into one model call.")
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long a batch waits to fill before the model runs.")

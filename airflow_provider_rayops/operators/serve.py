@@ -19,10 +19,11 @@ PromoteMLflowModelOperator after it), so the registry's champion is what serves.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -34,6 +35,7 @@ from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.cluster_code import ClusterNotReady, JobCode, prepare_job_code
 from airflow_provider_rayops.backends.code_package import CodeNotShippable
+from airflow_provider_rayops.backends.local import LocalBackend
 from airflow_provider_rayops.config.schema import parse_duration
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
@@ -164,8 +166,9 @@ class DeployRayServeOperator(BaseOperator):
             self.log.info("%s serves nothing yet: deploying v%s at 100%%", self.app, number)
             return self._done(context, rollout, rollout.first_deploy(number), number, replaced=None, steps=[])
         if serving.versions == (number,):
-            self.log.info("%s serves v%s already; nothing to change", self.app, number)
-            return self._result(rollout, serving, number, outcome="unchanged", replaced=None, steps=[])
+            # A repeated deploy: the version stays, settings changed since (replicas, batching) apply.
+            self.log.info("%s serves v%s already; sending its settings again", self.app, number)
+            return self._result(rollout, rollout.refresh(serving), number, outcome="unchanged", replaced=None, steps=[])
         champion = serving.champion
         if champion == number:  # a rollback left another version next to it: it takes all traffic again
             return self._done(context, rollout, rollout.make_sole(serving, number), number, replaced=None, steps=[])
@@ -173,7 +176,8 @@ class DeployRayServeOperator(BaseOperator):
         serving = rollout.add(Serving(versions=(champion,), weights={champion: 1.0}, champion=champion), number)
         if self.canary is None:
             return self._done(context, rollout, rollout.make_sole(serving, number), number, replaced=champion, steps=[])
-        return self._step(context, rollout, serving, number, index=0, steps=[])
+        with self._champion_back_on_error(rollout, champion, number):
+            return self._step(context, rollout, serving, number, index=0, steps=[])
 
     def resume(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """After a step's hold (deferred): judge it, then the next step or the end."""
@@ -181,8 +185,18 @@ class DeployRayServeOperator(BaseOperator):
         state = dict((event or {}).get("state") or {})
         if not {"index", "started", "champion", "steps"} <= set(state):
             raise AirflowFailException(f"the canary hold of v{number} came back without its step: {event!r}")
-        rollout = self._rollout(with_code=False)
-        return self._judge(context, rollout, number, **state)
+        # The same runtime_env as before the hold (shipped code included): Serve would otherwise rebuild every application.
+        rollout = self._rollout(with_code=True)
+        champion, expected = str(state["champion"]), {str(state["champion"]), number}
+        now = rollout.current()
+        if now is None or set(now.versions) != expected or now.champion != champion:
+            # Someone rolled back or deployed meanwhile: what serves now is theirs, not ours to move.
+            raise AirflowFailException(
+                f"{self.app} changed during the canary hold of v{number}: it serves {now.weights if now else 'nothing'} "
+                f"(champion v{now.champion if now else '-'}), not v{champion} and v{number}; the canary stops here"
+            )
+        with self._champion_back_on_error(rollout, champion, number):
+            return self._judge(context, rollout, number, **state)
 
     def roll_back(self, *, to_version: str | None, by: str) -> dict[str, Any]:
         """Put `to_version` (default: the `previous` alias) back at 100% in one step (it is added
@@ -294,6 +308,25 @@ class DeployRayServeOperator(BaseOperator):
 
     # -- internals -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _champion_back_on_error(self, rollout: Rollout, champion: str, number: str) -> Iterator[None]:
+        """A canary step that fails for any other reason than its verdict (the endpoint or MLflow
+        unreachable, a bug) puts the champion back at 100% first (best effort): a canary is never
+        left with its share while nobody watches it. Deferral (TaskDeferred) is not an error."""
+        try:
+            yield
+        except (AirflowSkipException, AirflowFailException):
+            raise  # a verdict: the weights are already where it left them
+        except Exception:
+            self.log.exception("the canary of v%s failed; v%s takes all traffic again", number, champion)
+            try:
+                serving = rollout.current()
+                if serving is not None and champion in serving.versions:
+                    rollout.make_sole(serving, champion)
+            except Exception as exc:  # what failed may be the endpoint itself: the error that matters is the first
+                self.log.error("could not put v%s back at 100%%: %s: %s", champion, type(exc).__name__, exc)
+            raise
+
     def _rollout(self, *, with_code: bool) -> Rollout:
         backend = get_backend(self._profile())
         endpoint = backend.endpoint()
@@ -320,6 +353,8 @@ class DeployRayServeOperator(BaseOperator):
             route_prefix=self.route_prefix,
             registered_model=self.registered_model,
             http_port=self.http_port,
+            # The embedded head serves this machine only; a cluster's proxy must be reachable from Airflow and clients.
+            http_host="127.0.0.1" if isinstance(backend, LocalBackend) else "0.0.0.0",
             batch=self.batch,
             replicas=self.replicas,
             sticky_header=self.sticky_header,

@@ -125,28 +125,33 @@ class ModelVersion:
         """Predictions for several requests' rows in one model call, handed back per request."""
         # The model runs in a thread: on the replica's event loop it would hold up the requests
         # that arrive meanwhile (they could not even join the next batch).
-        records = await asyncio.get_running_loop().run_in_executor(None, self._records, tables)
-        if self.inference_log is not None and (self._flusher is None or self._flusher.done()):
-            self._flusher = asyncio.get_running_loop().create_task(self._write_inference_log())
+        loop = asyncio.get_running_loop()
+        rows, records = await loop.run_in_executor(None, self._records, tables)
+        if self.inference_log is not None:
+            # Kept after the answers go out, in a thread: the log is never on a response's way.
+            loop.run_in_executor(None, self._log, rows, records)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = loop.create_task(self._write_inference_log())
         out, at = [], 0
         for table in tables:
             out.append(records[at : at + table.num_rows])
             at += table.num_rows
         return out
 
-    def _records(self, tables: list[Any]) -> list[dict[str, Any]]:
+    def _records(self, tables: list[Any]) -> tuple[Any, list[dict[str, Any]]]:
         import pyarrow as pa
 
         from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
 
         rows = pa.concat_tables(tables)
-        records = json.loads(predictions_frame(self.predictor, rows).to_json(orient="records"))
-        if self.inference_log is not None:
-            try:
-                self.inference_log.add(rows, records)
-            except Exception:  # the log is best effort: the answer goes out whatever happens to it
-                logger.exception("inference log: could not keep a batch of %d row(s)", rows.num_rows)
-        return records
+        return rows, json.loads(predictions_frame(self.predictor, rows).to_json(orient="records"))
+
+    def _log(self, rows: Any, records: list[dict[str, Any]]) -> None:
+        assert self.inference_log is not None
+        try:
+            self.inference_log.add(rows, records)
+        except Exception:  # best effort: the answers went out already
+            logger.exception("inference log: could not keep a batch of %d row(s)", rows.num_rows)
 
     async def _write_inference_log(self) -> None:
         """Writes a part whenever the log is due, in a thread: never on a request's way."""
@@ -241,7 +246,8 @@ class Router:
 
     def _handle(self, version: str) -> Any:
         if version not in self.handles:
-            self.handles[version] = serve.get_deployment_handle(VERSION_DEPLOYMENT, self._apps[version])
+            # No existence check: that is a blocking call to the controller on this replica's event loop.
+            self.handles[version] = serve.get_deployment_handle(VERSION_DEPLOYMENT, self._apps[version], _check_exists=False)
         return self.handles[version]
 
     async def _signature(self, version: str) -> list[Column]:
@@ -297,8 +303,14 @@ class Router:
             self.stats.record(version, latency_ms=None, failed=True)
             return "failed", f"version {version} is not ready ({type(exc).__name__})"
         try:
-            table = parse_rows(
-                body, content_type=content_type, columns=columns, max_bytes=self.max_body_bytes, max_rows=self.max_rows
+            # JSON and Arrow work in a thread: the router's one event loop carries every request.
+            table = await asyncio.to_thread(
+                parse_rows,
+                body,
+                content_type=content_type,
+                columns=columns,
+                max_bytes=self.max_body_bytes,
+                max_rows=self.max_rows,
             )
         except BadPayload as exc:
             return "bad", exc
@@ -344,6 +356,9 @@ class Router:
         version = pick_version(weights, request.headers.get(self.sticky_header) if self.sticky_header else None)
         body, content_type = await request.body(), request.headers.get("content-type")
         outcome, value = await self._try(version, body, content_type)
+        if outcome == "failed" and version == champion and self.champion != champion:
+            # The champion changed while this request was in flight (its version may be gone): ask the new one.
+            champion = self.champion
         if outcome != "ok" and version != champion:
             # The champion answers what a canary could not. A body the champion refuses too is
             # the client's mistake, not the canary's.

@@ -6,9 +6,9 @@ Each part holds the request columns as the signature typed them, the model's out
 `rayops_served_at` (UTC). Parts are named `<served_at>-v<version>-<replica>-<seq>.parquet` and
 appear whole (storage writes them atomically), so a reader never sees half a part.
 
-Rows are sampled (`sample`, a share in (0, 1]) into a bounded buffer when a batch is answered,
-never per request and never on the way of a response: the replica writes a part in a thread
-once the buffer holds `flush_rows` rows or `flush_s` has passed. A buffer that is full drops new
+Rows are sampled (`sample`, a share in (0, 1]) into a bounded buffer once a batch has been
+answered, never per request and never on the way of a response: the replica writes a part in a
+thread once the buffer holds `flush_rows` rows or its oldest row has waited `flush_s`. A buffer that is full drops new
 rows and counts them; a part that cannot be written (storage down) is dropped and counted too,
 and the next one is tried: losing the log never fails a request.
 """
@@ -99,6 +99,8 @@ class InferenceLog:
             if self._rows + table.num_rows > self.max_rows:
                 self.dropped_rows += table.num_rows
                 return
+            if not self._tables:
+                self._since = time.monotonic()  # flush_s counts from the oldest row waiting
             self._tables.append(table)
             self._rows += table.num_rows
 

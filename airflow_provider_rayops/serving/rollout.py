@@ -35,6 +35,8 @@ from airflow_provider_rayops.serving.config import (
 
 READY_TIMEOUT_S = 600.0
 POLL_S = 0.5
+# How long after a PUT an application's DEPLOY_FAILED may still be about the config before it.
+STALE_STATUS_S = 10.0
 
 
 class RolloutFailed(ServeNotAvailable):
@@ -141,45 +143,44 @@ class Rollout:
     # -- changing --------------------------------------------------------------------------
 
     def first_deploy(self, version: str) -> Serving:
-        return self._apply(Serving(versions=(version,), weights={version: 1.0}, champion=version))
+        return self._apply(Serving(versions=(version,), weights={version: 1.0}, champion=version), ready={version})
+
+    def refresh(self, serving: Serving) -> Serving:
+        """What serves, sent again: settings changed since (replicas, batching) take effect."""
+        return self._apply(serving, ready={v for v, w in serving.weights.items() if w > 0})
 
     def add(self, serving: Serving, version: str) -> Serving:
-        """`version` deployed next to what serves, at weight 0, and ready."""
-        if version in serving.versions:
-            return self._apply(serving)  # retried: make sure it is ready
+        """`version` deployed next to what serves, at weight 0, until it is ready (what serves is
+        not waited for: a rollback adds the version to go back to beside one that may be failing)."""
+        versions = serving.versions if version in serving.versions else (*serving.versions, version)
         return self._apply(
-            Serving(versions=(*serving.versions, version), weights={**serving.weights, version: 0.0}, champion=serving.champion)
+            Serving(versions=versions, weights={**serving.weights, version: 0.0}, champion=serving.champion), ready={version}
         )
 
     def set_weights(self, serving: Serving, weights: Mapping[str, float]) -> Serving:
-        return self._apply(dataclasses.replace(serving, weights={v: float(weights.get(v, 0.0)) for v in serving.versions}))
+        moved = dataclasses.replace(serving, weights={v: float(weights.get(v, 0.0)) for v in serving.versions})
+        return self._apply(moved, ready={v for v, w in moved.weights.items() if w > 0})
 
     def make_sole(self, serving: Serving, version: str) -> Serving:
         """`version` (already deployed and ready) takes all traffic as champion, then every other
-        version's application is removed."""
+        version's application is removed. Only `version` is waited for: the others may be failing."""
         moved = self._apply(
             Serving(
                 versions=serving.versions, weights={v: 1.0 if v == version else 0.0 for v in serving.versions}, champion=version
-            )
+            ),
+            ready={version},
         )
         if moved.versions == (version,):
             return moved
-        return self._apply(Serving(versions=(version,), weights={version: 1.0}, champion=version))
+        return self._apply(Serving(versions=(version,), weights={version: 1.0}, champion=version), ready={version})
 
     # -- internals -------------------------------------------------------------------------
 
-    def _apply(self, serving: Serving) -> Serving:
+    def _apply(self, serving: Serving, *, ready: set[str]) -> Serving:
         """PUT the pipeline's applications for `serving` (the cluster's others sent back as they
-        run), then wait until each is RUNNING and the router reports `serving`."""
+        run), then wait until the router reports `serving` with the versions in `ready` ready."""
         details = self.client.details()
         running = details["applications"]
-        imperative = sorted(name for name, app in running.items() if not app.get("deployed_app_config"))
-        if imperative:
-            raise ServeNotAvailable(
-                f"Serve on {self.client.endpoint.dashboard_url} runs application(s) {imperative} deployed from Python "
-                "(serve.run): the Serve REST API that rayops deploys with would delete them. Deploy them with a config "
-                "(serve deploy) or move them to another cluster"
-            )
         ours = applications(
             pipeline=self.target.app,
             registered_model=self.target.registered_model,
@@ -193,29 +194,44 @@ class Rollout:
             runtime_env=self.target.runtime_env,
             inference_log=self.target.inference_log,
         )
-        current = [app["deployed_app_config"] for app in running.values()]
+        # Sent back: what others deployed by config and still want. Applications deployed from
+        # Python (serve.run) have no config and a PUT leaves them alone; one being deleted stays deleted.
+        current = [
+            app["deployed_app_config"]
+            for app in running.values()
+            if app.get("deployed_app_config") and app.get("status") != "DELETING"
+        ]
         http = details.get("http_options") if running else None
         http_options = (
             {"host": http.get("host"), "port": http.get("port")}
             if http
             else {"host": self.target.http_host, "port": self.target.http_port}
         )
+        deployed_before = {name: app.get("last_deployed_time_s") for name, app in running.items()}
         started = time.monotonic()
         self.client.put({"http_options": http_options, "applications": replace_pipeline(current, self.target.app, ours)})
-        self._wait(serving)
+        self._wait(serving, ready=ready, deployed_before=deployed_before, put_at=started)
         self.log(
             f"{self.target.app} serves {serving.weights} (champion v{serving.champion}) after {time.monotonic() - started:.1f} s"
         )
         return serving
 
-    def _wait(self, serving: Serving) -> None:
+    def _wait(self, serving: Serving, *, ready: set[str], deployed_before: Mapping[str, Any], put_at: float) -> None:
         names = {self.target.app, *(version_app_name(self.target.app, v) for v in serving.versions)}
+        needed = {self.target.app, *(version_app_name(self.target.app, v) for v in ready)}
         url = self.url()
         deadline = time.monotonic() + self.ready_timeout_s
         last = "no answer yet"
         while time.monotonic() < deadline:
             apps = self.client.details()["applications"]
-            failed = {n: apps[n].get("message", "") for n in names if apps.get(n, {}).get("status") == "DEPLOY_FAILED"}
+            # A DEPLOY_FAILED from before this PUT is stale until Serve takes the new config up
+            # (it changes last_deployed_time_s), or for a config it had already (then it is final).
+            failed = {
+                n: apps[n].get("message", "")
+                for n in needed
+                if apps.get(n, {}).get("status") == "DEPLOY_FAILED"
+                and (apps[n].get("last_deployed_time_s") != deployed_before.get(n) or time.monotonic() - put_at > STALE_STATUS_S)
+            }
             if failed:
                 raise RolloutFailed(
                     "Serve could not deploy "
@@ -223,9 +239,12 @@ class Rollout:
                 )
             # A version no longer served must be gone too: its replicas' resources are free again.
             leaving = sorted(n for n in apps if n.startswith(version_app_name(self.target.app, "")) and n not in names)
+            up = all(apps.get(n, {}).get("status") == "RUNNING" for n in needed)
             if leaving:
                 last = "removing " + ", ".join(f"{n} ({apps[n].get('status')})" for n in leaving)
-            elif all(apps.get(n, {}).get("status") == "RUNNING" for n in names):
+            elif not up:
+                last = "applications " + ", ".join(f"{n}: {apps.get(n, {}).get('status', 'absent')}" for n in sorted(needed))
+            else:
                 health = self._health(url)
                 if health is not None:
                     reported = {str(v): float(w) for v, w in (health.get("weights") or {}).items()}
@@ -233,12 +252,10 @@ class Rollout:
                     if (
                         reported == serving.weights
                         and health.get("champion") == serving.champion
-                        and all(states.get(v) == "ready" for v in serving.versions)
+                        and all(states.get(v) == "ready" for v in ready)
                     ):
                         return
                     last = f"the router reports {health}"
-            if not leaving and not all(apps.get(n, {}).get("status") == "RUNNING" for n in names):
-                last = "applications " + ", ".join(f"{n}: {apps.get(n, {}).get('status', 'absent')}" for n in sorted(names))
             time.sleep(POLL_S)
         raise RolloutFailed(f"{self.target.app} did not reach {serving} within {self.ready_timeout_s:.0f} s: {last}")
 
@@ -247,9 +264,9 @@ class Rollout:
 
         try:
             response = self._get(HEALTH_PATH, url=url)
-        except (requests.RequestException, RolloutFailed):
-            return None  # the proxy is starting, or the router is
-        return response.json() if response.status_code in (200, 503) else None
+            return response.json() if response.status_code in (200, 503) else None
+        except (requests.RequestException, RolloutFailed, ValueError):
+            return None  # the proxy is starting, or the router is (or not ours yet: not JSON)
 
     def _get(self, path: str, *, url: str | None = None) -> Any:
         import requests

@@ -293,3 +293,10 @@ def test_metric_values_of_the_wrong_type_are_schema_errors_not_a_crash(write):
     errors = errors_of(path)
     assert errors and not any("internal error" in e for e in errors), errors
     assert any("evaluate.metrics[0]" in e for e in errors) and any("evaluate.gates[0].metric" in e for e in errors), errors
+
+
+def test_a_route_prefix_serve_would_refuse_is_refused_at_load(write):
+    """/ is Serve's proxy's own (it answers /-/healthz there itself); Serve refuses a trailing slash."""
+    for prefix in ("/", "/churn/"):
+        errors = errors_of(write("p.yaml", MINIMAL + f"deploy:\n  app: churn\n  route_prefix: '{prefix}'\n"))
+        assert any("deploy.route_prefix" in e for e in errors), (prefix, errors)

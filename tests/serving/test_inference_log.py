@@ -71,3 +71,11 @@ def test_a_sink_that_cannot_be_written_loses_the_part_not_the_request(tmp_path):
 
 def test_the_log_lives_under_the_storage_root_by_pipeline():
     assert log_uri("s3://ml/artifacts/", "churn") == "s3://ml/artifacts/inference/churn"
+
+
+def test_the_flush_clock_starts_with_the_oldest_row_waiting_not_the_last_part():
+    """At low traffic, batches further apart than flush_s still share a part once one is due."""
+    log = InferenceLog("file:///unused", version="1", flush_rows=100, flush_s=10.0)
+    log._since -= 60  # the last part went out a minute ago
+    log.add(ROWS, PREDICTIONS)
+    assert not log.due()  # the first row waits from now, not from the last part
