@@ -82,7 +82,7 @@ def test_list_shows_each_pipeline_with_schedule_compute_and_stages(run):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE"]
-    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate,promote", "churn.yaml"]
+    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate,promote,deploy", "churn.yaml"]
 
 
 def test_render_shows_the_exact_job_submissions(run):
@@ -90,14 +90,18 @@ def test_render_shows_the_exact_job_submissions(run):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["dag_id"] == "churn"
-    ingest, train, evaluate, register, champion = out["tasks"]
+    ingest, train, evaluate, register, deploy, champion = out["tasks"]
     assert [t["task_id"] for t in out["tasks"]] == [
         "ingest.snapshot",
         "train.fit",
         "evaluate.score",
         "promote.register",
+        "deploy.serve",
         "promote.champion",
     ]
+    assert deploy["operator"] == "DeployRayServeOperator" and deploy["upstream"] == ["promote.register"]
+    assert deploy["arguments"]["canary"]["steps"] == [50, 100] and deploy["arguments"]["route_prefix"] == "/churn"
+    assert champion["upstream"] == ["deploy.serve"]
     assert register["operator"] == "RegisterMLflowModelOperator"
     assert register["arguments"]["evaluation"] == "<result of evaluate.score>"
     assert register["arguments"]["gates"][0] == {"metric": "auc", "min": 0.75}
