@@ -341,9 +341,7 @@ class SubmitRayJobOperator(BaseOperator):
 
     def _profile(self) -> dict[str, Any]:
         """Where the job runs: `compute`, or the Ray cluster of `ray_conn_id` (rendered by now)."""
-        if self.compute is not None:
-            return self.compute
-        return {"backend": "ray", "conn_id": self.ray_conn_id or RayHook.default_conn_name}
+        return compute_profile(self.compute, self.ray_conn_id)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -473,3 +471,11 @@ def job_runtime_env(
     if env_vars:
         runtime_env["env_vars"] = env_vars
     return runtime_env
+
+
+def compute_profile(compute: dict[str, Any] | None, ray_conn_id: str | None) -> dict[str, Any]:
+    """Where an operator runs its work: the `compute` profile, or the Ray cluster of `ray_conn_id`
+    (default `rayops_ray_default`)."""
+    if compute is not None:
+        return compute
+    return {"backend": "ray", "conn_id": ray_conn_id or RayHook.default_conn_name}

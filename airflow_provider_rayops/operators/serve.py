@@ -42,7 +42,7 @@ from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
 from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient
 from airflow_provider_rayops.links.serve import XCOM_KEY, ServeEndpointLink
 from airflow_provider_rayops.operators.mlflow_model import _now, _task_label, version_of
-from airflow_provider_rayops.operators.ray_job import job_runtime_env
+from airflow_provider_rayops.operators.ray_job import compute_profile, job_runtime_env
 from airflow_provider_rayops.registry import aliases, version_tags
 from airflow_provider_rayops.serving.rollout import Rollout, Serving, ServingTarget, judge, percent_weights
 from airflow_provider_rayops.triggers.canary import CanaryHoldTrigger
@@ -238,7 +238,7 @@ class DeployRayServeOperator(BaseOperator):
             "%s v%s is %r again%s", name, to_version, self.champion_alias,
             f"; v{moved.previous} keeps {self.previous_alias!r}" if moved.previous else "",
         )  # fmt: skip
-        return self._record_deploy(client, rollout, serving, to_version, outcome="serving", by=by, replaced=replaced, steps=[])
+        return self._record(client, rollout, serving, to_version, outcome="serving", by=by, replaced=replaced, steps=[])
 
     # -- the canary ------------------------------------------------------------------------
 
@@ -291,12 +291,12 @@ class DeployRayServeOperator(BaseOperator):
         self.log.info("v%s at %g%%: %s", number, percent, json.dumps(step))
         if breach is not None:
             self.log.warning("v%s breached at %g%%: %s; v%s takes all traffic again", number, percent, breach, champion)
-            rollout.make_sole(serving, champion)
+            back = rollout.make_sole(serving, champion)
+            client = MlflowHook(self.mlflow_conn_id).get_conn()
             result = self._record(
-                context, rollout, number, outcome="rolled_back", weights={champion: 1.0}, replaced=None, steps=steps
+                client, rollout, back, number, outcome="rolled_back", by=_task_label(context), replaced=None, steps=steps
             )
             context["ti"].xcom_push(key=OUTCOME_XCOM_KEY, value=result)  # the task ends without a return value
-            client = MlflowHook(self.mlflow_conn_id).get_conn()
             aliases.clear_alias_if(client, self.registered_model, self.challenger_alias, number)
             message = f"{self.registered_model} v{number} rolled back at {percent:g}%: {breach}; v{champion} serves"
             if self.canary.get("on_breach", "fail") == "skip":
@@ -328,7 +328,7 @@ class DeployRayServeOperator(BaseOperator):
             raise
 
     def _rollout(self, *, with_code: bool) -> Rollout:
-        backend = get_backend(self._profile())
+        backend = get_backend(compute_profile(self.compute, self.ray_conn_id))
         endpoint = backend.endpoint()
         if endpoint.token:
             mask_secret(endpoint.token)
@@ -363,13 +363,6 @@ class DeployRayServeOperator(BaseOperator):
         )
         return Rollout(RayServeClient(endpoint), target, log=self.log.info, ready_timeout_s=self.ready_timeout)
 
-    def _profile(self) -> dict[str, Any]:
-        if self.compute is not None:
-            return self.compute
-        from airflow_provider_rayops.hooks.ray import RayHook
-
-        return {"backend": "ray", "conn_id": self.ray_conn_id or RayHook.default_conn_name}
-
     def _done(
         self,
         context: Context,
@@ -380,26 +373,13 @@ class DeployRayServeOperator(BaseOperator):
         replaced: str | None,
         steps: list[dict[str, Any]],
     ) -> dict[str, Any]:
-        self.log.info("%s: v%s serves all traffic at %s", self.app, number, rollout.url())
-        return self._record(context, rollout, number, outcome="serving", weights=serving.weights, replaced=replaced, steps=steps)
+        self.log.info("%s: v%s serves all traffic", self.app, number)
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        return self._record(
+            client, rollout, serving, number, outcome="serving", by=_task_label(context), replaced=replaced, steps=steps
+        )
 
     def _record(
-        self,
-        context: Context,
-        rollout: Rollout,
-        number: str,
-        *,
-        outcome: str,
-        weights: Mapping[str, float],
-        replaced: str | None,
-        steps: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        serving = Serving(versions=tuple(weights), weights=dict(weights), champion=next(iter(weights)))
-        client = MlflowHook(self.mlflow_conn_id).get_conn()
-        by = _task_label(context)
-        return self._record_deploy(client, rollout, serving, number, outcome=outcome, by=by, replaced=replaced, steps=steps)
-
-    def _record_deploy(
         self,
         client: Any,
         rollout: Rollout,
