@@ -144,9 +144,9 @@ def rollback_operator(plan: PipelinePlan, **kwargs: object) -> serve.RollbackRay
 def build_rollback_dag(loaded: LoadedPipeline) -> DAG | None:
     """`<pipeline>__rollback`: trigger it to put the previous version back at 100% in one step
     (Param `version`: another version to serve instead). None for a pipeline without deploy."""
+    if loaded.spec.deploy is None:
+        return None  # decided before planning: DAG parsing plans each pipeline once more only when it deploys
     plan = plan_pipeline(loaded)
-    if plan.spec.deploy is None:
-        return None
     with DAG(
         dag_id=rollback_dag_id(plan.dag_id),
         description=f"Roll {plan.spec.pipeline}'s endpoint back to its previous model version",
