@@ -5,6 +5,7 @@ rayops list                 pipelines of the config folder, their schedule, stag
 rayops render PIPELINE      the task graph and the exact Ray job submissions it would make
 rayops schema               the JSON schema of a pipeline file (for editors)
 rayops rollback PIPELINE    put the endpoint's previous model version back at 100%, swap the aliases
+rayops drift REF CURRENT    per-column drift and the verdict; exit 0 without drift, 1 with, 2 on an error
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from airflow_provider_rayops.config.loader import (
     load_config_dir,
     load_defaults,
 )
-from airflow_provider_rayops.config.schema import PipelineSpec
+from airflow_provider_rayops.config.schema import DriftCorrection, DriftMethod, PipelineSpec
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.factory.loader import config_dir_from_env
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, job_code, plan_pipeline
@@ -239,6 +241,110 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """The drift computation of the monitor, on any two parquet or CSV sources (paths, file:// or s3://)."""
+    try:
+        from airflow_provider_rayops.drift import DriftInputError, DriftOptions, compute_drift
+    except ImportError as exc:  # a core-only install (an Airflow image without the extra)
+        print(
+            f"rayops drift: needs numpy, pyarrow and scipy ({exc}); pip install 'airflow-provider-rayops[monitor]'",
+            file=sys.stderr,
+        )
+        return 2
+    from airflow_provider_rayops.storage import StorageError
+
+    options = DriftOptions(
+        method=args.method,
+        threshold=args.threshold,
+        columns=dict(args.column or []),
+        drift_share=args.drift_share,
+        correction=args.correction,
+        min_rows=args.min_rows,
+        include=args.include,
+        exclude=args.exclude or (),
+        prediction=args.prediction,
+        memory_mb=args.memory_mb,
+    )
+    try:
+        result = compute_drift(args.reference, args.current, options)
+    except (DriftInputError, StorageError) as exc:
+        print(f"rayops drift: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_drift(result)
+    if result.problems:
+        for problem in result.problems:
+            print(f"rayops drift: {problem}", file=sys.stderr)
+        return 2
+    return 1 if result.dataset_drift else 0
+
+
+def _print_drift(result: Any) -> None:
+    rows = [("column", "kind", "method", "statistic", "threshold", "drifted")]
+    for group in (result.columns, result.prediction):
+        for name, column in group.items():
+            shown = column.adjusted if column.adjusted is not None else column.statistic
+            rows.append(
+                (name, column.kind, column.method, f"{shown:.4g}", f"{column.threshold:g}", "yes" if column.drifted else "no")
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(
+        f"reference: {result.reference} ({result.reference_rows} rows)\ncurrent:   {result.current} ({result.current_rows} rows)"
+    )
+    for row in rows:
+        print(
+            "  ".join(
+                cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    for name, reason in result.skipped.items():
+        print(f"skipped {name}: {reason}")
+    if result.correction != "none":
+        print(f"p-values corrected for {len(result.columns)} columns ({result.correction})")
+    if result.prediction_drift is not None:
+        print(f"prediction drift: {'yes' if result.prediction_drift else 'no'}")
+    if result.problems:
+        print(f"no verdict: {len(result.problems)} problem(s) with the input")
+        return
+    drifted, judged = len(result.drifted_columns), len(result.columns)
+    verdict = "DATASET DRIFT" if result.dataset_drift else "no dataset drift"
+    print(
+        f"{verdict}: {drifted} of {judged} columns drifted ({result.drift_share:.0%}; drift at {result.drift_share_limit:.0%} or more)"
+    )
+
+
+def _column_rule(text: str) -> tuple[str, Any]:
+    """NAME=METHOD, NAME=THRESHOLD or NAME=METHOD:THRESHOLD."""
+    from airflow_provider_rayops.drift import ColumnRule
+
+    methods = typing.get_args(DriftMethod)
+    name, sep, rule = text.partition("=")
+    method, _, threshold = rule.partition(":")
+    if method not in methods and not threshold:
+        method, threshold = "", rule  # NAME=THRESHOLD
+    expected = f"{text!r}: expected NAME=METHOD[:THRESHOLD] or NAME=THRESHOLD (methods: {', '.join(methods)})"
+    if not name or not sep or (method and method not in methods):
+        raise argparse.ArgumentTypeError(expected)
+    try:
+        value = float(threshold) if threshold else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(expected) from None
+    return name, ColumnRule(method=method or None, threshold=value)  # type: ignore[arg-type]
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a share in (0, 1]")
+    return value
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(PipelineSpec.model_json_schema(), indent=2))
     return 0
@@ -290,6 +396,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--to", default=None, metavar="VERSION", help="serve this version instead of the previous alias's")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser(
+        "drift",
+        help="compare CURRENT data with REFERENCE data column by column; exit 0 without drift, 1 with drift, 2 on an error",
+        description="Per-column drift with Evidently's DataDriftPreset defaults: a reference over 1,000 rows gets "
+        "normed Wasserstein (numeric) or Jensen-Shannon (categorical) at 0.1; a smaller one KS, chi-square or a "
+        "Z-test at p < 0.05. The dataset drifts when the share of drifted columns reaches --drift-share.",
+    )
+    p.add_argument("reference", help="parquet or CSV: a path, file:// or s3:// URI, or a folder/prefix of files")
+    p.add_argument("current", help="the data to judge, in the same forms")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--method",
+        choices=typing.get_args(DriftMethod),
+        default=None,
+        help="one test for every column (default: the preset's choice)",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="one threshold for every column (default: the test's)")
+    p.add_argument(
+        "--column",
+        type=_column_rule,
+        action="append",
+        metavar="NAME=METHOD[:THRESHOLD]",
+        help="a column's own test or threshold (repeat)",
+    )
+    p.add_argument("--drift-share", type=_share, default=0.5, help="share of drifted columns that is dataset drift (default 0.5)")
+    p.add_argument(
+        "--correction",
+        choices=typing.get_args(DriftCorrection),
+        default="none",
+        help="for p-value tests over many columns (default none, as Evidently)",
+    )
+    p.add_argument("--min-rows", type=int, default=1, help="fewer rows on a side than this: no verdict (default 1)")
+    p.add_argument("--include", type=_names, default=None, metavar="A,B", help="only these columns")
+    p.add_argument("--exclude", type=_names, default=None, metavar="A,B", help="not these columns")
+    p.add_argument(
+        "--prediction",
+        type=_names,
+        default=None,
+        metavar="A,B",
+        help="the model's output columns (default: prediction and probability_* when both sides have them)",
+    )
+    p.add_argument("--memory-mb", type=int, default=1024, help="memory for numeric columns read at once (default 1024)")
+    p.set_defaults(func=cmd_drift)
     p = sub.add_parser("schema", help="print the JSON schema of a pipeline file")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("head", help="start, stop or show the embedded Ray head of the local backend")

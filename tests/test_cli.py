@@ -222,3 +222,50 @@ def test_a_missing_config_folder_is_named_with_where_it_came_from(run, tmp_path)
     )
     proc = run("validate", cwd=tmp_path, env={"RAYOPS_CONFIG_DIR": str(tmp_path / "gone")})
     assert proc.returncode == 1 and "gone: no such folder (from RAYOPS_CONFIG_DIR)" in proc.stderr
+
+
+def _drift_files(folder: Path, *, shift: float) -> tuple[str, str]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    ref = pa.table({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 1, 2000), "plan": rng.choice(["x", "y"], 2000)})
+    cur = pa.table({"a": rng.normal(shift, 1, 1500), "b": rng.normal(shift, 1, 1500), "plan": rng.choice(["x", "y"], 1500)})
+    pq.write_table(ref, folder / "ref.parquet")
+    pq.write_table(cur, folder / "cur.parquet")
+    return str(folder / "ref.parquet"), str(folder / "cur.parquet")
+
+
+def test_drift_prints_the_column_table_and_exits_0_without_drift(run, tmp_path):
+    ref, cur = _drift_files(tmp_path, shift=0.0)
+    result = run("drift", ref, cur)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].split() == ["column", "kind", "method", "statistic", "threshold", "drifted"]
+    assert [line.split()[0] for line in lines[3:6]] == ["a", "b", "plan"]
+    assert lines[-1] == "no dataset drift: 0 of 3 columns drifted (0%; drift at 50% or more)"
+
+
+def test_drift_as_json_exits_1_with_drift(run, tmp_path):
+    ref, cur = _drift_files(tmp_path, shift=1.0)
+    result = run("drift", ref, cur, "--json", "--column", "plan=chisquare:0.01")
+    assert result.returncode == 1, result.stderr
+    out = json.loads(result.stdout)
+    assert out["dataset_drift"] is True and out["drift_share"] == pytest.approx(2 / 3)
+    assert set(out["columns"]) == {"a", "b", "plan"}
+    assert {key: out["columns"]["plan"][key] for key in ("method", "threshold", "drifted")} == {
+        "method": "chisquare",
+        "threshold": 0.01,
+        "drifted": False,
+    }
+    assert set(out["columns"]["a"]) >= {"method", "statistic", "threshold", "drifted"}
+
+
+def test_drift_exits_2_naming_a_missing_file_or_a_bad_column(run, tmp_path):
+    ref, cur = _drift_files(tmp_path, shift=0.0)
+    missing = run("drift", ref, str(tmp_path / "none.parquet"))
+    assert missing.returncode == 2 and "none.parquet: does not exist" in missing.stderr
+    unknown = run("drift", ref, cur, "--include", "a,zz")
+    assert unknown.returncode == 2
+    assert "column 'zz': not in the reference" in unknown.stderr

@@ -21,6 +21,10 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _URI = r"^(file|s3)://.+"
 TaskKind = Literal["classification", "regression"]
+# The drift tests (drift/methods.py says what each computes); here so the config plane and the CLI
+# name them without importing numpy.
+DriftMethod = Literal["wasserstein", "jensenshannon", "psi", "ks", "chisquare", "z"]
+DriftCorrection = Literal["none", "bonferroni", "benjamini-hochberg"]
 TASK_KINDS: tuple[TaskKind, ...] = ("classification", "regression")
 # Metrics the evaluate stage computes for each task kind, and which way is better.
 CLASSIFICATION_METRICS: dict[str, str] = {
