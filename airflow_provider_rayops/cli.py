@@ -270,6 +270,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     except (DriftInputError, StorageError) as exc:
         print(f"rayops drift: {exc}", file=sys.stderr)
         return 2
+    if args.report:
+        from airflow_provider_rayops.drift.report import render_html
+
+        Path(args.report).write_text(render_html(result, title=f"Drift: {args.current}"))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -437,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="the model's output columns (default: prediction and probability_* when both sides have them)",
     )
+    p.add_argument("--report", default=None, metavar="FILE.html", help="also write the HTML report (table and histograms) here")
     p.add_argument("--memory-mb", type=int, default=1024, help="memory for numeric columns read at once (default 1024)")
     p.set_defaults(func=cmd_drift)
     p = sub.add_parser("schema", help="print the JSON schema of a pipeline file")

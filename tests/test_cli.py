@@ -249,8 +249,10 @@ def test_drift_prints_the_column_table_and_exits_0_without_drift(run, tmp_path):
 
 def test_drift_as_json_exits_1_with_drift(run, tmp_path):
     ref, cur = _drift_files(tmp_path, shift=1.0)
-    result = run("drift", ref, cur, "--json", "--column", "plan=chisquare:0.01")
+    report = tmp_path / "drift.html"
+    result = run("drift", ref, cur, "--json", "--column", "plan=chisquare:0.01", "--report", str(report))
     assert result.returncode == 1, result.stderr
+    assert "Dataset drift. 2 of 3 columns drifted" in report.read_text()
     out = json.loads(result.stdout)
     assert out["dataset_drift"] is True and out["drift_share"] == pytest.approx(2 / 3)
     assert set(out["columns"]) == {"a", "b", "plan"}
