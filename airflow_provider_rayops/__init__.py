@@ -30,6 +30,11 @@ def get_provider_info() -> dict:
                 "tags": ["software"],
             },
             {
+                "integration-name": "Drift monitoring",
+                "external-doc-url": "https://docs.evidentlyai.com/metrics/explainer_drift",
+                "tags": ["software"],
+            },
+            {
                 "integration-name": "S3 storage",
                 "external-doc-url": "https://arrow.apache.org/docs/python/generated/pyarrow.fs.S3FileSystem.html",
                 "tags": ["software"],
@@ -44,6 +49,7 @@ def get_provider_info() -> dict:
             "airflow_provider_rayops.links.ray.RayJobLink",
             "airflow_provider_rayops.links.mlflow.MlflowModelVersionLink",
             "airflow_provider_rayops.links.serve.ServeEndpointLink",
+            "airflow_provider_rayops.links.drift.DriftReportLink",
         ],
         "triggers": [
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.triggers.ray_job"]},
@@ -74,5 +80,8 @@ def get_provider_info() -> dict:
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.ray_job"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_provider_rayops.operators.mlflow_model"]},
             {"integration-name": "Ray", "python-modules": ["airflow_provider_rayops.operators.serve"]},
+        ],
+        "sensors": [
+            {"integration-name": "Drift monitoring", "python-modules": ["airflow_provider_rayops.sensors.drift"]},
         ],
     }

@@ -74,6 +74,7 @@ EVAL_SNAPSHOT_URI = "rayops.eval.snapshot_uri"
 EVAL_SNAPSHOT_HASH = "rayops.eval.snapshot_hash"
 EVAL_MODEL_URI = "rayops.eval.model_uri"
 EVAL_CHAMPION = "rayops.eval.champion"  # "<registered model>/<version>" or "none"
+EVAL_PREDICTIONS_URI = "rayops.eval.predictions_uri"  # the model's outputs on the validation split (prediction drift's reference)
 
 # -- on a model version: registration, gates, approval, promotion -----------------------------------
 TRAIN_RUN_ID = "rayops.train_run_id"  # the training run the version was registered from
@@ -103,6 +104,16 @@ DEPLOYED_BY = "rayops.deploy.by"  # the Airflow task instance that deployed it
 DEPLOY_ENDPOINT = "rayops.deploy.endpoint"  # the endpoint URL
 DEPLOY_WEIGHTS = "rayops.deploy.weights"  # JSON {version: percent} once the deploy ended
 DEPLOY_STEPS = "rayops.deploy.steps"  # JSON list of canary steps: percent, requests, errors, p99_ms, breach
+
+# -- on a model version: the monitor's last drift check of it --------------------------------------
+DRIFT_CHECKED_AT = "rayops.drift.checked_at"  # ISO 8601
+DRIFT_VERDICT = "rayops.drift.verdict"  # "dataset drift: 3 of 7 columns drifted, prediction drift no"
+DRIFT_REPORT_URI = "rayops.drift.report_uri"  # the check's drift.html in storage
+
+# -- lineage: what started the lifecycle run that trained a model ----------------------------------
+# The lineage keys `trigger` and `trigger_report` become these tags on the run and its version.
+TRIGGER = "rayops.trigger"  # cron | drift | manual | asset | backfill
+TRIGGER_REPORT = "rayops.trigger_report"  # with drift: the drift report (drift.html in storage)
 
 
 def tag_values(tags: Mapping[str, Any], *, limit: int) -> dict[str, str]:

@@ -48,6 +48,6 @@ def test_provider_info_fits_airflows_schema_and_names_its_integrations():
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     jsonschema.validate(info, schema)
     declared = {item["integration-name"] for item in info["integrations"]}
-    used = {item["integration-name"] for key in ("operators", "hooks", "triggers") for item in info[key]}
+    used = {item["integration-name"] for key in ("operators", "sensors", "hooks", "triggers") for item in info[key]}
     assert used <= declared, f"integration names used but not declared: {used - declared}"
-    assert declared == {"Ray", "MLflow", "S3 storage"}
+    assert declared == {"Ray", "MLflow", "S3 storage", "Drift monitoring"}

@@ -48,7 +48,13 @@ from airflow_provider_rayops.config.yaml_source import (
 DEFAULTS_FILE = "defaults.yaml"
 
 # URI fields whose relative file:// paths resolve against the project folder.
-_URI_FIELDS: tuple[KeyPath, ...] = (("data", "source"), ("storage", "root"), ("monitor", "current"))
+_URI_FIELDS: tuple[KeyPath, ...] = (
+    ("data", "source"),
+    ("storage", "root"),
+    ("monitor", "current"),
+    ("monitor", "reference"),
+    ("monitor", "performance", "labels"),
+)
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,12 @@ def _scope_issues(
     issues = []
     uris: dict[tuple[str, ...], str] = {("storage", "root"): spec.storage.root, ("data", "source"): spec.data.source}
     if spec.monitor is not None:
-        uris[("monitor", "current")] = spec.monitor.current
+        monitored = {
+            ("monitor", "current"): spec.monitor.current,
+            ("monitor", "reference"): spec.monitor.reference,
+            ("monitor", "performance", "labels"): spec.monitor.performance.labels if spec.monitor.performance else None,
+        }
+        uris.update({key: uri for key, uri in monitored.items() if uri is not None})
     uris = {key: uri for key, uri in uris.items() if not merged.doc_of(key).was_refused(key)}
     for key, uri in uris.items():
         if not _valid_uri(uri):
@@ -385,6 +396,23 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
     for section, needs in stages.REQUIRES.items():
         if data.get(section) is not None and data.get(needs) is None:
             issues.append(merged.issue((section,), f"the {section} stage needs a {needs} section"))
+    monitor, deploy = data.get("monitor"), data.get("deploy")
+    if isinstance(monitor, dict) and monitor.get("current") is None:
+        if deploy is None:
+            issues.append(
+                merged.issue(
+                    ("monitor",),
+                    "monitor.current is needed without a deploy section: the default live data is the endpoint's inference log",
+                )
+            )
+        elif isinstance(deploy, dict) and deploy.get("log_sample") == 0:
+            issues.append(
+                merged.issue(
+                    ("deploy", "log_sample"),
+                    "is 0, so the endpoint keeps no inference log for the monitor to "
+                    "read; sample some rows or set monitor.current",
+                )
+            )
     return issues
 
 

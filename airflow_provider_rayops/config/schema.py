@@ -441,20 +441,87 @@ class DeploySpec(Spec):
     )
 
 
-class MonitorSpec(Spec):
-    """Drift monitoring of live data against the training snapshot."""
+class DriftColumnRule(Spec):
+    """A column's own drift test or threshold."""
 
-    current: str = Field(pattern=_URI, description="URI of the live data to compare (file or folder/prefix of parquet).")
-    schedule: str = Field(default="@hourly", description="How often the drift check runs (cron or preset).")
-    method: Literal["wasserstein", "ks", "psi"] = Field(
-        default="wasserstein", description="Per-column test: normed Wasserstein distance, KS test, or PSI."
+    method: DriftMethod | None = Field(default=None, description="The test for this column; default: the preset's choice.")
+    threshold: float | None = Field(default=None, gt=0, description="Its threshold; default: the test's.")
+
+
+class PerformanceSpec(Spec):
+    """Retraining when the model's live quality drops, once labels arrive for served rows."""
+
+    labels: str = Field(
+        pattern=_URI,
+        description="Where labels land: parquet or CSV files (a file or folder/prefix) with the join key and the label.",
     )
-    threshold: float = Field(default=0.1, gt=0, description="Per-column drift threshold (distance, or p-value for ks).")
-    correction: Literal["bonferroni", "benjamini-hochberg", "none"] = Field(
-        default="bonferroni", description="Multiple-testing correction for ks across columns."
+    join_key: str = Field(description="Column that identifies a served row in both the requests and the labels.")
+    label: str | None = Field(default=None, description="The label column in the labels; default: data.target.")
+    metric: MetricName = Field(description="The metric judged on served rows with labels (accuracy, f1, rmse...).")
+    min: float | None = Field(
+        default=None, description="Retrain when the metric falls below this (metrics where higher is better)."
     )
-    drift_share: float = Field(default=0.3, gt=0, le=1, description="Share of drifted columns that counts as drift.")
-    min_rows: int = Field(default=1000, ge=1, description="Fewest live rows needed before drift is judged.")
+    max: float | None = Field(default=None, description="Retrain when the metric rises above this (error metrics: rmse, mae...).")
+    min_rows: int = Field(default=100, ge=1, description="Fewest labelled served rows before the metric is judged.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> PerformanceSpec:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("set exactly one of min (the metric must stay at or above it) or max (at or below it)")
+        return self
+
+
+class MonitorSpec(Spec):
+    """Drift monitoring: a `<pipeline>__monitor` DAG compares live data with the training data on
+    its schedule and starts retraining on drift (an Airflow asset event the lifecycle DAG is
+    scheduled on)."""
+
+    schedule: str = Field(default="@hourly", description="How often a drift check starts (cron or preset).")
+    reference: str | None = Field(
+        default=None,
+        pattern=_URI,
+        description="The data drift is judged against; default: the training split of the serving champion's snapshot.",
+    )
+    current: str | None = Field(
+        default=None,
+        pattern=_URI,
+        description="The live data (a file or folder/prefix of parquet or CSV); default: the endpoint's inference log "
+        "(rows the champion served).",
+    )
+    min_rows: int = Field(default=1000, ge=1, description="New rows since the last check needed before drift is judged.")
+    method: DriftMethod | None = Field(
+        default=None,
+        description="One test for every column; default: Evidently's preset (normed Wasserstein / Jensen-Shannon over "
+        "1,000 reference rows, KS / chi-square / Z-test below).",
+    )
+    threshold: float | None = Field(default=None, gt=0, description="One threshold for every column; default: the test's.")
+    columns: dict[str, DriftColumnRule] = Field(default_factory=dict, description="Per-column tests or thresholds.")
+    exclude: list[str] = Field(default_factory=list, description="Columns not judged (ids, timestamps).")
+    drift_share: float = Field(default=0.5, gt=0, le=1, description="Share of drifted columns that is dataset drift.")
+    correction: DriftCorrection = Field(
+        default="none",
+        description="Correction of p-value tests for many columns (none, as Evidently; bonferroni; benjamini-hochberg).",
+    )
+    retrain_on_prediction_drift: bool = Field(
+        default=False, description="Also retrain when only the model's predictions drifted (always reported)."
+    )
+    performance: PerformanceSpec | None = Field(default=None, description="Retrain when live quality drops (needs labels).")
+    new_rows: int | None = Field(
+        default=None, ge=1, description="Retrain once the champion has served this many rows, drift or not."
+    )
+    cooldown: str = Field(default="6h", description="Least time between two retrainings the monitor starts.")
+    poke_interval: str = Field(default="5m", description="How often a waiting check looks for new rows again.")
+    wait: str = Field(default="1h", description="How long a check waits for min_rows new rows before it is skipped.")
+    memory_mb: int = Field(
+        default=1024,
+        ge=16,
+        description="Data that needs more memory than this is judged in a Ray job, not in the Airflow worker.",
+    )
+
+    @field_validator("cooldown", "poke_interval", "wait")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return _duration(value)
 
 
 class TrackingSpec(Spec):
@@ -502,6 +569,11 @@ class PipelineSpec(Spec):
     tags: list[str] = Field(default_factory=list, description="Extra Airflow tags.")
     schedule: str | None = Field(
         default=None, description="Retraining schedule: cron or preset (@daily, @weekly...); null: manual only."
+    )
+    paused_upon_creation: bool | None = Field(
+        default=None,
+        description="Whether the pipeline's DAGs arrive paused in Airflow (false: schedules and drift start runs at once); "
+        "default: Airflow's [core] dags_are_paused_at_creation (true).",
     )
     start_date: str = Field(
         default="2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date the schedule counts from (UTC)."

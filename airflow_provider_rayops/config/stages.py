@@ -8,9 +8,7 @@ from NOT_YET to available here.
 from __future__ import annotations
 
 # Section -> the work that brings it.
-NOT_YET: dict[str, str] = {
-    "monitor": "drift monitoring arrives with the Drift issue",
-}
+NOT_YET: dict[str, str] = {}
 
 BACKENDS_NOT_YET: dict[str, str] = {
     "kuberay": "the KubeRay backend arrives with the KubeRay issue; use a local or ray profile",
@@ -22,6 +20,7 @@ REQUIRES: dict[str, str] = {
     "evaluate": "train",
     "promote": "evaluate",
     "deploy": "promote",
+    "monitor": "promote",  # the champion whose data and endpoint are watched
 }
 
 # Stages whose jobs record runs in MLflow.

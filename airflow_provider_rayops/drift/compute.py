@@ -22,6 +22,7 @@ sorted), so data larger than memory streams through as long as one column of bot
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -182,18 +183,28 @@ def compute_drift(
     current: str | Sequence[str],
     options: DriftOptions | None = None,
     *,
+    prediction_reference: str | Sequence[str] | None = None,
     settings: S3Settings | None = None,
 ) -> DriftResult:
-    """Compare `current` with `reference` (URIs of parquet or CSV files or folders; see DriftSide)."""
+    """Compare `current` with `reference` (URIs of parquet or CSV files or folders; see DriftSide).
+
+    `prediction_reference`: where the model's outputs on reference data are (the evaluate job's
+    predictions on the validation split), when `reference` has none (a training snapshot)."""
     options = options or DriftOptions()
     started = time.perf_counter()
-    with open_sides(reference, current, settings=settings) as (ref, cur):
-        result = _compare(ref, cur, options)
+    with contextlib.ExitStack() as stack:
+        ref, cur = stack.enter_context(open_sides(reference, current, settings=settings))
+        predicted = (
+            stack.enter_context(DriftSide.open(prediction_reference, settings=settings))
+            if prediction_reference is not None
+            else None
+        )
+        result = _compare(ref, cur, options, predicted)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _compare(ref: DriftSide, cur: DriftSide, options: DriftOptions) -> DriftResult:
+def _compare(ref: DriftSide, cur: DriftSide, options: DriftOptions, predicted: DriftSide | None = None) -> DriftResult:
     result = DriftResult(
         reference=ref.label,
         current=cur.label,
@@ -213,20 +224,19 @@ def _compare(ref: DriftSide, cur: DriftSide, options: DriftOptions) -> DriftResu
             )
     if result.problems:
         return result
-    prediction = _prediction_columns(ref, cur, options)
+    prediction = _prediction_columns(predicted or ref, cur, options)
     features = _feature_columns(ref, options, prediction)
-    kinds: dict[str, ColumnKind] = {}
-    for name in [*features, *prediction]:
-        kind = _column_kind(name, ref, cur, explicit=options.include is not None or name in prediction, result=result)
-        if kind is not None:
-            kinds[name] = kind
     if not features:
         result.problems.append(Problem(None, "no column to compare: the reference has none left after include/exclude"))
         return result
-    judged = _judge_columns(ref, cur, kinds, options, result)
-    for group, names in (("columns", features), ("prediction", prediction)):
-        scored = {name: judged[name] for name in names if name in judged}
-        setattr(result, group, _corrected(scored, options.correction))
+    for group, names, side in (("columns", features, ref), ("prediction", prediction, predicted or ref)):
+        kinds: dict[str, ColumnKind] = {}
+        for name in names:
+            kind = _column_kind(name, side, cur, explicit=options.include is not None or name in prediction, result=result)
+            if kind is not None:
+                kinds[name] = kind
+        judged = _judge_columns(side, cur, kinds, options, result)
+        setattr(result, group, _corrected({name: judged[name] for name in names if name in judged}, options.correction))
     if not result.columns and not result.problems:
         result.problems.append(
             Problem(None, f"no column to compare: {', '.join(f'{k} ({v})' for k, v in result.skipped.items())}")

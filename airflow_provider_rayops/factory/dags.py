@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param, TaskGroup
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param, TaskGroup
 
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
+from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
 from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
 from airflow_provider_rayops.operators import mlflow_model, serve
 from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
@@ -18,6 +20,7 @@ from airflow_provider_rayops.operators.run_values import UpstreamResult
 
 BROKEN_PREFIX = "broken__"
 ROLLBACK_SUFFIX = "__rollback"
+MONITOR_SUFFIX = "__monitor"
 TAG = "rayops"
 
 
@@ -28,12 +31,13 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
     with DAG(
         dag_id=plan.dag_id,
         description=spec.description,
-        schedule=_schedule(spec.schedule),
+        schedule=_lifecycle_schedule(spec),
         start_date=dt.datetime.fromisoformat(spec.start_date).replace(tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,
         tags=[TAG, *spec.tags],
         doc_md=_doc(loaded, plan),
+        **_paused(spec),
         default_args={
             "owner": spec.owner,
             "retries": spec.retries,
@@ -155,6 +159,7 @@ def build_rollback_dag(loaded: LoadedPipeline) -> DAG | None:
         catchup=False,
         max_active_runs=1,
         tags=[TAG, "rollback"],
+        **_paused(plan.spec),
         doc_md=f"## Roll back {plan.spec.pipeline}\n\nPuts the version with the `previous` alias (or the `version` "
         "Param) back at 100% of the endpoint in one step, then swaps the aliases. Same as "
         f"`rayops rollback {plan.spec.pipeline}`.",
@@ -170,6 +175,89 @@ def build_rollback_dag(loaded: LoadedPipeline) -> DAG | None:
         )
         assert operator is not None
     return dag
+
+
+def monitor_dag_id(pipeline_dag_id: str) -> str:
+    return f"{pipeline_dag_id}{MONITOR_SUFFIX}"
+
+
+def drift_asset(pipeline: str) -> Asset:
+    """The asset the monitor's drift events are emitted on; the lifecycle DAG is scheduled on it."""
+    return Asset(name=f"rayops_drift__{pipeline}", uri=f"rayops://drift/{pipeline}", group="rayops-drift")
+
+
+def build_monitor_dag(loaded: LoadedPipeline) -> DAG | None:
+    """`<pipeline>__monitor`: a DriftSensor on `monitor.schedule`; on drift it emits the pipeline's
+    drift asset event, which starts the lifecycle DAG. None for a pipeline without monitor."""
+    from airflow_provider_rayops.sensors.drift import DriftSensor
+
+    spec = loaded.spec
+    monitor, promote = spec.monitor, spec.promote
+    if monitor is None or promote is None:
+        return None
+    with DAG(
+        dag_id=monitor_dag_id(spec.pipeline),
+        description=f"Watch {spec.pipeline}'s live data for drift; on drift, start retraining",
+        schedule=_schedule(monitor.schedule),
+        start_date=dt.datetime.fromisoformat(spec.start_date).replace(tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=[TAG, "monitor"],
+        doc_md=f"## Drift monitor of {spec.pipeline}\n\nEach run waits for `min_rows` ({monitor.min_rows}) new live rows, "
+        "judges their drift against the champion's training data, writes a report, and on drift emits the asset event "
+        f"that starts `{spec.pipeline}` (cool-down {monitor.cooldown}). A check with nothing to retrain for is skipped.",
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": dt.timedelta(seconds=parse_duration(spec.retry_delay)),
+        },
+        **_paused(spec),
+    ) as dag:
+        DriftSensor(
+            task_id="check",
+            pipeline=spec.pipeline,
+            lifecycle_dag_id=spec.pipeline,
+            registered_model=promote.registered_model,
+            champion_alias=promote.alias,
+            storage_root=spec.storage.root,
+            storage_conn_id=spec.storage.conn_id,
+            mlflow_conn_id=spec.tracking.conn_id,
+            current=monitor.current,
+            reference=monitor.reference,
+            drift={
+                "min_rows": monitor.min_rows,
+                "method": monitor.method,
+                "threshold": monitor.threshold,
+                "columns": {name: rule.model_dump(exclude_none=True) for name, rule in monitor.columns.items()},
+                "exclude": list(monitor.exclude),
+                "drift_share": monitor.drift_share,
+                "correction": monitor.correction,
+                "memory_mb": monitor.memory_mb,
+            },
+            retrain_on_prediction_drift=monitor.retrain_on_prediction_drift,
+            new_rows=monitor.new_rows,
+            cooldown_s=parse_duration(monitor.cooldown),
+            poke_interval=parse_duration(monitor.poke_interval),
+            timeout=parse_duration(monitor.wait),
+            outlets=[drift_asset(spec.pipeline)],
+        )
+    return dag
+
+
+def _paused(spec: PipelineSpec) -> dict[str, Any]:
+    """`is_paused_upon_creation` when the YAML sets `paused_upon_creation` (else Airflow's own default)."""
+    return {} if spec.paused_upon_creation is None else {"is_paused_upon_creation": spec.paused_upon_creation}
+
+
+def _lifecycle_schedule(spec: PipelineSpec) -> object:
+    """The retraining schedule; with a monitor, its cron OR the pipeline's drift asset."""
+    schedule = _schedule(spec.schedule)
+    if spec.monitor is None:
+        return schedule
+    asset = drift_asset(spec.pipeline)
+    if isinstance(schedule, CronTriggerTimetable):
+        return AssetOrTimeSchedule(timetable=schedule, assets=asset)
+    return asset  # no cron (or @once / @continuous): drift alone starts retraining
 
 
 def _env_value(value: object) -> str:

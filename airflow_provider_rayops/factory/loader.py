@@ -26,12 +26,13 @@ def load_pipelines(
     default_config_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build a DAG for every pipeline YAML in the config folder (and its `<pipeline>__rollback`
-    DAG when it deploys) and put them in `namespace` (pass `globals()` from a DAG file). A file that fails validation becomes a visible
+    DAG when it deploys, its `<pipeline>__monitor` DAG when it monitors) and put them in
+    `namespace` (pass `globals()` from a DAG file). A file that fails validation becomes a visible
     `broken__<file>` DAG carrying its errors; it never hides the other pipelines.
 
     Returns the DAGs by dag_id.
     """
-    from airflow_provider_rayops.factory.dags import build_broken_dag, build_pipeline_dag, build_rollback_dag
+    from airflow_provider_rayops.factory.dags import build_broken_dag, build_monitor_dag, build_pipeline_dag, build_rollback_dag
 
     folder = (
         Path(config_dir)
@@ -46,7 +47,7 @@ def load_pipelines(
     dags: dict[str, Any] = {}
     for loaded in result.pipelines:
         try:
-            built = [build_pipeline_dag(loaded), build_rollback_dag(loaded)]
+            built = [build_pipeline_dag(loaded), build_rollback_dag(loaded), build_monitor_dag(loaded)]
         except Exception as exc:  # a factory bug must not take the other pipelines down with it
             built = [
                 build_broken_dag(

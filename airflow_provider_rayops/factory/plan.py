@@ -18,7 +18,14 @@ from airflow_provider_rayops.config.policy import project_code_path
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
 from airflow_provider_rayops.jobs import contracts
 from airflow_provider_rayops.jobs.contracts import JobContract
-from airflow_provider_rayops.operators.run_values import RunFact, RunFolder, TriggerParam, UpstreamResult, preview_run_values
+from airflow_provider_rayops.operators.run_values import (
+    RunFact,
+    RunFolder,
+    RunTrigger,
+    TriggerParam,
+    UpstreamResult,
+    preview_run_values,
+)
 from airflow_provider_rayops.serving.inference_log import log_uri
 
 
@@ -270,6 +277,8 @@ def _plan_evaluate(spec: PipelineSpec, *, snapshot_task: PlannedTask, model_task
                 "metrics": spec.evaluation_metrics,
                 "registered_model": spec.promote.registered_model if spec.promote else None,
                 "champion_alias": spec.promote.alias if spec.promote else "champion",
+                # The monitor's prediction drift compares live outputs with these.
+                "predictions_folder": RunFolder(f"{_root(spec)}/runs/{spec.pipeline}") if spec.monitor else None,
             },
             entrypoint_num_cpus=1,
             with_mlflow=True,
@@ -378,6 +387,8 @@ def _lineage(loaded: LoadedPipeline) -> dict[str, Any]:
         "run_id": RunFact("run_id"),
         "task_id": RunFact("task_id"),
         "try_number": RunFact("try_number"),
+        "trigger": RunTrigger("kind"),
+        "trigger_report": RunTrigger("report"),
     }
 
 

@@ -80,7 +80,8 @@ class MlflowHook(BaseHook):
         For a server with credentials, the client's tracking and registry stores hold them
         (basic auth, or a bearer token): its REST calls authenticate without MLflow's
         environment variables. MLflow's artifact repositories read credentials only from the
-        environment, so code in Airflow writes no artifacts (Ray jobs do, with `job_env()`).
+        environment, so code in Airflow writes artifacts through `log_artifact` only (Ray jobs
+        use MLflow's own, with `job_env()`).
         """
         from mlflow import MlflowClient
 
@@ -89,6 +90,45 @@ class MlflowHook(BaseHook):
             os.makedirs(os.path.dirname(uri[len("sqlite:///") :]), exist_ok=True)
             return MlflowClient(tracking_uri=uri, registry_uri=uri)
         return _client_with_credentials(uri, self._credentials())
+
+    def log_artifact(self, run_id: str, artifact_path: str, data: bytes, *, settings: Any = None) -> str:
+        """Write `data` as the run's artifact `artifact_path`; its URI.
+
+        MLflow's artifact repositories take credentials from the environment only (see get_conn),
+        so this writes where the run's artifacts live itself: through the tracking server's
+        artifact proxy (`mlflow-artifacts:`) with the connection's credentials, to a local folder
+        (the embedded store), or to S3 with the pipeline's storage `settings`.
+        """
+        import requests
+
+        from airflow_provider_rayops import storage
+
+        client = self.get_conn()
+        root = client.get_run(run_id).info.artifact_uri.rstrip("/")
+        if root.startswith("mlflow-artifacts:"):
+            rest = root[len("mlflow-artifacts:") :].lstrip("/")
+            if root.startswith("mlflow-artifacts://"):  # mlflow-artifacts://host:port/path
+                rest = rest.split("/", 1)[1] if "/" in rest else ""
+            url = f"{self.tracking_uri().rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{rest}/{artifact_path}"
+            credentials = self._credentials()
+            username = credentials.get("username")
+            auth = (username, credentials.get("password") or "") if username else None
+            headers = {"Authorization": f"Bearer {credentials['token']}"} if credentials.get("token") else {}
+            response = requests.put(url, data=data, auth=auth, headers=headers, timeout=60)
+            response.raise_for_status()
+            return f"{root}/{artifact_path}"
+        if root.startswith("s3://"):
+            storage.write_bytes(f"{root}/{artifact_path}", data, settings=settings)
+            return f"{root}/{artifact_path}"
+        folder = root[len("file://") :] if root.startswith("file://") else root
+        if "://" in folder:
+            raise ValueError(f"run {run_id}'s artifacts live at {root}, which rayops cannot write from Airflow")
+        target = os.path.join(folder, artifact_path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target + ".tmp", "wb") as handle:
+            handle.write(data)
+        os.replace(target + ".tmp", target)
+        return target
 
     def _credentials(self) -> dict[str, str | None]:
         if not self.mlflow_conn_id:

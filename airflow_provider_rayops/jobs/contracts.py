@@ -166,6 +166,11 @@ class EvaluateArgs(JobArgs):
     registered_model: str | None = Field(default=None, description="Where the champion is looked up.")
     champion_alias: str = Field(default="champion", min_length=1)
     latency: LatencySpec = Field(default_factory=LatencySpec)
+    predictions_folder: str | None = Field(
+        default=None,
+        description="Where the model's outputs on the validation split are written (validation_predictions.parquet): "
+        "the reference of the monitor's prediction drift.",
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -200,6 +205,7 @@ class EvaluateResult(JobResult):
     mlflow_run_id: str | None
     tracking_uri: str
     evaluation_uri: str | None
+    predictions_uri: str | None = None
 
 
 # -- the jobs ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Job arguments:
     registered_model   optional: the MLflow registered model whose champion is compared
     champion_alias     the champion's alias (default "champion"): `models:/<registered_model>@<alias>`
     latency            {batch_size: 256, batches: 50, warmup: 5}
+    predictions_folder optional: where validation_predictions.parquet is written (see predictions_uri)
 
 Result (the `::rayops-result::` line, and evaluation.json on the run), `format_version` 1:
 
@@ -56,7 +57,12 @@ Result (the `::rayops-result::` line, and evaluation.json on the run), `format_v
                                                  # (log_loss, rmse, mae, mape): above 0 is better either
                                                  # way; null when there is no scored champion
       "mlflow_run_id": str | null, "tracking_uri": str,
-      "evaluation_uri": str | null               # runs:/<mlflow_run_id>/evaluation.json
+      "evaluation_uri": str | null,              # runs:/<mlflow_run_id>/evaluation.json
+      "predictions_uri": str | null              # with predictions_folder: the model's outputs on the
+                                                 # validation split (prediction, probability_<class>:
+                                                 # the inference log's columns), the reference of the
+                                                 # monitor's prediction drift; also the run's
+                                                 # rayops.eval.predictions_uri tag
     }
 
 How the numbers are made:
@@ -119,6 +125,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 VALIDATION_SPLIT = "validation"
 EVALUATION_ARTIFACT = "evaluation.json"
+PREDICTIONS_FILE = "validation_predictions.parquet"
 METRIC_PREFIX = "eval_"
 MB = 1_000_000
 PER_CLASS_METRICS = ("precision", "recall", "f1", "support")
@@ -483,9 +490,26 @@ def log_evaluation(client: MlflowClient, run_id: str, result: Mapping[str, Any])
             names.EVAL_SNAPSHOT_HASH: result["snapshot_hash"],
             names.EVAL_MODEL_URI: result["model_uri"],
             names.EVAL_CHAMPION: f"{champion['registered_model']}/{champion['version']}" if champion else "none",
+            names.EVAL_PREDICTIONS_URI: result.get("predictions_uri"),
         },
     )
     client.log_dict(run_id, dict(result), EVALUATION_ARTIFACT)
+
+
+def write_predictions(predictor: Any, rows: pa.Table, folder: str) -> str:
+    """The model's outputs on `rows` as the endpoint answers them (`prediction`, `probability_<class>`:
+    the columns of the inference log), written as `<folder>/validation_predictions.parquet`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
+
+    table = pa.Table.from_pandas(predictions_frame(predictor, rows), preserve_index=False)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    uri = storage.join_uri(storage.resolve_uri(folder), PREDICTIONS_FILE)
+    storage.write_bytes(uri, buffer.getvalue())
+    return uri
 
 
 # -- the job -----------------------------------------------------------------------------------
@@ -528,6 +552,10 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
     except FeatureMismatch as exc:
         raise JobInputError(f"snapshot {data.snapshot_uri} does not fit model {spec.model_uri}: {exc}") from None
     classes = [str(label) for label in candidate_model.predictor.classes]
+    predictions_uri = None
+    if spec.predictions_folder:
+        with phase("predictions"):
+            predictions_uri = write_predictions(candidate_model.predictor, data.rows, spec.predictions_folder)
     del candidate_model  # the champion loads next; one model in memory at a time
 
     with phase("champion"):
@@ -550,6 +578,7 @@ def main(args: Mapping[str, Any] | contracts.EvaluateArgs) -> dict[str, Any]:
         "mlflow_run_id": spec.mlflow_run_id,
         "tracking_uri": client.tracking_uri,
         "evaluation_uri": f"runs:/{spec.mlflow_run_id}/{EVALUATION_ARTIFACT}" if spec.mlflow_run_id else None,
+        "predictions_uri": predictions_uri,
     }
     result = contracts.EvaluateResult.model_validate(result).model_dump(mode="json")
     if spec.mlflow_run_id:

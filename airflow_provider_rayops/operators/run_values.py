@@ -9,6 +9,7 @@ time are these objects, resolved in Python by `SubmitRayJobOperator` just before
     UpstreamResult("ingest.snapshot", "snapshot_uri") -> a key of an upstream task's result (XCom)
     RunFact("run_id")                            -> dag_id, run_id, task_id, try_number or map_index
     RunFolder("s3://bucket/runs/churn")          -> that prefix plus a path-safe form of the run id
+    RunTrigger("kind")                           -> cron, drift, manual...: what started the run
 
 YAML can only produce dicts, lists, strings, numbers and booleans, so nothing in a config can
 become one of these: the class of bug is closed by construction, not by escaping strings.
@@ -111,6 +112,47 @@ class RunFact(RunValue):
 
     def __str__(self) -> str:
         return f"<{self.name}>"
+
+
+# Airflow's DagRunType values -> what started the run, in the user's words.
+_TRIGGERS = {"scheduled": "cron", "manual": "manual", "asset_triggered": "asset", "backfill": "backfill"}
+
+
+@dataclass(frozen=True)
+class RunTrigger(RunValue):
+    """What started the DAG run (`part="kind"`): cron, drift (the monitor's asset event), manual,
+    asset (another asset's event) or backfill; or, with `part="report"`, the drift report of the
+    event that started it (None for other runs)."""
+
+    part: Literal["kind", "report"] = "kind"
+
+    def resolve(self, context: Mapping[str, Any]) -> Any:
+        drift = _drift_event_extra(context)
+        if self.part == "report":
+            return drift.get("report_html_uri") if drift else None
+        if drift:
+            return "drift"
+        run_type = getattr(context.get("dag_run"), "run_type", None)
+        kind = str(getattr(run_type, "value", run_type) or "")
+        return _TRIGGERS.get(kind, kind or "manual")
+
+    def preview(self) -> Any:
+        return f"<{'trigger' if self.part == 'kind' else 'trigger report'}>"
+
+    def __str__(self) -> str:
+        return str(self.preview())
+
+
+def _drift_event_extra(context: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The extra of the newest monitor event among the run's triggering asset events (DriftSensor's summary)."""
+    events = context.get("triggering_asset_events") or {}
+    found = None
+    for asset_events in events.values():
+        for event in asset_events:
+            extra = getattr(event, "extra", None) or {}
+            if isinstance(extra, Mapping) and "reasons" in extra and "report_uri" in extra:
+                found = dict(extra)
+    return found
 
 
 def run_folder_name(run_id: str) -> str:

@@ -100,12 +100,32 @@ def test_kuberay_profile_is_refused_until_its_backend_exists(write):
     ]
 
 
-def test_stage_not_built_yet_is_refused_with_a_clear_message(write):
+def test_monitor_needs_a_champion_to_watch(write):
     path = write("p.yaml", MINIMAL + "monitor:\n  current: file://live/\n")
+    assert errors_of(path) == [f"{path}:5:1: monitor: the monitor stage needs a promote section"]
+
+
+def test_monitor_without_deploy_names_the_live_data_it_needs(write):
+    path = write(
+        "p.yaml",
+        MINIMAL
+        + "train: {entrypoint: rayops.builtin:tabular_mlp}\nevaluate: {}\npromote: {registered_model: churn}\nmonitor:\n  min_rows: 10\n",
+    )
     assert errors_of(path) == [
-        f"{path}:5:1: monitor: the monitor stage is not available yet in rayops 0.1.0: drift monitoring arrives "
-        "with the Drift issue; remove the section to load this pipeline"
+        f"{path}:8:1: monitor: monitor.current is needed without a deploy section: the default live data is the "
+        "endpoint's inference log"
     ]
+
+
+def test_a_performance_trigger_takes_exactly_one_bound(write):
+    path = write(
+        "p.yaml",
+        MINIMAL
+        + "train: {entrypoint: rayops.builtin:tabular_mlp}\nevaluate: {}\npromote: {registered_model: churn}\nmonitor:\n  current: file://live/\n"
+        "  performance: {labels: file://labels/, join_key: id, metric: accuracy}\n",
+    )
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:10:3: monitor.performance: set exactly one of min")
 
 
 def test_bad_compute_profile_in_defaults_points_at_defaults_yaml(write, config_dir):

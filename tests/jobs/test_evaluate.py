@@ -105,7 +105,7 @@ def test_the_result_has_the_documented_keys(good_result):
     assert set(good_result) == {
         "format_version", "model_uri", "snapshot_uri", "snapshot_hash", "split", "rows", "task", "classes", "positive_class",
         "metric_directions", "metrics", "per_class", "latency", "model_size_bytes", "model_size_mb", "champion",
-        "champion_absent_reason", "gain_over_champion", "mlflow_run_id", "tracking_uri", "evaluation_uri",
+        "champion_absent_reason", "gain_over_champion", "mlflow_run_id", "tracking_uri", "evaluation_uri", "predictions_uri",
     }  # fmt: skip
     assert good_result["format_version"] == 1
     assert list(good_result["metrics"]) == ALL_METRICS
@@ -456,3 +456,17 @@ def test_a_lower_error_is_a_gain_and_the_gates_read_error_metrics_as_ceilings():
     ]
     [per_class] = evaluate_gates([{"per_class": "recall", "min": 0.5}], evaluation)
     assert (per_class.passed, per_class.detail) == (False, "a regression model has no classes")
+
+
+def test_the_predictions_on_the_validation_split_are_written_as_the_endpoint_answers_them(tmp_path, snapshot, on_sqlite):
+    """The monitor's prediction drift compares live answers with these: the same columns as the inference log."""
+    from airflow_provider_rayops.jobs.modeling.mlflow_model import predictions_frame
+
+    model_uri = on_sqlite["good"]["model_uri"]
+    result = evaluate.main(_args(snapshot, model_uri, predictions_folder=f"file://{tmp_path}/run"))
+    assert result["predictions_uri"] == f"file://{tmp_path}/run/validation_predictions.parquet"
+    written = pq.read_table(tmp_path / "run" / "validation_predictions.parquet")
+    expected = predictions_frame(evaluate.load_model(model_uri).predictor, snapshot["validation"])
+    assert written.column_names == ["prediction", "probability_False", "probability_True"]
+    assert written.num_rows == snapshot["validation"].num_rows
+    assert written.to_pandas().equals(expected)
