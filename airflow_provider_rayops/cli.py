@@ -136,10 +136,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     result = load_config_dir(args.config_dir)
     rows = [("PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE")]
     for p in result.pipelines:
-        stages = ",".join(dict.fromkeys(t.stage for t in plan_pipeline(p).tasks))
-        rows.append(
-            (p.spec.pipeline, p.spec.schedule or "-", f"{p.spec.compute} ({p.spec.profile.backend})", stages, Path(p.file).name)
-        )
+        stages = ",".join([*dict.fromkeys(t.stage for t in plan_pipeline(p).tasks), *(["monitor"] if p.spec.monitor else [])])
+        schedule = ",".join([p.spec.schedule or "-", *(["drift"] if p.spec.monitor else [])])
+        rows.append((p.spec.pipeline, schedule, f"{p.spec.compute} ({p.spec.profile.backend})", stages, Path(p.file).name))
     for file in result.errors:
         rows.append(("(invalid)", "-", "-", "-", Path(file).name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -177,6 +176,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         "compute": {"profile": plan.spec.compute, **plan.spec.profile.model_dump(mode="json")},
         "params": params,
         "tasks": [_render_task(t) for t in plan.tasks],
+        # The <pipeline>__monitor DAG's check; its drift event also starts this DAG.
+        "monitor": plan.spec.monitor.model_dump(mode="json") if plan.spec.monitor else None,
     }
     if args.format == "json":
         print(json.dumps(out, indent=2))
@@ -185,6 +186,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         f"DAG {plan.dag_id}  schedule={plan.spec.schedule or 'manual'}  compute={plan.spec.compute} ({plan.spec.profile.backend})"
     )
     print("params (override when triggering): " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    if out["monitor"]:
+        print(f"also started by the drift events of {plan.dag_id}__monitor: {json.dumps(out['monitor'])}")
     for task in out["tasks"]:
         arrow = f"  <- {', '.join(task['upstream'])}" if task["upstream"] else ""
         print(f"\n[{task['task_id']}] {task['operator']}{arrow}")
@@ -267,13 +270,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
     )
     try:
         result = compute_drift(args.reference, args.current, options)
-    except (DriftInputError, StorageError) as exc:
+        if args.report:
+            from airflow_provider_rayops.drift.report import render_html
+
+            Path(args.report).write_text(render_html(result, title=f"Drift: {args.current}"))
+    except (DriftInputError, StorageError, OSError) as exc:
         print(f"rayops drift: {exc}", file=sys.stderr)
         return 2
-    if args.report:
-        from airflow_provider_rayops.drift.report import render_html
-
-        Path(args.report).write_text(render_html(result, title=f"Drift: {args.current}"))
+    except Exception as exc:  # exit 1 means drift: anything else that breaks is an error (2)
+        print(f"rayops drift: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -57,7 +57,7 @@ def sklearn_classification_metrics(y: Any, proba: Any, classes: Sequence[Any], n
     import numpy as np
     from sklearn import metrics
 
-    from airflow_provider_rayops.jobs.evaluate import _finite_or_none
+    from airflow_provider_rayops.jobs.metrics import finite_or_none as _finite_or_none
 
     y = np.asarray(y, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)

@@ -8,9 +8,14 @@ What it does, in order, printing each step:
      Ray head (started on 127.0.0.1 with a token-protected dashboard, state under .rayops/);
      a pipeline with `deploy:` puts its model behind a Ray Serve endpoint on that head, and the
      demo sends it a few real rows and prints the answers;
-  5. runs the pipeline again: an unchanged source reuses its snapshot, and the new model goes
-     through a canary while a client sends requests (the demo prints which version answered);
-  6. stops the embedded Ray head (pass --keep-ray to keep it for the next run).
+  5. closes the loop through Airflow's real services (api-server, scheduler, dag-processor,
+     triggerer, started for this step): rows unlike the training data are sent to the endpoint;
+     the pipeline's monitor DAG judges what the champion served, finds drift and writes its report
+     (the demo prints its path); its asset event makes the scheduler start the pipeline, which
+     retrains (the source is unchanged here, so the snapshot is reused), passes the gates and goes
+     through a canary while a client sends requests (the demo prints which version answered); the
+     new champion names the drift report as its trigger;
+  6. stops the Airflow services and the embedded Ray head (pass --keep-ray to keep the head).
 """
 
 from __future__ import annotations
@@ -183,28 +188,22 @@ def main() -> int:
     endpoints = {pipeline: endpoint_of(pipeline, env) for pipeline in pipelines}
     rows = sample_rows(data, "churned", 3)
     try:
-        for number, attempt in enumerate(("first run", "second run: unchanged source, snapshot reused, a canary")):
-            for pipeline in pipelines:
-                step(f"{4 + number}. {pipeline}: {attempt}")
-                url = endpoints[pipeline]
-                traffic = Traffic(url, rows[:1]) if url and number else None
-                if traffic:
-                    traffic.start()
-                started = time.monotonic()
-                proc = run(str(BIN / "airflow"), "dags", "test", pipeline, env=env, capture=True)
-                if traffic:
-                    traffic.stop.set()
-                for line in (proc.stdout + proc.stderr).splitlines():
-                    if "::rayops-result::" in line:
-                        result, _ = json.JSONDecoder().raw_decode(line.split("::rayops-result::", 1)[1])
-                        print(summarize(result))
-                    elif "DeployRayServeOperator" in line and (" serves {" in line or "%: {" in line or "breached" in line):
-                        print("  deploy:   " + line.split("[info     ]", 1)[-1].split("[airflow.task", 1)[0].strip())
-                print(f"{pipeline}: succeeded in {time.monotonic() - started:.1f} s")
-                if traffic:
-                    print(f"requests sent while it ran, by who answered: {dict(traffic.answers)}")
-                if url:
-                    ask(url, rows)
+        for pipeline in pipelines:
+            step(f"4. {pipeline}: first run (airflow dags test)")
+            started = time.monotonic()
+            proc = run(str(BIN / "airflow"), "dags", "test", pipeline, env=env, capture=True)
+            for line in (proc.stdout + proc.stderr).splitlines():
+                if "::rayops-result::" in line:
+                    result, _ = json.JSONDecoder().raw_decode(line.split("::rayops-result::", 1)[1])
+                    print(summarize(result))
+                elif "DeployRayServeOperator" in line and (" serves {" in line or "%: {" in line or "breached" in line):
+                    print("  deploy:   " + line.split("[info     ]", 1)[-1].split("[airflow.task", 1)[0].strip())
+            print(f"{pipeline}: succeeded in {time.monotonic() - started:.1f} s")
+            if endpoints[pipeline]:
+                ask(endpoints[pipeline], rows)
+        monitored = [p for p in pipelines if endpoints[p] and monitors(p, env)]
+        if monitored:
+            drift_loop(monitored, endpoints, rows, state=state)
         step("6. the model registry (MLflow, embedded store under .rayops/mlflow)")
         show_registry(state)
         snapshots = sorted((state / "artifacts" / "snapshots").glob("*/*/manifest.json"))
@@ -217,6 +216,77 @@ def main() -> int:
             step("8. stop the embedded Ray head")
             subprocess.run([str(BIN / "rayops"), "head", "stop"], env=env, cwd=ROOT)
     return 0
+
+
+def monitors(pipeline: str, env: dict[str, str]) -> bool:
+    plan = json.loads(run(str(BIN / "rayops"), "render", pipeline, "--format", "json", env=env, capture=True).stdout)
+    return bool(plan.get("monitor"))
+
+
+def drift_loop(pipelines: list[str], endpoints: dict[str, str | None], rows: list[dict], *, state: Path) -> None:
+    """Step 5: drifted rows in, the monitor's check, the scheduler's asset-triggered retraining."""
+    sys.path.insert(0, str(ROOT))  # the services launcher the tests use too
+    from airflow_provider_rayops.drift.check import count_rows, live_files
+    from airflow_provider_rayops.jobs.datasets import make_churn
+    from airflow_provider_rayops.serving.inference_log import log_uri
+    from tests.fixtures.airflow_stack import start_airflow_stack
+
+    step("5. drift: the Airflow services start (api-server, scheduler, dag-processor, triggerer on 127.0.0.1)")
+    services = start_airflow_stack(
+        state / "services",
+        extra_env={"RAYOPS_HOME": str(state), "RAYOPS_CONFIG_DIR": str(ROOT / "dag_configs")},
+        parallelism=2,
+    )
+    print(f"healthy after {services.startup_seconds:.1f} s; API {services.api_url}, logs under {services.home}")
+    try:
+        services.write_dag("rayops_pipelines.py", (ROOT / "dags" / "rayops_pipelines.py").read_text())
+        for pipeline in pipelines:
+            import requests
+
+            url = endpoints[pipeline]
+            assert url is not None
+            services.wait_for_dag(f"{pipeline}__monitor", timeout=180)
+            champion = requests.get(url + "/-/healthz", timeout=30).json()["champion"]
+            shifted = make_churn(1000, seed=99, drift=1.0).drop(["churned"]).to_pylist()
+            for start in range(0, len(shifted), 100):
+                requests.post(url + "/", json={"dataframe_records": shifted[start : start + 100]}, timeout=60).raise_for_status()
+            print(
+                f"sent {len(shifted)} rows unlike the training data (tenure shorter, charges and support calls higher) to {url}/"
+            )
+            live = log_uri(f"file://{state / 'artifacts'}", pipeline)
+            deadline = time.monotonic() + 60
+            while count_rows(live_files(live, version=str(champion))) < len(shifted) and time.monotonic() < deadline:
+                time.sleep(1)  # the replicas write their log every 10 s
+            known = {r["dag_run_id"] for r in services.dag_runs(pipeline)}
+            check = services.run_dag(f"{pipeline}__monitor", timeout=600)
+            summary = services.xcom(check.dag_id, check.run_id, "check") if check.state == "success" else None
+            print(f"{pipeline}__monitor: {check.state}; check {check.task_instances['check'].state}")
+            if not summary:
+                print(services.task_log(check.dag_id, check.run_id, "check")[-3000:])
+                sys.exit("demo: the monitor found no drift to retrain for")
+            print(
+                f"  reasons: {summary['reasons']}; drifted columns: {summary['drifted_columns']} (share {summary['drift_share']:.2f})"
+            )
+            print(f"  prediction drift: {summary['prediction_drift']}")
+            print(f"  drift report: {summary['report_html_uri']}")
+            retrain_id = services.wait_for_new_run(pipeline, known=known, timeout=120)
+            print(f"{pipeline}: the scheduler started run {retrain_id} on the drift event")
+            traffic = Traffic(url, rows[:1])
+            traffic.start()
+            record = services.wait_for_run(pipeline, retrain_id, timeout=900)
+            traffic.stop.set()
+            print(f"{pipeline}: {record.state}: " + ", ".join(f"{t} {ti.state}" for t, ti in record.task_instances.items()))
+            if record.state != "success":
+                sys.exit("demo: the retraining run failed; see " + str(services.base_log_folder))
+            deployed = services.xcom(pipeline, retrain_id, "deploy.serve")
+            for canary in deployed.get("steps") or []:
+                print(
+                    f"  canary {canary['percent']}%: {canary['requests']} requests, {canary['errors']} errors, p99 {canary['p99_ms']} ms"
+                )
+            print(f"requests sent while it ran, by who answered: {dict(traffic.answers)}")
+            ask(url, rows)
+    finally:
+        services.stop()
 
 
 if __name__ == "__main__":

@@ -82,7 +82,14 @@ def test_list_shows_each_pipeline_with_schedule_compute_and_stages(run):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["PIPELINE", "SCHEDULE", "COMPUTE", "STAGES", "FILE"]
-    assert lines[1].split() == ["churn", "@weekly", "local", "(local)", "ingest,train,evaluate,promote,deploy", "churn.yaml"]
+    assert lines[1].split() == [
+        "churn",
+        "@weekly,drift",
+        "local",
+        "(local)",
+        "ingest,train,evaluate,promote,deploy,monitor",
+        "churn.yaml",
+    ]
 
 
 def test_render_shows_the_exact_job_submissions(run):

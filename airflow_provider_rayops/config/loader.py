@@ -332,6 +332,14 @@ def _scope_issues(
                         key, f"a compute profile's {setting} belongs in defaults.yaml (the platform team's file); {why}"
                     )
                 )
+    for i, alert in enumerate(spec.alerts):
+        refusal = policies.notifier_refusal(alert.notifier, policy) if alert.notifier else None
+        if refusal:
+            issues.append(merged.issue(("alerts", i, "notifier"), refusal))
+        for name, value in alert.kwargs.items():
+            refusal = policies.notifier_argument_refusal(name, value)
+            if refusal:
+                issues.append(merged.issue(("alerts", i, "kwargs", name), refusal))
     for name in spec.runtime_env.env_vars:
         refusal = policy.job_env_refusal(name)
         if refusal:

@@ -10,6 +10,7 @@ Many people commit pipeline files; the platform team owns `dag_configs/defaults.
       storage_roots: [s3://ml/]      # where storage.root may write, besides the defaults below
       entrypoint_modules: [acme.ml]  # packages train.entrypoint may import, besides the defaults
       job_env_vars: [HF_HUB_OFFLINE] # names runtime_env.env_vars may set, besides thread counts
+      notifier_modules: [acme.alerts] # packages alerts[].notifier may import, besides Airflow providers' notifiers
 
 Defaults: sources in the project folder (the parent of dag_configs/) or under the storage
 root (the whole bucket for s3://); storage in the project folder or under the storage root
@@ -20,6 +21,7 @@ in the project folder. Every check names the root or prefix that would have to b
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +74,11 @@ class SecurityPolicy(Spec):
         default_factory=list,
         description="Python packages (dotted prefixes) train.entrypoint may import, besides the built-in loops "
         "and modules whose files lie in the project folder.",
+    )
+    notifier_modules: list[str] = Field(
+        default_factory=list,
+        description="Python packages (dotted prefixes) alerts[].notifier may import, besides Airflow's providers' "
+        "notification modules (airflow.providers.<name>.notifications.*).",
     )
 
     job_env_vars: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(
@@ -156,6 +163,38 @@ def outside_roots_message(uri: str, roots: list[str], *, what: str, key: str) ->
         f"{what} {uri} is outside the allowed roots ({', '.join(roots)}); a platform admin can allow it by "
         f"adding a root that contains it (e.g. {needed}) to security.{key} in defaults.yaml"
     )
+
+
+# Notifier arguments that would read a file where Airflow parses DAGs (a template, attachments), or
+# that hold a secret (which belongs in an Airflow connection, not in YAML the UI shows).
+_FILE_ARGUMENTS = re.compile(r"(^|_)(template|files?|path)(_|$)", re.IGNORECASE)
+_SECRET_ARGUMENTS = re.compile(r"password|secret|token|api_?key|integration_?key|routing_?key|webhook|credential", re.IGNORECASE)
+
+
+def notifier_refusal(path: str, policy: SecurityPolicy) -> str | None:
+    """None when alerts[].notifier's class may be imported: an Airflow provider's notifier, or a package of
+    security.notifier_modules. Never imports anything."""
+    module = path.rpartition(".")[0]
+    parts = module.split(".")
+    if len(parts) >= 4 and parts[:2] == ["airflow", "providers"] and "notifications" in parts[3:]:
+        return None
+    if any(module == p or module.startswith(p + ".") for p in policy.notifier_modules if p):
+        return None
+    return (
+        f"{path!r} is not an Airflow provider's notifier (airflow.providers.<name>.notifications.<module>.<Class>); "
+        "a platform admin can allow its package in security.notifier_modules in defaults.yaml"
+    )
+
+
+def notifier_argument_refusal(name: str, value: object) -> str | None:
+    """None when a notifier argument may come from YAML: never a file to read, never a secret."""
+    if name.endswith("conn_id"):
+        return None
+    if _SECRET_ARGUMENTS.search(name):
+        return "secrets come from Airflow connections, not YAML: give the notifier's *_conn_id instead"
+    if _FILE_ARGUMENTS.search(name) or (isinstance(value, str) and value.strip().startswith(("/", "~", "file:", "./", "../"))):
+        return "a notifier reads no file named in YAML (it would read it on the machines that parse DAGs)"
+    return None
 
 
 def entrypoint_refusal(module: str, policy: SecurityPolicy, *, project_dir: Path) -> str | None:

@@ -441,6 +441,21 @@ class DeploySpec(Spec):
     )
 
 
+def check_schedule(schedule: str | None, info: ValidationInfo) -> str | None:
+    """A cron expression or preset (None: no schedule)."""
+    if schedule is None or schedule in _CRON_PRESETS:
+        return schedule
+    if info.context and info.context.get(TRUSTED_CACHE):
+        return schedule  # checked when first loaded; croniter is half of re-validation time
+    from croniter import croniter  # an Airflow dependency; imported lazily to keep the config plane light
+
+    if not croniter.is_valid(schedule):
+        raise ValueError(
+            f"expected a cron expression (5 fields) or one of {', '.join(sorted(_CRON_PRESETS))}, found {schedule!r}"
+        )
+    return schedule
+
+
 class DriftColumnRule(Spec):
     """A column's own drift test or threshold."""
 
@@ -476,7 +491,9 @@ class MonitorSpec(Spec):
     its schedule and starts retraining on drift (an Airflow asset event the lifecycle DAG is
     scheduled on)."""
 
-    schedule: str = Field(default="@hourly", description="How often a drift check starts (cron or preset).")
+    schedule: str | None = Field(
+        default="@hourly", description="How often a drift check starts (cron or preset); null: only when triggered."
+    )
     reference: str | None = Field(
         default=None,
         pattern=_URI,
@@ -522,6 +539,41 @@ class MonitorSpec(Spec):
     @classmethod
     def _positive(cls, value: str) -> str:
         return _duration(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, schedule: str | None, info: ValidationInfo) -> str | None:
+        return check_schedule(schedule, info)
+
+
+class AlertSpec(Spec):
+    """Who hears when a task of the pipeline fails for good (the champion keeps serving meanwhile)."""
+
+    webhook: str | None = Field(
+        default=None,
+        pattern=CONN_ID,
+        description="An Airflow connection whose host is the URL an alert is POSTed to as JSON ({text, pipeline, dag_id, "
+        "run_id, task_id, error, ...}: Slack and Teams incoming webhooks show its text); its password, if set, is sent "
+        "as a bearer token.",
+    )
+    notifier: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+        description="Import path of an Airflow notifier class, e.g. airflow.providers.slack.notifications.slack.SlackNotifier "
+        "(Airflow's providers' notifiers, or packages in security.notifier_modules).",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The notifier's arguments (e.g. slack_conn_id, channel, text); plain values, never rendered as templates.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AlertSpec:
+        if (self.webhook is None) == (self.notifier is None):
+            raise ValueError("set exactly one of webhook (a connection id) or notifier (an import path)")
+        if self.webhook is not None and self.kwargs:
+            raise ValueError("kwargs go with notifier; a webhook takes only its connection")
+        return self
 
 
 class TrackingSpec(Spec):
@@ -601,21 +653,14 @@ class PipelineSpec(Spec):
     promote: PromoteSpec | None = Field(default=None, description="MLflow registry promotion.")
     deploy: DeploySpec | None = Field(default=None, description="Ray Serve deployment with canary.")
     monitor: MonitorSpec | None = Field(default=None, description="Drift monitoring that triggers retraining.")
+    alerts: list[AlertSpec] = Field(
+        default_factory=list, description="Called when a task of the pipeline's DAGs fails for good (after its retries)."
+    )
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, schedule: str | None, info: ValidationInfo) -> str | None:
-        if schedule is None or schedule in _CRON_PRESETS:
-            return schedule
-        if info.context and info.context.get(TRUSTED_CACHE):
-            return schedule  # checked when first loaded; croniter is half of re-validation time
-        from croniter import croniter  # an Airflow dependency; imported lazily to keep the config plane light
-
-        if not croniter.is_valid(schedule):
-            raise ValueError(
-                f"expected a cron expression (5 fields) or one of {', '.join(sorted(_CRON_PRESETS))}, found {schedule!r}"
-            )
-        return schedule
+        return check_schedule(schedule, info)
 
     @field_validator("retry_delay")
     @classmethod

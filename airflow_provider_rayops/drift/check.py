@@ -6,9 +6,10 @@ No Airflow and no MLflow here (DriftSensor adds them; a Ray job runs the same co
   (`<storage.root>/inference/<pipeline>/`, parts named `<served_at>-v<version>-...`, of which
   only the watched version's count) or `monitor.current`.
 - What a check has seen is its watermark, the (modification time, path) of the newest file it
-  judged, kept with the rest of the monitor's state in `<storage.root>/monitor/<pipeline>/state.json`
-  (written whole, so a reader never sees half). A file after the watermark is new; when the
-  watched version changes, every file of the new one is.
+  judged, and the files it judged in the hour before it, kept with the rest of the monitor's state
+  in `<storage.root>/monitor/<pipeline>/state.json` (written whole, so a reader never sees half). A
+  file after the watermark is new, and so is one of that hour not judged yet (a part that shows up
+  late); when the watched version changes, every file of the new one is.
 - Rows are counted from parquet footers (CSV: by lines), so waiting for `min_rows` reads no data.
 - Each judged check writes `drift.json` (the result, the per-column distributions and the
   check's facts) and `drift.html` (drift/report.py) under `<storage.root>/monitor/<pipeline>/checks/<check id>/`.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from airflow_provider_rayops.storage import S3Settings
 
 STATE_VERSION = 1
+LOOKBACK_NS = 3600 * 10**9  # how far before the watermark a late file is still looked for
 _LIVE_EXTENSIONS = (".parquet", ".pq", ".csv", ".csv.gz", ".csv.bz2")
 
 
@@ -49,14 +51,19 @@ class LiveFile:
 
 @dataclass
 class MonitorState:
-    """What the monitor remembers between checks."""
+    """What the monitor remembers between checks (`state.json`, written whole)."""
 
-    version: str | None = None  # the model version whose live rows the watermark counts
+    version: str | None = None  # the model version whose live rows are counted
     watermark: tuple[int, str] | None = None  # (mtime_ns, uri) of the newest file judged
+    # Files judged within LOOKBACK_NS of the watermark: a part that shows up late with an older
+    # modification time (two replicas writing in the same second) is still new.
+    recent: list[tuple[int, str]] = field(default_factory=list)
     last_check_at: str | None = None
     last_report_uri: str | None = None
     last_retrain_at: str | None = None  # when the monitor last started a retraining (the cool-down counts from it)
     last_retrain_reasons: list[str] = field(default_factory=list)
+    problem_rows: int = 0  # rows that could not be judged: judged again once min_rows more arrive
+    pending_job: dict[str, Any] | None = None  # a check running as a Ray job: {submission_id, files, rows}
 
     @classmethod
     def load(cls, storage_root: str, pipeline: str, *, settings: S3Settings | None = None) -> MonitorState:
@@ -69,16 +76,37 @@ class MonitorState:
         return cls(
             version=raw.get("version"),
             watermark=(int(watermark[0]), str(watermark[1])) if watermark else None,
+            recent=[(int(m), str(u)) for m, u in raw.get("recent") or []],
             last_check_at=raw.get("last_check_at"),
             last_report_uri=raw.get("last_report_uri"),
             last_retrain_at=raw.get("last_retrain_at"),
             last_retrain_reasons=list(raw.get("last_retrain_reasons") or []),
+            problem_rows=int(raw.get("problem_rows") or 0),
+            pending_job=raw.get("pending_job"),
         )
 
     def save(self, storage_root: str, pipeline: str, *, settings: S3Settings | None = None) -> None:
         body = {"format_version": STATE_VERSION, **asdict(self)}
         uri = f"{monitor_uri(storage_root, pipeline)}/state.json"
         storage.write_bytes(uri, json.dumps(body, indent=2).encode(), settings=settings)
+
+    def unjudged(self, files: Sequence[LiveFile]) -> list[LiveFile]:
+        """The files no check has judged yet."""
+        if self.watermark is None:
+            return list(files)
+        seen = {uri for _, uri in self.recent}
+        floor = self.watermark[0] - LOOKBACK_NS
+        return [f for f in files if f.mark > self.watermark or (f.mtime_ns > floor and f.uri not in seen)]
+
+    def judged(self, files: Sequence[LiveFile]) -> None:
+        """Move the watermark past `files` (a judged check)."""
+        if not files:
+            return
+        marks = [*self.recent, *(f.mark for f in files)]
+        self.watermark = max([*marks, *([self.watermark] if self.watermark else [])])
+        floor = self.watermark[0] - LOOKBACK_NS
+        self.recent = sorted({mark for mark in marks if mark[0] > floor})
+        self.problem_rows = 0
 
     def cooling_down(self, now: dt.datetime, cooldown_s: float) -> str | None:
         """Why a retraining may not start now (the cool-down since the last one), or None."""
@@ -115,10 +143,6 @@ def live_files(uri: str, *, version: str | None = None, settings: S3Settings | N
         mtime_ns = int(item.mtime_ns) if item.mtime_ns is not None else 0
         files.append(LiveFile(uri=file_uri, mtime_ns=mtime_ns, size=int(item.size or 0)))
     return sorted(files, key=lambda f: f.mark)
-
-
-def after(files: Sequence[LiveFile], watermark: tuple[int, str] | None) -> list[LiveFile]:
-    return list(files) if watermark is None else [f for f in files if f.mark > watermark]
 
 
 def count_rows(files: Sequence[LiveFile], *, settings: S3Settings | None = None) -> int:

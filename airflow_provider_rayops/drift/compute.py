@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from airflow_provider_rayops.config.schema import DriftCorrection as Correction
 from airflow_provider_rayops.drift import methods
-from airflow_provider_rayops.drift.data import ColumnKind, DriftSide, kind_of, open_sides
+from airflow_provider_rayops.drift.data import MAX_CATEGORIES, ColumnKind, DriftSide, kind_of, open_sides
 from airflow_provider_rayops.drift.methods import DEFAULT_THRESHOLDS, Method
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ RAYOPS_COLUMNS_PREFIX = "rayops_"
 PREDICTION_COLUMN = "prediction"
 PROBABILITY_PREFIX = "probability_"
 BYTES_PER_VALUE = 24  # float64 as read, as NaN-free copy, and sorted (the sort is in place)
+STEP_BYTES_PER_VALUE = 24  # Wasserstein's steps: widths, and an index into each side
 REPORT_BINS = 20
 REPORT_VALUES = 20
 
@@ -68,6 +69,14 @@ class DriftOptions:
     exclude: Sequence[str] = ()
     prediction: Sequence[str] | None = None  # None: `prediction` and `probability_*` found on both sides
     memory_mb: int = 1024
+
+
+def drift_options(values: Mapping[str, Any]) -> DriftOptions:
+    """DriftOptions from plain values (a monitor's YAML, a job's arguments): `columns` as {name: {method, threshold}}."""
+    fields = {name: value for name, value in values.items() if value is not None and name in DriftOptions.__dataclass_fields__}
+    if "columns" in fields:
+        fields["columns"] = {name: ColumnRule(**dict(rule)) for name, rule in fields["columns"].items()}
+    return DriftOptions(**fields)
 
 
 @dataclass(frozen=True)
@@ -217,11 +226,10 @@ def _compare(ref: DriftSide, cur: DriftSide, options: DriftOptions, predicted: D
         drift_share_limit=options.drift_share,
         correction=options.correction,
     )
-    for side, what in ((ref, "the reference"), (cur, "the current data")):
-        if side.rows < options.min_rows:
-            result.problems.append(
-                Problem(None, f"{what} ({side.label}) has {side.rows} rows, fewer than min_rows={options.min_rows}")
-            )
+    # min_rows is about the live data; a small reference is judged with the tests for small samples.
+    for side, what, least in ((ref, "the reference", 1), (cur, "the current data", options.min_rows)):
+        if side.rows < least:
+            result.problems.append(Problem(None, f"{what} ({side.label}) has {side.rows} rows, fewer than min_rows={least}"))
     if result.problems:
         return result
     prediction = _prediction_columns(predicted or ref, cur, options)
@@ -292,32 +300,52 @@ def _column_kind(name: str, ref: DriftSide, cur: DriftSide, *, explicit: bool, r
 def _judge_columns(
     ref: DriftSide, cur: DriftSide, kinds: Mapping[str, ColumnKind], options: DriftOptions, result: DriftResult
 ) -> dict[str, ColumnDrift]:
+    import pyarrow as pa
+
     judged: dict[str, ColumnDrift] = {}
     categorical = [name for name, kind in kinds.items() if kind == "categorical"]
     if categorical:
         ref_counts, cur_counts = ref.counts(categorical), cur.counts(categorical)
         for name in categorical:
-            column = _judge_counts(name, ref_counts[name], cur_counts[name], cur.rows, options, result)
+            ref_count, cur_count = ref_counts[name], cur_counts[name]
+            if ref_count is None or cur_count is None:
+                result.problems.append(
+                    Problem(name, f"more than {MAX_CATEGORIES:,} distinct values (an id or free text?): add it to exclude")
+                )
+                continue
+            column = _judge_counts(name, ref_count, cur_count, cur.rows, options, result)
             if column is not None:
                 judged[name] = column
     numeric = [name for name, kind in kinds.items() if kind == "numeric"]
     per_column = BYTES_PER_VALUE * (ref.rows + cur.rows)
-    group = max(1, (options.memory_mb * 2**20) // max(per_column, 1))
+    # Wasserstein's merged quantile steps (three arrays of both sides' length) are shared by the group.
+    shared = STEP_BYTES_PER_VALUE * (ref.rows + cur.rows)
+    group = max(1, (options.memory_mb * 2**20 - shared) // max(per_column, 1))
     for start in range(0, len(numeric), group):
         names = numeric[start : start + group]
         ref_values, cur_values = ref.numeric(names), cur.numeric(names)
         for name in names:
-            column = _judge_numeric(name, ref_values.pop(name), cur_values.pop(name), cur.rows, options, result)
+            reference, current = ref_values.pop(name), cur_values.pop(name)
+            # Whole numbers without gaps, as pandas would hold them (a null makes its column float).
+            integer = all(
+                pa.types.is_integer(side.schema.field(name).type) and len(values) == side.rows
+                for side, values in ((ref, reference), (cur, current))
+            )
+            column = _judge_numeric(name, reference, current, cur.rows, options, result, integer=integer)
             if column is not None:
                 judged[name] = column
     return judged
 
 
-def _rule(name: str, options: DriftOptions) -> ColumnRule:
+def _rule(name: str, options: DriftOptions, kind: ColumnKind) -> ColumnRule:
+    """The column's own rule over the options' ones; a numeric-only test given for every column
+    leaves categorical ones to the preset (as Evidently's separate num/cat tests do)."""
     own = options.columns.get(name, ColumnRule())
-    return ColumnRule(
-        method=own.method or options.method, threshold=own.threshold if own.threshold is not None else options.threshold
-    )
+    preset = kind == "categorical" and options.method in methods.NUMERIC_ONLY and own.method is None
+    if preset:  # the options' test and threshold are for numbers
+        return ColumnRule(method=None, threshold=own.threshold)
+    threshold = own.threshold if own.threshold is not None else options.threshold
+    return ColumnRule(method=own.method or options.method, threshold=threshold)
 
 
 def _empty_side(name: str, ref_values: int, cur_values: int, result: DriftResult) -> bool:
@@ -329,11 +357,18 @@ def _empty_side(name: str, ref_values: int, cur_values: int, result: DriftResult
 
 
 def _judge_numeric(
-    name: str, ref: np.ndarray, cur: np.ndarray, cur_rows: int, options: DriftOptions, result: DriftResult
+    name: str,
+    ref: np.ndarray,
+    cur: np.ndarray,
+    cur_rows: int,
+    options: DriftOptions,
+    result: DriftResult,
+    *,
+    integer: bool = False,
 ) -> ColumnDrift | None:
     if _empty_side(name, len(ref), len(cur), result):
         return None
-    rule = _rule(name, options)
+    rule = _rule(name, options, "numeric")
     method = rule.method or methods.default_method(
         kind="numeric",
         reference_rows=len(ref),
@@ -346,7 +381,7 @@ def _judge_numeric(
         statistic = methods.ks_p_value(ref, cur)
     elif method in ("jensenshannon", "psi"):
         if binned:
-            edges = methods.sturges_edges(ref, cur)
+            edges = methods.sturges_edges(ref, cur, integer=integer)
             ref_shares = methods.histogram_sorted(ref, edges) / len(ref)
             cur_shares = methods.histogram_sorted(cur, edges) / len(cur)
         else:
@@ -365,7 +400,7 @@ def _judge_counts(
     ref_values, cur_values = sum(ref.values()), sum(cur.values())
     if _empty_side(name, ref_values, cur_values, result):
         return None
-    rule = _rule(name, options)
+    rule = _rule(name, options, "categorical")
     if rule.method in methods.NUMERIC_ONLY:
         result.problems.append(Problem(name, f"method {rule.method} compares numbers; the column holds categories"))
         return None

@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 ColumnKind = Literal["numeric", "categorical"]
 _BATCH_ROWS = 64 * 1024
+# More distinct values than this in a categorical column: an id or free text, not a category.
+MAX_CATEGORIES = 10_000
 
 
 class DriftInputError(ValueError):
@@ -77,14 +80,23 @@ class DriftSide:
         reader = SourceReader(name, fs=reader.fs, files=files, fmt=reader.fmt)
         if reader.fmt == "csv":
             return _spilled(reader, name)
-        try:
-            schema = reader.schema()
-            rows = 0
-            for path in files:
+        import pyarrow as pa
+
+        schemas, rows = [], 0
+        for path in files:
+            try:
                 with reader.fs.open_input_file(path) as handle:
-                    rows += pq.ParquetFile(handle).metadata.num_rows
-        except SourceUnusable as exc:
-            raise DriftInputError(f"{name}: {exc.problem}") from None
+                    metadata = pq.ParquetFile(handle).metadata
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DriftInputError(f"{name}: {path} cannot be read as parquet: {str(exc).splitlines()[0]}") from None
+            schemas.append(metadata.schema.to_arrow_schema())
+            rows += metadata.num_rows
+        try:
+            # Parts written at different times may type a column differently (a column of nulls,
+            # whole numbers beside fractions): read as the type that holds them all.
+            schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DriftInputError(f"{name}: the files disagree on a column's type: {str(exc).splitlines()[0]}") from None
         return cls(label=name, files=files, fs=reader.fs, schema=schema, rows=rows)
 
     def close(self) -> None:
@@ -99,49 +111,90 @@ class DriftSide:
         self.close()
 
     def batches(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """The rows of `columns`, file after file, as the side's (unified) types."""
         import pyarrow.parquet as pq
 
         for path in self.files:
             with self.fs.open_input_file(path) as handle:
-                yield from pq.ParquetFile(handle).iter_batches(batch_size=_BATCH_ROWS, columns=list(columns))
+                parquet = pq.ParquetFile(handle)
+                present = [name for name in columns if name in parquet.schema_arrow.names]
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=present):
+                    yield self._conformed(batch, columns)
+
+    def _conformed(self, data: Any, columns: Sequence[str]) -> Any:
+        """A batch or table with exactly `columns`, each of the side's type (a column a file lacks: nulls)."""
+        import pyarrow as pa
+
+        arrays = []
+        for name in columns:
+            kind = self.schema.field(name).type
+            if name not in data.schema.names:
+                arrays.append(pa.nulls(data.num_rows, kind))
+                continue
+            column = data.column(name)
+            arrays.append(column if column.type == kind else column.cast(kind))
+        if isinstance(data, pa.RecordBatch):
+            return pa.RecordBatch.from_arrays(arrays, names=list(columns))
+        return pa.Table.from_arrays(arrays, names=list(columns))
 
     def numeric(self, columns: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each column as float64, nulls, NaN and infinities dropped, sorted."""
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        """Each column as float64, nulls, NaN and infinities dropped, sorted.
 
-        chunks: dict[str, list[pa.Array]] = {name: [] for name in columns}
-        for batch in self.batches(columns):
+        Each file's columns are read at once (Arrow decodes them on its threads); the columns are
+        then converted and sorted on a thread each (numpy's sort releases the GIL)."""
+        import pyarrow.parquet as pq
+
+        chunks: dict[str, list[Any]] = {name: [] for name in columns}
+        for path in self.files:
+            with self.fs.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                present = [name for name in columns if name in parquet.schema_arrow.names]
+                table = self._conformed(parquet.read(columns=present, use_threads=True), columns)
             for name in columns:
-                chunks[name].append(batch.column(name))
-        out = {}
-        for name in columns:
-            parts = []
-            for chunk in chunks.pop(name):
-                values = pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False)
-                parts.append(values[np.isfinite(values)])
-            merged = np.concatenate(parts) if parts else np.empty(0)
-            merged.sort()
-            out[name] = merged
-        return out
+                chunks[name].extend(table.column(name).chunks)
+            del table
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return dict(zip(columns, pool.map(_sorted_finite, (chunks.pop(name) for name in columns)), strict=True))
 
-    def counts(self, columns: Sequence[str]) -> dict[str, dict[Any, int]]:
-        """Each column's count per value, nulls left out; strings as themselves, booleans as bool."""
+    def counts(self, columns: Sequence[str], *, at_most: int = MAX_CATEGORIES) -> dict[str, dict[Any, int] | None]:
+        """Each column's count per value, nulls left out; strings as themselves, booleans as bool.
+        None for a column with more than `at_most` distinct values (an id, free text): counting
+        it would hold them all, and its drift means nothing."""
         import pyarrow.compute as pc
 
-        totals: dict[str, dict[Any, int]] = {name: {} for name in columns}
+        totals: dict[str, dict[Any, int] | None] = {name: {} for name in columns}
         for batch in self.batches(columns):
             for name in columns:
                 column = batch.column(name)
-                if column.null_count == len(column):
+                counts = totals[name]
+                if counts is None or column.null_count == len(column):
                     continue
                 found = pc.value_counts(column)
-                counts = totals[name]
+                if len(counts) + len(found) > at_most and len({*counts, *found.field(0).to_pylist()}) > at_most:
+                    totals[name] = None
+                    continue
                 for value, count in zip(found.field(0).to_pylist(), found.field(1).to_pylist(), strict=True):
                     if value is not None:
                         counts[value] = counts.get(value, 0) + count
         return totals
+
+
+def _sorted_finite(chunks: list[Any]) -> np.ndarray:
+    """Arrow chunks of one numeric column as one sorted float64 array without null, NaN or infinity."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for chunk in chunks:
+        if chunk.type != pa.float64():
+            chunk = pc.cast(chunk, pa.float64())
+        values = chunk.to_numpy(zero_copy_only=False)  # nulls become NaN
+        finite = np.isfinite(values)
+        parts.append(values if finite.all() else values[finite])
+    merged = np.concatenate(parts) if len(parts) != 1 else parts[0].copy()  # a zero-copy view is read-only
+    merged.sort()
+    return merged
 
 
 def _open_reader(uri: str, settings: S3Settings | None) -> SourceReader:

@@ -104,7 +104,7 @@ def wasserstein_normed(reference: np.ndarray, current: np.ndarray) -> float:
     return distance / max(float(np.std(reference)), 0.001)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)  # the steps of the current sizes; a group's columns usually share them
 def _quantile_steps(n_ref: int, n_cur: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The merged steps of two quantile functions: each step's width and the index it takes on each side."""
     steps_ref = np.arange(1, n_ref + 1, dtype=np.float64) / n_ref
@@ -138,8 +138,9 @@ def union_distinct(reference: np.ndarray, current: np.ndarray, *, at_most: int) 
     return len(np.union1d(np.unique(reference), np.unique(current)))
 
 
-def sturges_edges(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """numpy's histogram_bin_edges(both sides, "sturges"), from their sizes and ranges alone."""
+def sturges_edges(reference: np.ndarray, current: np.ndarray, *, integer: bool = False) -> np.ndarray:
+    """numpy's histogram_bin_edges(both sides, "sturges"), from their sizes and ranges alone;
+    `integer`: the values were whole numbers (numpy then keeps bins at least 1 wide)."""
     low = min(reference[0], current[0])
     high = max(reference[-1], current[-1])
     if low == high:
@@ -147,6 +148,8 @@ def sturges_edges(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
     size = len(reference) + len(current)
     span = high - low
     width = span / (np.log2(size) + 1.0)
+    if integer and width and width < 1:
+        width = 1
     bins = int(np.ceil(span / width)) if width else 1
     return np.linspace(low, high, bins + 1, endpoint=True)
 

@@ -42,6 +42,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
             "owner": spec.owner,
             "retries": spec.retries,
             "retry_delay": dt.timedelta(seconds=plan.retry_delay_s),
+            **_alerts(spec),
         },
     ) as dag:
         # Params join after DAG(): passing them to DAG() makes Airflow re-check every default
@@ -50,7 +51,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         # are still validated against these schemas (tests/factory/test_dags.py).
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
-        job_env = _job_env(plan)
+        job_env = _job_env(plan.spec)
         tasks: dict[str, BaseOperator] = {}
         groups: dict[str, TaskGroup] = {}
         for planned in plan.tasks:
@@ -109,9 +110,9 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
     return dag
 
 
-def _job_env(plan: PipelinePlan) -> dict[str, object]:
+def _job_env(spec: PipelineSpec) -> dict[str, object]:
     """The pipeline's runtime_env (pip, env_vars) as Ray takes it."""
-    runtime_env = plan.spec.runtime_env
+    runtime_env = spec.runtime_env
     job_env: dict[str, object] = {}
     if runtime_env.pip:
         job_env["pip"] = list(runtime_env.pip)
@@ -122,7 +123,7 @@ def _job_env(plan: PipelinePlan) -> dict[str, object]:
 
 def _serve_arguments(plan: PipelinePlan) -> dict[str, object]:
     """Where the endpoint runs: the cluster the jobs run on, with their runtime_env."""
-    return {"compute": plan.spec.profile.model_dump(mode="json"), "runtime_env": _job_env(plan) or None}
+    return {"compute": plan.spec.profile.model_dump(mode="json"), "runtime_env": _job_env(plan.spec) or None}
 
 
 def rollback_dag_id(pipeline_dag_id: str) -> str:
@@ -159,6 +160,7 @@ def build_rollback_dag(loaded: LoadedPipeline) -> DAG | None:
         catchup=False,
         max_active_runs=1,
         tags=[TAG, "rollback"],
+        default_args=_alerts(plan.spec),
         **_paused(plan.spec),
         doc_md=f"## Roll back {plan.spec.pipeline}\n\nPuts the version with the `previous` alias (or the `version` "
         "Param) back at 100% of the endpoint in one step, then swaps the aliases. Same as "
@@ -210,6 +212,7 @@ def build_monitor_dag(loaded: LoadedPipeline) -> DAG | None:
             "owner": spec.owner,
             "retries": spec.retries,
             "retry_delay": dt.timedelta(seconds=parse_duration(spec.retry_delay)),
+            **_alerts(spec),
         },
         **_paused(spec),
     ) as dag:
@@ -235,13 +238,44 @@ def build_monitor_dag(loaded: LoadedPipeline) -> DAG | None:
                 "memory_mb": monitor.memory_mb,
             },
             retrain_on_prediction_drift=monitor.retrain_on_prediction_drift,
+            performance={**monitor.performance.model_dump(mode="json"), "label": monitor.performance.label or spec.data.target}
+            if monitor.performance
+            else None,
             new_rows=monitor.new_rows,
             cooldown_s=parse_duration(monitor.cooldown),
+            # Where a check larger than memory_mb runs as a Ray job: the cluster of the pipeline's jobs.
+            compute=spec.profile.model_dump(mode="json"),
+            runtime_env=_job_env(spec) or None,
             poke_interval=parse_duration(monitor.poke_interval),
             timeout=parse_duration(monitor.wait),
             outlets=[drift_asset(spec.pipeline)],
         )
     return dag
+
+
+def _alerts(spec: PipelineSpec) -> dict[str, Any]:
+    """`on_failure_callback` with the pipeline's alerts (none: nothing). A notifier named by import
+    path was allowed by the loader (config/policy.py); its arguments are never rendered."""
+    import importlib
+
+    from airflow.sdk import BaseNotifier
+
+    from airflow_provider_rayops.notifications.webhook import WebhookNotifier
+
+    callbacks: list[BaseNotifier] = []
+    for alert in spec.alerts:
+        if alert.webhook is not None:
+            callbacks.append(WebhookNotifier(conn_id=alert.webhook, pipeline=spec.pipeline))
+            continue
+        assert alert.notifier is not None
+        module, _, name = alert.notifier.rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None)
+        if not (isinstance(cls, type) and issubclass(cls, BaseNotifier)):
+            raise TypeError(f"alerts: {alert.notifier} is not an Airflow notifier (a BaseNotifier subclass)")
+        notifier = cls(**alert.kwargs)
+        notifier.template_fields = ()  # config is data: its text never reaches Jinja
+        callbacks.append(notifier)
+    return {"on_failure_callback": callbacks} if callbacks else {}
 
 
 def _paused(spec: PipelineSpec) -> dict[str, Any]:

@@ -114,7 +114,12 @@ class MlflowHook(BaseHook):
             username = credentials.get("username")
             auth = (username, credentials.get("password") or "") if username else None
             headers = {"Authorization": f"Bearer {credentials['token']}"} if credentials.get("token") else {}
-            response = requests.put(url, data=data, auth=auth, headers=headers, timeout=60)
+            # TLS as MLflow's own client would (its MLFLOW_TRACKING_SERVER_CERT_PATH / _INSECURE_TLS settings).
+            from mlflow.utils.credentials import get_default_host_creds
+
+            creds = get_default_host_creds(self.tracking_uri())
+            verify = creds.server_cert_path or not creds.ignore_tls_verification
+            response = requests.put(url, data=data, auth=auth, headers=headers, timeout=60, verify=verify)
             response.raise_for_status()
             return f"{root}/{artifact_path}"
         if root.startswith("s3://"):

@@ -208,6 +208,25 @@ class EvaluateResult(JobResult):
     predictions_uri: str | None = None
 
 
+class DriftArgs(JobArgs):
+    """Judge the drift of live files against a reference and write the report (the monitor's check,
+    for data larger than an Airflow worker should hold)."""
+
+    reference: str = Field(min_length=1)
+    current: list[str] = Field(min_length=1, description="The live files to judge.")
+    prediction_reference: str | None = Field(default=None, description="The model's outputs on reference data.")
+    options: dict[str, Any] = Field(default_factory=dict, description="drift.DriftOptions fields, as plain values.")
+    report_folder: str = Field(min_length=1, description="Where drift.json and drift.html are written.")
+    title: str = "Drift report"
+    details: dict[str, Any] = Field(default_factory=dict, description="Facts shown under the report's title.")
+
+
+class DriftJobResult(JobResult):
+    result: dict[str, Any] = Field(description="DriftResult.to_json(): the verdict and every column's test.")
+    report_uri: str
+    report_html_uri: str
+
+
 # -- the jobs ------------------------------------------------------------------------------------
 
 JOBS_PACKAGE = "airflow_provider_rayops.jobs"
@@ -234,4 +253,5 @@ INGEST = JobContract("ingest", IngestArgs, IngestResult)
 TRAIN = JobContract("train", TrainArgs, TrainResult)
 TUNE = JobContract("tune", TuneArgs, TuneResult)
 EVALUATE = JobContract("evaluate", EvaluateArgs, EvaluateResult)
-CONTRACTS = {contract.name: contract for contract in (INGEST, TRAIN, TUNE, EVALUATE)}
+DRIFT = JobContract("drift", DriftArgs, DriftJobResult)
+CONTRACTS = {contract.name: contract for contract in (INGEST, TRAIN, TUNE, EVALUATE, DRIFT)}

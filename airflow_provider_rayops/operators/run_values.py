@@ -120,9 +120,10 @@ _TRIGGERS = {"scheduled": "cron", "manual": "manual", "asset_triggered": "asset"
 
 @dataclass(frozen=True)
 class RunTrigger(RunValue):
-    """What started the DAG run (`part="kind"`): cron, drift (the monitor's asset event), manual,
-    asset (another asset's event) or backfill; or, with `part="report"`, the drift report of the
-    event that started it (None for other runs)."""
+    """What started the DAG run (`part="kind"`): cron, drift (the monitor's asset event, whatever
+    its reasons: drift, a performance drop, volume), manual, asset (another asset's event) or
+    backfill; or, with `part="report"`, the drift report of the event that started it (None for
+    other runs, and for an event without a judged check)."""
 
     part: Literal["kind", "report"] = "kind"
 
@@ -150,7 +151,7 @@ def _drift_event_extra(context: Mapping[str, Any]) -> dict[str, Any] | None:
     for asset_events in events.values():
         for event in asset_events:
             extra = getattr(event, "extra", None) or {}
-            if isinstance(extra, Mapping) and "reasons" in extra and "report_uri" in extra:
+            if isinstance(extra, Mapping) and "reasons" in extra and "champion_version" in extra:
                 found = dict(extra)
     return found
 

@@ -320,3 +320,35 @@ def test_a_route_prefix_serve_would_refuse_is_refused_at_load(write):
     for prefix in ("/", "/churn/"):
         errors = errors_of(write("p.yaml", MINIMAL + f"deploy:\n  app: churn\n  route_prefix: '{prefix}'\n"))
         assert any("deploy.route_prefix" in e for e in errors), (prefix, errors)
+
+
+def test_an_alert_notifier_outside_the_allowed_modules_is_refused(write):
+    path = write("p.yaml", MINIMAL + "alerts:\n  - notifier: os.system\n")
+    assert errors_of(path) == [
+        f"{path}:6:5: alerts[0].notifier: 'os.system' is not an Airflow provider's notifier "
+        "(airflow.providers.<name>.notifications.<module>.<Class>); a platform admin can allow its package in "
+        "security.notifier_modules in defaults.yaml"
+    ]
+
+
+def test_an_alert_names_a_webhook_or_a_notifier_not_both(write):
+    path = write(
+        "p.yaml", MINIMAL + "alerts:\n  - {webhook: ops, notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier}\n"
+    )
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:6:5: alerts[0]: set exactly one of webhook")
+
+
+def test_alert_arguments_never_name_a_file_or_hold_a_secret(write):
+    path = write(
+        "p.yaml",
+        MINIMAL
+        + "alerts:\n  - notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier\n"
+        + "    kwargs: {to: ops@example.com, template: /proc/self/environ, password: hunter2, smtp_conn_id: smtp_ops}\n",
+    )
+    assert errors_of(path) == [
+        f"{path}:7:35: alerts[0].kwargs.template: a notifier reads no file named in YAML (it would read it on the machines "
+        "that parse DAGs)",
+        f"{path}:7:65: alerts[0].kwargs.password: secrets come from Airflow connections, not YAML: give the notifier's "
+        "*_conn_id instead",
+    ]

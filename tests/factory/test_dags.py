@@ -297,3 +297,45 @@ def test_a_pipeline_whose_dag_cannot_be_built_becomes_a_broken_dag_and_hides_no_
     assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__monitor", "churn__rollback"]
     doc = bag.get_dag("broken__fraud").doc_md
     assert f"{configs / 'fraud.yaml'}:1:1: building the DAG failed: RuntimeError: a bug in the factory" in doc
+
+
+def test_a_monitor_section_adds_a_monitor_dag_whose_drift_event_starts_the_pipeline():
+    from airflow_provider_rayops.operators.run_values import RunFolder, RunTrigger
+
+    bag = dagbag()
+    monitor = bag.get_dag("churn__monitor")
+    assert [t.task_id for t in monitor.tasks] == ["check"]
+    assert type(monitor.timetable).__name__ == "CronTriggerTimetable" and monitor.timetable.expression == "0 * * * *"
+    sensor = monitor.get_task("check")
+    assert type(sensor).__name__ == "DriftSensor"
+    # Between pokes the sensor holds no worker slot; a check that waited it out is skipped, not failed.
+    assert (sensor.mode, sensor.soft_fail, sensor.poke_interval, sensor.timeout) == ("reschedule", True, 300.0, 3600.0)
+    assert (sensor.lifecycle_dag_id, sensor.registered_model, sensor.champion_alias) == ("churn", "churn", "champion")
+    assert sensor.drift["min_rows"] == 500 and sensor.drift["drift_share"] == 0.5 and sensor.cooldown_s == 3600.0
+    assert (sensor.current, sensor.reference) == (None, None)  # the inference log against the training split
+    [asset] = sensor.outlets
+    lifecycle = bag.get_dag("churn")
+    assert lifecycle.timetable.asset_condition == asset
+    # defaults.yaml: the pipeline's DAGs arrive unpaused, so cron and drift start runs without a click
+    assert {bag.get_dag(d).is_paused_upon_creation for d in ("churn", "churn__monitor", "churn__rollback")} == {False}
+    lineage = lifecycle.get_task("train.fit").job_args["lineage"]
+    assert (lineage["trigger"], lineage["trigger_report"]) == (RunTrigger("kind"), RunTrigger("report"))
+    folder = lifecycle.get_task("evaluate.score").job_args["predictions_folder"]
+    assert isinstance(folder, RunFolder) and folder.base.endswith("/.rayops/artifacts/runs/churn")
+
+
+def test_alerts_are_called_when_any_task_of_the_pipeline_fails(configs, monkeypatch):
+    churn = configs / "churn.yaml"
+    churn.write_text(
+        churn.read_text()
+        + "alerts:\n  - webhook: ml_alerts\n  - notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier\n"
+        + "    kwargs: {to: ml-team@example.com, subject: 'churn failed {{ conn.x.password }}', smtp_conn_id: smtp_ml}\n"
+    )
+    bag = dagbag(configs, monkeypatch)
+    assert bag.import_errors == {}
+    for dag_id in ("churn", "churn__monitor", "churn__rollback"):
+        for t in bag.get_dag(dag_id).tasks:
+            webhook, smtp = t.on_failure_callback
+            assert type(webhook).__name__ == "WebhookNotifier" and webhook.conn_id == "ml_alerts"
+            assert type(smtp).__name__ == "SmtpNotifier" and smtp.template_fields == ()  # the subject is never rendered
+            assert smtp.subject == "churn failed {{ conn.x.password }}"

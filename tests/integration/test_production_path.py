@@ -1,4 +1,4 @@
-"""The production path, once, for real.
+"""The production path, once, for real, and the loop it closes.
 
 The example pipeline (`dag_configs/churn.yaml`, with the data `make demo` generates, triggered by
 hand only) through the
@@ -8,12 +8,19 @@ stage defers: the real triggerer rebuilds `RayJobTrigger` from its stored kwargs
 the job on the session's Ray head. The run ends with a champion in the (embedded) MLflow
 registry whose lineage names this very run, config and Ray job. `dag.test()` proves none of
 this: it runs triggers inline and drops defer kwargs.
+
+Then the loop: rows unlike the training data are sent to the endpoint; the monitor DAG
+(`churn__monitor`, triggered by hand) judges the champion's inference log, finds drift and emits
+the pipeline's asset event; the scheduler starts the lifecycle DAG on it (an asset-triggered run,
+nobody calls the DAG); that run retrains, passes the gates and a canary (each step held in the real
+triggerer), and its model version names the drift report as its trigger.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +51,9 @@ def production(tmp_path_factory, ray_head, airflow_stack):
     example = project / "dag_configs" / "churn.yaml"
     assert 'schedule: "@weekly"' in example.read_text()
     example.write_text(example.read_text().replace('schedule: "@weekly"', "schedule: null"))
+    # The monitor too: its checks run when this test triggers them (the DAGs arrive unpaused).
+    assert '  schedule: "@hourly"' in example.read_text()
+    example.write_text(example.read_text().replace('  schedule: "@hourly"', "  schedule: null"))
     # The endpoint on a free port of this machine (the example's 8000 may be taken here).
     port = free_port()
     assert "  route_prefix: /churn\n" in example.read_text()
@@ -65,14 +75,14 @@ def production(tmp_path_factory, ray_head, airflow_stack):
             json={"dataframe_records": make_churn(3, seed=11).drop(["churned"]).to_pylist()},
             timeout=30,
         )
-        yield record, project, answer
+        yield record, project, answer, port
     finally:
         api = ray_head.dashboard_url.rstrip("/") + "/api/serve/applications/"
         requests.delete(api, headers=ray_head.endpoint.headers(), timeout=60)
 
 
 def test_the_example_pipeline_succeeds_through_the_scheduler(airflow_stack, production):
-    record, _, _ = production
+    record, *_ = production
     logs = {task: airflow_stack.task_log(record.dag_id, record.run_id, task) for task in record.task_instances}
     assert record.state == "success", logs
     assert {task: ti.state for task, ti in record.task_instances.items()} == dict.fromkeys(
@@ -81,7 +91,7 @@ def test_the_example_pipeline_succeeds_through_the_scheduler(airflow_stack, prod
 
 
 def test_every_ray_stage_deferred_to_the_real_triggerer(airflow_stack, production):
-    record, _, _ = production
+    record, *_ = production
     for task in RAY_STAGES:
         ti = record.task_instances[task]
         # Submitted, deferred (worker slot released) while the Ray job ran, resumed to finish.
@@ -93,7 +103,7 @@ def test_every_ray_stage_deferred_to_the_real_triggerer(airflow_stack, productio
 
 
 def test_the_run_ends_with_a_champion_whose_lineage_is_this_run(airflow_stack, production):
-    record, project, _ = production
+    record, project, *_ = production
     (loaded,) = load_config_dir(project / "dag_configs").pipelines
     train_job = airflow_stack.xcom(record.dag_id, record.run_id, "train.fit", key="ray_job")
     registered = airflow_stack.xcom(record.dag_id, record.run_id, "promote.register")
@@ -113,9 +123,61 @@ def test_the_run_ends_with_a_champion_whose_lineage_is_this_run(airflow_stack, p
 
 
 def test_the_champion_answers_at_the_endpoint_the_run_deployed(airflow_stack, production):
-    record, _, answer = production
+    record, _, answer, _ = production
     assert answer.status_code == 200, answer.text
     body = answer.json()
     deployed = airflow_stack.xcom(record.dag_id, record.run_id, "deploy.serve")
     assert deployed["outcome"] == "serving" and body["version"] == deployed["version"]
     assert len(body["predictions"]) == 3 and {"prediction", "probability_True"} <= set(body["predictions"][0])
+
+
+@pytest.fixture(scope="module")
+def drift_loop(airflow_stack, production):
+    """Drifted rows served, the monitor run that judged them, and the run the scheduler started on its event."""
+    from airflow_provider_rayops.drift.check import count_rows, live_files
+    from airflow_provider_rayops.serving.inference_log import log_uri
+
+    record, project, _, port = production
+    assert record.state == "success"
+    shifted = make_churn(600, seed=99, drift=1.0).drop(["churned"]).to_pylist()
+    answer = requests.post(f"http://127.0.0.1:{port}/churn/", json={"dataframe_records": shifted}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    champion = airflow_stack.xcom(record.dag_id, record.run_id, "promote.register")["version"]
+    live = log_uri(f"file://{project}/.rayops/artifacts", "churn")
+    deadline = time.monotonic() + 60  # the replica writes its log every 10 s
+    while count_rows(live_files(live, version=champion)) < 600:
+        assert time.monotonic() < deadline, "the served rows never reached the inference log"
+        time.sleep(1)
+    known = {run["dag_run_id"] for run in airflow_stack.dag_runs("churn")}
+    check = airflow_stack.run_dag("churn__monitor", timeout=300)
+    retrain_id = airflow_stack.wait_for_new_run("churn", known=known, timeout=120)
+    retrain = airflow_stack.wait_for_run("churn", retrain_id, timeout=900)
+    return check, retrain
+
+
+def test_drift_in_the_served_rows_starts_retraining_through_the_scheduler(airflow_stack, drift_loop):
+    check, retrain = drift_loop
+    assert check.state == "success" and check.task_instances["check"].state == "success"
+    summary = airflow_stack.xcom(check.dag_id, check.run_id, "check")
+    assert summary["reasons"] == ["data_drift"] and summary["current_rows"] >= 600
+    assert airflow_stack.dag_run("churn", retrain.run_id)["run_type"] == "asset_triggered"
+    logs = {task: airflow_stack.task_log(retrain.dag_id, retrain.run_id, task) for task in retrain.task_instances}
+    assert retrain.state == "success", logs
+    deployed = airflow_stack.xcom(retrain.dag_id, retrain.run_id, "deploy.serve")
+    assert deployed["outcome"] == "serving" and [step["percent"] for step in deployed["steps"]] == [50, 100]
+    assert retrain.task_instances["deploy.serve"].was_deferred  # each canary step held in the real triggerer
+
+
+def test_the_retrained_champion_names_the_drift_report_as_its_trigger(airflow_stack, drift_loop):
+    check, retrain = drift_loop
+    summary = airflow_stack.xcom(check.dag_id, check.run_id, "check")
+    registered = airflow_stack.xcom(retrain.dag_id, retrain.run_id, "promote.register")
+    client = MlflowHook(None).get_conn()
+    champion = client.get_model_version_by_alias("churn", "champion")
+    assert str(champion.version) == registered["version"]
+    tags = champion.tags
+    assert tags[names.TRIGGER] == "drift" and tags[names.TRIGGER_REPORT] == summary["report_html_uri"]
+    assert tags[names.RUN_ID] == retrain.run_id
+    previous = client.get_model_version_by_alias("churn", "previous")
+    assert previous.tags[names.TRIGGER] == "manual" and names.TRIGGER_REPORT not in previous.tags
+    assert previous.tags[names.DRIFT_REPORT_URI] == summary["report_html_uri"]  # the check judged that version

@@ -18,7 +18,7 @@ from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed
 from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV
 from airflow_provider_rayops.operators.ray_job import JobIdentity, SubmitRayJobOperator, submission_id
-from airflow_provider_rayops.operators.run_values import RunFact, TriggerParam
+from airflow_provider_rayops.operators.run_values import RunFact, RunTrigger, TriggerParam
 from tests.fixtures.airflow_db import run_dag_test
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -192,6 +192,8 @@ def test_a_successful_job_returns_its_result_through_xcom(airflow_db, ray_head):
                 "secret": "{{ conn.rayops_s3_test.password }}",
                 "dag": RunFact("dag_id"),
                 "epochs": TriggerParam("epochs", 3),
+                "trigger": RunTrigger("kind"),
+                "trigger_report": RunTrigger("report"),
             },
             entrypoint_num_cpus=0.1,
             compute=ray_head.compute,
@@ -206,6 +208,8 @@ def test_a_successful_job_returns_its_result_through_xcom(airflow_db, ray_head):
             "secret": "{{ conn.rayops_s3_test.password }}",
             "dag": "rayops_test_success",
             "epochs": 3,
+            "trigger": "manual",  # dag.test() makes a manual run; the drift loop's is in test_production_path.py
+            "trigger_report": None,
         }
     }
     link = ti.xcom_pull(task_ids="echo", key="ray_job")

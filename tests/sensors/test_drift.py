@@ -10,6 +10,7 @@ model and storage folder, so the monitor's state of one never reaches another.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import uuid
 from typing import Any
@@ -181,3 +182,59 @@ def test_a_second_drift_within_the_cooldown_starts_no_retraining(airflow_db, pip
     second = MonitorState.load(pipeline["root"], PIPELINE)
     assert second.last_retrain_at == first.last_retrain_at
     assert second.watermark > first.watermark and second.last_report_uri != first.last_report_uri
+
+
+def test_a_check_that_needs_more_than_memory_mb_is_judged_as_a_ray_job(
+    airflow_db, pipeline, champion, ray_head, s3_endpoint, monkeypatch
+):
+    """The same verdict, computed on the session's Ray head; the job reads and writes S3 with the
+    storage connection's settings, as a cluster's job would."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RAYOPS_S3_DRIFT",
+        json.dumps({
+            "conn_type": "rayops_s3", "host": s3_endpoint.endpoint_url, "login": s3_endpoint.access_key,
+            "password": s3_endpoint.secret_key, "extra": {"region": s3_endpoint.region},
+        }),
+    )  # fmt: skip
+    serve(pipeline, champion, 600, drift=1.0, seed=8)
+    dag, asset = monitor(
+        pipeline, poke_timeout=240, drift={"memory_mb": 0}, compute=ray_head.compute, storage_conn_id="rayops_s3_drift"
+    )
+    state, summary = run_check(dag)
+    assert state == "success"
+    assert summary["reasons"] == ["data_drift"]
+    jobs = [job for job in ray_head.client().list_jobs() if job.metadata.get("rayops_registered_model") == pipeline["name"]]
+    assert jobs[0].submission_id.startswith("rayops-churn--monitor--v1-")
+    assert [job.status.value for job in jobs] == ["SUCCEEDED"]
+    report = json.loads(storage.read_bytes(summary["report_uri"]))
+    assert report["check"]["model"].startswith(pipeline["name"]) and report["dataset_drift"] is True
+    assert len(asset_events(asset)) == 1
+
+
+def test_a_quality_drop_on_labelled_served_rows_starts_retraining_without_drift(airflow_db, pipeline, champion):
+    """Rows like the training data (no drift), whose labels arrive later and disagree with most answers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = make_churn(600, seed=9).drop_columns(["churned"])
+    answers = predictions_frame(champion["predictor"], table)
+    table = table.append_column("customer_id", pa.array([f"c{i}" for i in range(600)]))
+    log = InferenceLog(log_uri(pipeline["root"], PIPELINE), version=pipeline["version"], flush_rows=10**6)
+    log.add(table, answers.to_dict("records"))
+    log.flush()
+    wrong = [not bool(p) for p in answers["prediction"]]  # every label the opposite of the answer
+    labels = pa.table({"customer_id": [f"c{i}" for i in range(450)], "churned": wrong[:450]})
+    buffer = io.BytesIO()
+    pq.write_table(labels, buffer)
+    storage.write_bytes(f"{pipeline['root']}/labels/2026-01-02.parquet", buffer.getvalue())
+    performance = {
+        "labels": f"{pipeline['root']}/labels/", "join_key": "customer_id", "label": "churned",
+        "metric": "accuracy", "min": 0.7, "min_rows": 100,
+    }  # fmt: skip
+    dag, asset = monitor(pipeline, performance=performance)
+    state, summary = run_check(dag)
+    assert state == "success"
+    assert summary["reasons"] == ["performance"] and summary["dataset_drift"] is False
+    quality = summary["performance"]
+    assert (quality["metric"], quality["rows"], quality["value"], quality["breached"]) == ("accuracy", 450, 0.0, True)
+    assert asset_events(asset)[0]["performance"]["value"] == 0.0
