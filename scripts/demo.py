@@ -1,20 +1,22 @@
-"""`make demo`: the example pipelines of dag_configs/ through real Airflow, on the embedded Ray head.
+"""`make demo`: the example pipelines of dag_configs/ through Airflow's real services, on the embedded Ray head.
 
 What it does, in order, printing each step:
   1. generates the seeded example data (data/churn.parquet) if it is not there; nothing is downloaded;
   2. validates every config with `rayops validate`;
-  3. migrates a local Airflow database (SQLite, under .rayops/airflow);
-  4. runs each pipeline DAG with `airflow dags test`: every stage is a Ray job on the embedded
-     Ray head (started on 127.0.0.1 with a token-protected dashboard, state under .rayops/);
-     a pipeline with `deploy:` puts its model behind a Ray Serve endpoint on that head, and the
-     demo sends it a few real rows and prints the answers;
-  5. closes the loop through Airflow's real services (api-server, scheduler, dag-processor,
-     triggerer, started for this step): rows unlike the training data are sent to the endpoint;
-     the pipeline's monitor DAG judges what the champion served, finds drift and writes its report
-     (the demo prints its path); its asset event makes the scheduler start the pipeline, which
-     retrains (the source is unchanged here, so the snapshot is reused), passes the gates and goes
-     through a canary while a client sends requests (the demo prints which version answered); the
-     new champion names the drift report as its trigger;
+  3. starts Airflow's services on 127.0.0.1 (api-server, scheduler, dag-processor, triggerer; a
+     fresh SQLite database under .rayops/services) with the project's DAG file; the pipelines
+     arrive unpaused (`paused_upon_creation: false` in defaults.yaml);
+  4. the scheduler starts each pipeline at once (its latest cron slot; a pipeline without a
+     schedule is triggered): every stage is a Ray job on the embedded Ray head (started on
+     127.0.0.1 with a token-protected dashboard, state under .rayops/); a pipeline with `deploy:`
+     puts its model behind a Ray Serve endpoint on that head, and the demo sends it real rows;
+  5. closes the loop: rows unlike the training data are sent to the endpoint; the pipeline's
+     monitor (its DriftSensor, waiting since the DAGs arrived) judges what the champion served,
+     finds drift and writes its report (the demo prints its path); its asset event makes the
+     scheduler start the pipeline again, which retrains (the source is unchanged here, so the
+     snapshot is reused), passes the gates and goes through a canary while a client sends
+     requests (the demo prints which version answered); the new champion names the drift report
+     as its trigger;
   6. stops the Airflow services and the embedded Ray head (pass --keep-ray to keep the head).
 """
 
@@ -23,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,18 +87,10 @@ def show_registry(state: Path) -> None:
             print(
                 f"  v{version.version}: gates_passed={tags.get(names.GATES_PASSED)} "
                 f"approval={tags.get(names.APPROVAL)} snapshot={tags.get(names.SNAPSHOT_HASH, '')[:12]} "
-                f"airflow_run={tags.get(names.RUN_ID)} deploy={tags.get(names.DEPLOY_OUTCOME)}"
+                f"airflow_run={tags.get(names.RUN_ID)} deploy={tags.get(names.DEPLOY_OUTCOME)} "
+                f"trigger={tags.get(names.TRIGGER)}"
+                + (f" ({tags[names.TRIGGER_REPORT]})" if names.TRIGGER_REPORT in tags else "")
             )
-
-
-def endpoint_of(pipeline: str, env: dict[str, str]) -> str | None:
-    """The pipeline's Serve endpoint on this machine, from its plan (None without a deploy stage)."""
-    plan = json.loads(run(str(BIN / "rayops"), "render", pipeline, "--format", "json", env=env, capture=True).stdout)
-    deploy = next((t for t in plan["tasks"] if t["task_id"] == "deploy.serve"), None)
-    if deploy is None:
-        return None
-    arguments = deploy["arguments"]
-    return f"http://127.0.0.1:{arguments['http_port']}{arguments['route_prefix']}"
 
 
 def sample_rows(data: Path, target: str, n: int) -> list[dict]:
@@ -146,15 +142,7 @@ def main() -> int:
 
     state = ROOT / ".rayops"
     env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        RAYOPS_HOME=str(state),
-        RAYOPS_CONFIG_DIR=str(ROOT / "dag_configs"),
-        AIRFLOW_HOME=str(state / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAYOPS_HOME=str(state), RAYOPS_CONFIG_DIR=str(ROOT / "dag_configs"))
 
     data = ROOT / "data" / "churn.parquet"
     step("1. example data")
@@ -162,48 +150,41 @@ def main() -> int:
         print(f"{data} exists; keeping it")
     else:
         run(
-            str(BIN / "python"),
-            "-m",
-            "airflow_provider_rayops.jobs.datasets",
-            "churn",
-            "--rows",
-            str(args.rows),
-            "--seed",
-            "7",
-            "--out",
-            f"file://{data}",
-            env=env,
-        )
+            str(BIN / "python"), "-m", "airflow_provider_rayops.jobs.datasets", "churn", "--rows", str(args.rows),
+            "--seed", "7", "--out", f"file://{data}", env=env,
+        )  # fmt: skip
 
     step("2. validate configs")
     run(str(BIN / "rayops"), "validate", env=env)
     listing = run(str(BIN / "rayops"), "list", env=env, capture=True).stdout
     print(listing)
     pipelines = [line.split()[0] for line in listing.splitlines()[1:] if line.strip()]
+    plans = {
+        p: json.loads(run(str(BIN / "rayops"), "render", p, "--format", "json", env=env, capture=True).stdout) for p in pipelines
+    }
 
-    step("3. Airflow database")
-    run(str(BIN / "airflow"), "db", "migrate", env=env, capture=True)
-    print(f"migrated {state / 'airflow' / 'airflow.db'}")
+    sys.path.insert(0, str(ROOT))  # the services launcher the tests use too
+    from tests.fixtures.airflow_stack import start_airflow_stack
 
-    endpoints = {pipeline: endpoint_of(pipeline, env) for pipeline in pipelines}
-    rows = sample_rows(data, "churned", 3)
+    step("3. Airflow's services (api-server, scheduler, dag-processor, triggerer on 127.0.0.1)")
+    shutil.rmtree(state / "services", ignore_errors=True)  # a fresh database each time
+    services = start_airflow_stack(
+        state / "services", extra_env={"RAYOPS_HOME": str(state), "RAYOPS_CONFIG_DIR": str(ROOT / "dag_configs")}
+    )
+    print(f"healthy after {services.startup_seconds:.1f} s; API {services.api_url}; logs under {services.home / 'logs'}")
     try:
+        services.write_dag("rayops_pipelines.py", (ROOT / "dags" / "rayops_pipelines.py").read_text())
+        rows = sample_rows(data, "churned", 3)
         for pipeline in pipelines:
-            step(f"4. {pipeline}: first run (airflow dags test)")
-            started = time.monotonic()
-            proc = run(str(BIN / "airflow"), "dags", "test", pipeline, env=env, capture=True)
-            for line in (proc.stdout + proc.stderr).splitlines():
-                if "::rayops-result::" in line:
-                    result, _ = json.JSONDecoder().raw_decode(line.split("::rayops-result::", 1)[1])
-                    print(summarize(result))
-                elif "DeployRayServeOperator" in line and (" serves {" in line or "%: {" in line or "breached" in line):
-                    print("  deploy:   " + line.split("[info     ]", 1)[-1].split("[airflow.task", 1)[0].strip())
-            print(f"{pipeline}: succeeded in {time.monotonic() - started:.1f} s")
-            if endpoints[pipeline]:
-                ask(endpoints[pipeline], rows)
-        monitored = [p for p in pipelines if endpoints[p] and monitors(p, env)]
-        if monitored:
-            drift_loop(monitored, endpoints, rows, state=state)
+            step(f"4. {pipeline}: the first run")
+            first_run(services, pipeline, plans[pipeline])
+            url = endpoint_of(plans[pipeline])
+            if url:
+                ask(url, rows)
+        for pipeline in pipelines:
+            url = endpoint_of(plans[pipeline])
+            if url and plans[pipeline].get("monitor"):
+                drift_loop(services, pipeline, url, rows)
         step("6. the model registry (MLflow, embedded store under .rayops/mlflow)")
         show_registry(state)
         snapshots = sorted((state / "artifacts" / "snapshots").glob("*/*/manifest.json"))
@@ -212,81 +193,103 @@ def main() -> int:
             body = json.loads(manifest.read_text())
             print(f"{manifest.parent}: rows={body.get('rows')} hash={str(body.get('content_hash'))[:12]}")
     finally:
+        step("8. stop Airflow's services" + ("" if args.keep_ray else " and the embedded Ray head"))
+        services.stop()
         if not args.keep_ray:
-            step("8. stop the embedded Ray head")
             subprocess.run([str(BIN / "rayops"), "head", "stop"], env=env, cwd=ROOT)
     return 0
 
 
-def monitors(pipeline: str, env: dict[str, str]) -> bool:
-    plan = json.loads(run(str(BIN / "rayops"), "render", pipeline, "--format", "json", env=env, capture=True).stdout)
-    return bool(plan.get("monitor"))
+def endpoint_of(plan: dict) -> str | None:
+    """The pipeline's Serve endpoint on this machine, from its plan (None without a deploy stage)."""
+    deploy = next((t for t in plan["tasks"] if t["task_id"] == "deploy.serve"), None)
+    if deploy is None:
+        return None
+    arguments = deploy["arguments"]
+    return f"http://127.0.0.1:{arguments['http_port']}{arguments['route_prefix']}"
 
 
-def drift_loop(pipelines: list[str], endpoints: dict[str, str | None], rows: list[dict], *, state: Path) -> None:
-    """Step 5: drifted rows in, the monitor's check, the scheduler's asset-triggered retraining."""
-    sys.path.insert(0, str(ROOT))  # the services launcher the tests use too
-    from airflow_provider_rayops.drift.check import count_rows, live_files
+def first_run(services: Any, pipeline: str, plan: dict) -> None:
+    """The run the scheduler starts when the DAG arrives (its latest cron slot), or one triggered
+    here for a pipeline without a schedule; each stage's result printed."""
+    services.wait_for_dag(pipeline, timeout=180)
+    started = time.monotonic()
+    if plan["schedule"]:
+        run_id = services.wait_for_new_run(pipeline, timeout=120)
+        print(f"the scheduler started {run_id} (schedule {plan['schedule']})")
+    else:
+        run_id = services.trigger(pipeline)
+        print(f"no schedule: triggered {run_id}")
+    record = services.wait_for_run(pipeline, run_id, timeout=1200)
+    show_run(services, record)
+    print(f"{pipeline}: {record.state} in {time.monotonic() - started:.1f} s")
+    if record.state != "success":
+        sys.exit(f"demo: {pipeline} failed; task logs under {services.base_log_folder}")
+
+
+def show_run(services: Any, record: Any) -> None:
+    """Each stage's result, in the words of its stage."""
+    for task, ti in record.task_instances.items():
+        if ti.state != "success":
+            print(f"  {task}: {ti.state}")
+            continue
+        result = services.xcom(record.dag_id, record.run_id, task)
+        if task == "deploy.serve" and isinstance(result, dict):
+            steps = ", ".join(
+                f"{s['percent']:g}%: {s['requests']} requests, {s['errors']} errors" for s in result.get("steps") or []
+            )
+            print(
+                f"  deploy:   {result.get('outcome')}, weights {result.get('weights')}" + (f"; canary {steps}" if steps else "")
+            )
+        elif isinstance(result, dict) and task.split(".")[0] in ("ingest", "train", "tune", "evaluate"):
+            print(summarize(result))
+
+
+def drift_loop(services: Any, pipeline: str, url: str, rows: list[dict]) -> None:
+    """Step 5: drifted rows in; the monitor's check; the scheduler's asset-triggered retraining."""
+    import requests
+
     from airflow_provider_rayops.jobs.datasets import make_churn
-    from airflow_provider_rayops.serving.inference_log import log_uri
-    from tests.fixtures.airflow_stack import start_airflow_stack
 
-    step("5. drift: the Airflow services start (api-server, scheduler, dag-processor, triggerer on 127.0.0.1)")
-    services = start_airflow_stack(
-        state / "services",
-        extra_env={"RAYOPS_HOME": str(state), "RAYOPS_CONFIG_DIR": str(ROOT / "dag_configs")},
-        parallelism=2,
+    step(f"5. {pipeline}: drift closes the loop")
+    known = {r["dag_run_id"] for r in services.dag_runs(pipeline)}
+    seen = {r["dag_run_id"] for r in services.dag_runs(f"{pipeline}__monitor") if r["state"] in ("success", "failed")}
+    shifted = make_churn(1000, seed=99, drift=1.0).drop(["churned"]).to_pylist()
+    for start in range(0, len(shifted), 100):
+        requests.post(url + "/", json={"dataframe_records": shifted[start : start + 100]}, timeout=60).raise_for_status()
+    print(f"sent {len(shifted)} rows unlike the training data (tenure shorter, charges and support calls higher) to {url}/")
+    print(f"{pipeline}__monitor: its check finds them in the inference log (it looks every poke_interval)")
+    deadline = time.monotonic() + 900
+    summary = None
+    while summary is None:
+        if time.monotonic() > deadline:
+            sys.exit(f"demo: {pipeline}__monitor found no drift to retrain for; logs under {services.base_log_folder}")
+        for run_info in services.dag_runs(f"{pipeline}__monitor"):
+            if run_info["state"] not in ("success", "failed") or run_info["dag_run_id"] in seen:
+                continue
+            seen.add(run_info["dag_run_id"])
+            found = (
+                services.xcom(f"{pipeline}__monitor", run_info["dag_run_id"], "check") if run_info["state"] == "success" else None
+            )
+            print(f"{pipeline}__monitor {run_info['dag_run_id']}: {run_info['state']}" + ("" if found else " (no retraining)"))
+            summary = summary or found
+        time.sleep(3)
+    print(
+        f"  reasons {summary['reasons']}; drifted columns {summary['drifted_columns']} (share {summary['drift_share']:.2f}); "
+        f"prediction drift {summary['prediction_drift']}"
     )
-    print(f"healthy after {services.startup_seconds:.1f} s; API {services.api_url}, logs under {services.home}")
-    try:
-        services.write_dag("rayops_pipelines.py", (ROOT / "dags" / "rayops_pipelines.py").read_text())
-        for pipeline in pipelines:
-            import requests
-
-            url = endpoints[pipeline]
-            assert url is not None
-            services.wait_for_dag(f"{pipeline}__monitor", timeout=180)
-            champion = requests.get(url + "/-/healthz", timeout=30).json()["champion"]
-            shifted = make_churn(1000, seed=99, drift=1.0).drop(["churned"]).to_pylist()
-            for start in range(0, len(shifted), 100):
-                requests.post(url + "/", json={"dataframe_records": shifted[start : start + 100]}, timeout=60).raise_for_status()
-            print(
-                f"sent {len(shifted)} rows unlike the training data (tenure shorter, charges and support calls higher) to {url}/"
-            )
-            live = log_uri(f"file://{state / 'artifacts'}", pipeline)
-            deadline = time.monotonic() + 60
-            while count_rows(live_files(live, version=str(champion))) < len(shifted) and time.monotonic() < deadline:
-                time.sleep(1)  # the replicas write their log every 10 s
-            known = {r["dag_run_id"] for r in services.dag_runs(pipeline)}
-            check = services.run_dag(f"{pipeline}__monitor", timeout=600)
-            summary = services.xcom(check.dag_id, check.run_id, "check") if check.state == "success" else None
-            print(f"{pipeline}__monitor: {check.state}; check {check.task_instances['check'].state}")
-            if not summary:
-                print(services.task_log(check.dag_id, check.run_id, "check")[-3000:])
-                sys.exit("demo: the monitor found no drift to retrain for")
-            print(
-                f"  reasons: {summary['reasons']}; drifted columns: {summary['drifted_columns']} (share {summary['drift_share']:.2f})"
-            )
-            print(f"  prediction drift: {summary['prediction_drift']}")
-            print(f"  drift report: {summary['report_html_uri']}")
-            retrain_id = services.wait_for_new_run(pipeline, known=known, timeout=120)
-            print(f"{pipeline}: the scheduler started run {retrain_id} on the drift event")
-            traffic = Traffic(url, rows[:1])
-            traffic.start()
-            record = services.wait_for_run(pipeline, retrain_id, timeout=900)
-            traffic.stop.set()
-            print(f"{pipeline}: {record.state}: " + ", ".join(f"{t} {ti.state}" for t, ti in record.task_instances.items()))
-            if record.state != "success":
-                sys.exit("demo: the retraining run failed; see " + str(services.base_log_folder))
-            deployed = services.xcom(pipeline, retrain_id, "deploy.serve")
-            for canary in deployed.get("steps") or []:
-                print(
-                    f"  canary {canary['percent']}%: {canary['requests']} requests, {canary['errors']} errors, p99 {canary['p99_ms']} ms"
-                )
-            print(f"requests sent while it ran, by who answered: {dict(traffic.answers)}")
-            ask(url, rows)
-    finally:
-        services.stop()
+    print(f"  drift report: {summary['report_html_uri']}")
+    retrain_id = services.wait_for_new_run(pipeline, known=known, timeout=120)
+    print(f"{pipeline}: the scheduler started {retrain_id} on the drift event")
+    traffic = Traffic(url, rows[:1])
+    traffic.start()
+    record = services.wait_for_run(pipeline, retrain_id, timeout=1200)
+    traffic.stop.set()
+    show_run(services, record)
+    print(f"{pipeline}: {record.state}; requests sent while it ran, by who answered: {dict(traffic.answers)}")
+    if record.state != "success":
+        sys.exit(f"demo: the retraining run failed; task logs under {services.base_log_folder}")
+    ask(url, rows)
 
 
 if __name__ == "__main__":

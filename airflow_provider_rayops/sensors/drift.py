@@ -288,7 +288,7 @@ class DriftSensor(BaseSensorOperator):
 
         from airflow_provider_rayops.backends import get_backend
         from airflow_provider_rayops.backends.cluster_code import JobCode, prepare_job_code
-        from airflow_provider_rayops.drift.check import monitor_uri
+        from airflow_provider_rayops.drift.check import check_id, monitor_uri
         from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient, RayopsComputeError
         from airflow_provider_rayops.jobs import contracts
         from airflow_provider_rayops.operators.ray_job import compute_profile, job_runtime_env
@@ -304,7 +304,7 @@ class DriftSensor(BaseSensorOperator):
         info = client.get_job(sid)
         if info is None:
             now = dt.datetime.now(dt.UTC)
-            check = f"{now.strftime('%Y%m%dT%H%M%SZ')}-v{champion.version}"
+            check = check_id(now, str(champion.version))
             args = contracts.DriftArgs(
                 reference=reference,
                 current=[f.uri for f in new],

@@ -309,7 +309,7 @@ def test_a_monitor_section_adds_a_monitor_dag_whose_drift_event_starts_the_pipel
     sensor = monitor.get_task("check")
     assert type(sensor).__name__ == "DriftSensor"
     # Between pokes the sensor holds no worker slot; a check that waited it out is skipped, not failed.
-    assert (sensor.mode, sensor.soft_fail, sensor.poke_interval, sensor.timeout) == ("reschedule", True, 300.0, 3600.0)
+    assert (sensor.mode, sensor.soft_fail, sensor.poke_interval, sensor.timeout) == ("reschedule", True, 30.0, 3600.0)
     assert (sensor.lifecycle_dag_id, sensor.registered_model, sensor.champion_alias) == ("churn", "churn", "champion")
     assert sensor.drift["min_rows"] == 500 and sensor.drift["drift_share"] == 0.5 and sensor.cooldown_s == 3600.0
     assert (sensor.current, sensor.reference) == (None, None)  # the inference log against the training split
