@@ -28,6 +28,7 @@ GOOD = ClusterReport(
         "torch": "2.6.0",
         "pyarrow": "21.0.0",
         "numpy": "2.1.0",
+        "scipy": "1.14.1",  # the drift job's tests
         "mlflow": "3.2.0",
         "pydantic": "2.9.0",
     },
