@@ -167,7 +167,8 @@ def count_rows(files: Sequence[LiveFile], *, settings: S3Settings | None = None)
 
 
 def check_id(now: dt.datetime, version: str | None) -> str:
-    return now.strftime("%Y%m%dT%H%M%SZ") + (f"-v{version}" if version else "")
+    # To the microsecond: two checks in one second (a retried poke) never share a report folder.
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + (f"-v{version}" if version else "")
 
 
 def write_report(

@@ -17,6 +17,7 @@ def test_every_job_has_a_contract_naming_its_module():
         "train": "python -m airflow_provider_rayops.jobs.train",
         "tune": "python -m airflow_provider_rayops.jobs.tune",
         "evaluate": "python -m airflow_provider_rayops.jobs.evaluate",
+        "drift": "python -m airflow_provider_rayops.jobs.drift",
     }
 
 
