@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_rayops.config.schema import DriftCorrection as Correction
 from airflow_provider_rayops.drift import methods
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_rayops.storage import S3Settings
 
-CORRECTIONS: tuple[Correction, ...] = get_args(Correction)
 RAYOPS_COLUMNS_PREFIX = "rayops_"
 PREDICTION_COLUMN = "prediction"
 PROBABILITY_PREFIX = "probability_"
