@@ -42,7 +42,6 @@ def monitor_uri(storage_root: str, pipeline: str) -> str:
 class LiveFile:
     uri: str
     mtime_ns: int
-    size: int
 
     @property
     def mark(self) -> tuple[int, str]:
@@ -141,7 +140,7 @@ def live_files(uri: str, *, version: str | None = None, settings: S3Settings | N
         if version is not None and f"-v{version}-" not in name:
             continue
         mtime_ns = int(item.mtime_ns) if item.mtime_ns is not None else 0
-        files.append(LiveFile(uri=file_uri, mtime_ns=mtime_ns, size=int(item.size or 0)))
+        files.append(LiveFile(uri=file_uri, mtime_ns=mtime_ns))
     return sorted(files, key=lambda f: f.mark)
 
 

@@ -153,7 +153,7 @@ class DriftSensor(BaseSensorOperator):
         files = live_files(live, version=None if self.current else version, settings=settings)
         pending = state.pending_job
         if pending:  # a check running as a Ray job: the same rows, whatever arrived since
-            new = [LiveFile(uri=uri, mtime_ns=int(mtime), size=0) for mtime, uri in pending["files"]]
+            new = [LiveFile(uri=uri, mtime_ns=int(mtime)) for mtime, uri in pending["files"]]
             rows = int(pending["rows"])
         else:
             new = state.unjudged(files)
@@ -476,14 +476,15 @@ def verdict(result: Mapping[str, Any] | None) -> str:
 
 
 def _bytes_needed(reference: str, current_rows: int, *, settings: S3Settings | None) -> int:
-    """About what judging takes in memory: 24 bytes a row of each reference column, both sides (see drift/compute.py)."""
+    """About what judging takes in memory: the bytes compute_drift counts per row of each reference column, both sides."""
     import pyarrow.parquet as pq
 
     from airflow_provider_rayops import storage
+    from airflow_provider_rayops.drift.compute import BYTES_PER_VALUE
 
     if not reference.lower().endswith((".parquet", ".pq")):
         return 0  # a folder or CSV reference: judged here, a group of columns at a time
     fs, path = storage.filesystem(reference, settings=settings)
     with fs.open_input_file(path) as handle:
         metadata = pq.ParquetFile(handle).metadata
-    return 24 * (metadata.num_rows + current_rows) * metadata.num_columns
+    return BYTES_PER_VALUE * (metadata.num_rows + current_rows) * metadata.num_columns
