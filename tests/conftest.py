@@ -33,6 +33,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.airflow_stack",
     "tests.fixtures.mlflow",
+    "tests.fixtures.kube_api",
 ]
 
 

@@ -3,8 +3,8 @@
     backend = get_backend({"backend": "local"})      # or a LocalProfile / RayClusterProfile
     endpoint = backend.endpoint()                      # dashboard URL + token, head started if needed
 
-`local` starts or reuses an embedded head; `ray` reads an Airflow connection; `kuberay` is
-refused until it is built. Importing this package imports neither Airflow nor Ray.
+`local` starts or reuses an embedded head; `ray` reads an Airflow connection; `kuberay` creates
+KubeRay resources (backends/kuberay/). Importing this package imports neither Airflow nor Ray.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ def parse_profile(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile 
 def get_backend(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile | KubeRayProfile | None) -> ComputeBackend:
     """The backend for a compute profile (a plain dict as in YAML, or a profile model).
 
-    Raises pydantic.ValidationError for a malformed profile and `hooks.ray_jobs_api.BackendNotAvailable`
-    for a backend this release cannot run (kuberay).
+    Raises pydantic.ValidationError for a malformed profile.
     """
     parsed = parse_profile(profile)
     if isinstance(parsed, LocalProfile):
@@ -46,6 +45,6 @@ def get_backend(profile: Mapping[str, Any] | LocalProfile | RayClusterProfile | 
         from airflow_provider_rayops.backends.ray_cluster import RayClusterBackend
 
         return RayClusterBackend(parsed)
-    from airflow_provider_rayops.backends.kuberay import kuberay_backend
+    from airflow_provider_rayops.backends.kuberay import KubeRayBackend
 
-    return kuberay_backend(parsed)
+    return KubeRayBackend(parsed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # An environment variable name, or a prefix ending in * (never a bare *: that would be everything).
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\*?$"
@@ -123,12 +123,37 @@ class ReplicaRange(_Strict):
     min: int = Field(default=0, ge=0, description="Fewest pods of this group kept running.")
     max: int = Field(default=1, ge=1, description="Most pods of this group the autoscaler may start.")
 
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"replicas.min ({self.min}) is above replicas.max ({self.max})")
+        return self
+
+
+# A Kubernetes object name (RFC 1123 subdomain) and a label key or value.
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+# KubeRay 1.7 (ray-operator/controllers/ray/utils/validation.go) wants RayJob, RayService and RayCluster
+# names to be DNS-1035 labels, a RayCluster's at most 53 characters, and a RayJob's or RayService's at
+# most 47 (the cluster made from it gets a 6-character suffix).
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+RAYCLUSTER_NAME_MAX = 53
+RAYJOB_NAME_MAX = 47
+# A Kubernetes resource quantity, with the pattern of the KubeRay CRDs' resource fields: 2, 500m, 8Gi, 1.5e3.
+QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
 
 class PodResources(_Strict):
     """Resources of one Ray pod (head or worker)."""
 
-    cpu: str | int = Field(default=1, description="CPU request and limit, in Kubernetes quantity form (2, '500m').")
-    memory: str = Field(default="4Gi", description="Memory request and limit, in Kubernetes quantity form ('8Gi').")
+    cpu: Annotated[str, Field(pattern=QUANTITY)] | Annotated[int, Field(ge=1)] = Field(
+        default=1, description="CPU request and limit, in Kubernetes quantity form (2, '500m')."
+    )
+    memory: str = Field(
+        default="4Gi", pattern=QUANTITY, description="Memory request and limit, in Kubernetes quantity form ('8Gi')."
+    )
     gpu: int = Field(default=0, ge=0, description="NVIDIA GPUs per pod (nvidia.com/gpu).")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must land on.")
     tolerations: list[Toleration] = Field(
@@ -139,8 +164,61 @@ class PodResources(_Strict):
 class WorkerGroup(PodResources):
     """One group of identical Ray worker pods."""
 
-    name: str = Field(description="Group name, unique within the profile (used in pod names).")
+    name: str = Field(
+        pattern=DNS_LABEL,
+        description="Group name, unique within the profile (used in pod names: lower case, digits and -).",
+    )
     replicas: ReplicaRange = Field(default_factory=ReplicaRange, description="Autoscaling bounds for this group.")
+
+
+class Cleanup(_Strict):
+    """When KubeRay deletes the Ray cluster of a finished RayJob, and the RayJob itself."""
+
+    after_s: int = Field(
+        default=300,
+        ge=0,
+        le=2**31 - 1,
+        description="Seconds after a job succeeded before its Ray cluster is deleted. Airflow reads the job's last "
+        "log lines and result from the cluster's dashboard when the job ends, so keep it above a minute.",
+    )
+    failed_after_s: int = Field(
+        default=3600,
+        ge=0,
+        le=2**31 - 1,
+        description="Seconds after a job failed (or could not be deployed) before its Ray cluster is deleted: time to look at it.",
+    )
+    delete_job_after_s: int | None = Field(
+        default=86400,
+        ge=0,
+        le=2**31 - 1,
+        description="Seconds after the job ended before the RayJob resource itself is deleted (None: kept until "
+        "someone deletes it). Must not be shorter than after_s and failed_after_s.",
+    )
+    legacy: bool = Field(
+        default=False,
+        description="For KubeRay operators older than 1.6, which lack deletionRules: shutdownAfterJobFinishes with "
+        "ttlSecondsAfterFinished = after_s instead (one delay for every outcome; the RayJob itself is kept).",
+    )
+
+    @model_validator(mode="after")
+    def _job_outlives_its_cluster(self) -> Cleanup:
+        if self.delete_job_after_s is not None and self.delete_job_after_s < max(self.after_s, self.failed_after_s):
+            raise ValueError(
+                "delete_job_after_s must be at least after_s and failed_after_s: KubeRay deletes the cluster before the RayJob"
+            )
+        return self
+
+
+class IncrementalUpgrade(_Strict):
+    """How a RayService moves traffic to a new cluster step by step (upgrade_strategy
+    NewClusterWithIncrementalUpgrade, through the Gateway API)."""
+
+    gateway_class: str = Field(pattern=K8S_NAME, description="The GatewayClass of the gateway controller that splits traffic.")
+    step_percent: int = Field(default=10, ge=1, le=100, description="Share of traffic moved to the new cluster at each step.")
+    interval_s: int = Field(default=30, ge=1, le=2**31 - 1, description="Seconds between two steps.")
+    max_surge_percent: int = Field(
+        default=100, ge=0, le=100, description="Most extra capacity the new cluster may add while traffic moves."
+    )
 
 
 class KubeRayProfile(_Strict):
@@ -150,14 +228,114 @@ class KubeRayProfile(_Strict):
     conn_id: str = Field(
         default="kubernetes_default",
         pattern=CONN_ID,
-        description="Airflow connection of the cncf-kubernetes provider for the target cluster.",
+        description="Airflow connection of the cncf-kubernetes provider for the target cluster (a kubeconfig, or "
+        "in_cluster: true when Airflow runs in that cluster).",
     )
-    namespace: str = Field(default="default", description="Kubernetes namespace of the Ray resources.")
-    image: str = Field(description="Container image with rayops and the pipeline's code (see docker/).")
-    service_account: str | None = Field(default=None, description="Service account for the Ray pods (for S3 or registry access).")
+    namespace: str = Field(default="default", pattern=DNS_LABEL, description="Kubernetes namespace of the Ray resources.")
+    image: str = Field(
+        description="Container image of the Ray pods, with airflow-provider-rayops[jobs] at this very version and the "
+        "pipeline's own modules (see docker/ray.Dockerfile)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="When the kubelet pulls the image."
+    )
+    ray_version: str = Field(
+        default="2.60.0",
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+        description="Ray version inside the image (KubeRay's rayVersion; the autoscaler sidecar matches it).",
+    )
+    service_account: str | None = Field(
+        default=None, pattern=K8S_NAME, description="Service account for the Ray pods (for S3 or registry access)."
+    )
+    secret_env: list[Annotated[str, Field(pattern=K8S_NAME)]] = Field(
+        default_factory=list,
+        description="Kubernetes Secrets whose keys become environment variables of every Ray container (envFrom): "
+        "storage and MLflow credentials on this backend. Airflow connections' secrets are not copied into the "
+        "RayJob, where anyone who can read RayJobs would see them.",
+    )
+    auth: Literal["token", "disabled"] = Field(
+        default="token",
+        description="Ray token authentication of the clusters rayops creates (KubeRay authOptions). token: every "
+        "cluster uses the token in token_secret, which Airflow reads from $RAYOPS_KUBERAY_TOKEN to follow the job.",
+    )
+    token_secret: str = Field(
+        default="rayops-ray-token",
+        pattern=K8S_NAME,
+        description="Secret (key auth_token) holding the Ray token of every cluster; helm/rayops creates it.",
+    )
     head: PodResources = Field(default_factory=PodResources, description="The Ray head pod.")
     worker_groups: list[WorkerGroup] = Field(default_factory=list, description="Ray worker groups; GPUs go here.")
+    autoscaling: bool | None = Field(
+        default=None,
+        description="KubeRay's in-tree Ray autoscaler (enableInTreeAutoscaling); default: on when a worker group's "
+        "replicas.min differs from its replicas.max.",
+    )
+    cluster: str | None = Field(
+        default=None,
+        pattern=DNS_1035,
+        max_length=RAYCLUSTER_NAME_MAX,
+        description="Run every job on this existing long-lived RayCluster (in namespace) instead of a cluster per "
+        "job (RayJob clusterSelector ray.io/cluster); head, worker_groups and cleanup are then not used.",
+    )
+    active_deadline_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Longest a RayJob may run, cluster start included (activeDeadlineSeconds); a task's "
+        "execution_timeout, when shorter, is used instead.",
+    )
+    pre_running_deadline_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Longest from creation until the job runs (preRunningDeadlineSeconds): pods pending on GPU "
+        "nodes that never come fail the job instead of waiting for ever.",
+    )
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Times KubeRay retries a failed job on a new cluster before the RayJob fails (Airflow's "
+        "retries come on top).",
+    )
+    cleanup: Cleanup = Field(default_factory=Cleanup, description="When finished clusters and RayJobs are deleted.")
+    upgrade_strategy: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = Field(
+        default="NewCluster",
+        description="RayService upgradeStrategy for changes the Serve config cannot apply in place (image, pods). "
+        "NewClusterWithIncrementalUpgrade needs the Gateway API CRDs and a gateway controller.",
+    )
+    incremental_upgrade: IncrementalUpgrade | None = Field(
+        default=None, description="Steps of a NewClusterWithIncrementalUpgrade (needed with it, unused otherwise)."
+    )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description=_SCALING_DESCRIPTION)
+
+    @property
+    def autoscaler_on(self) -> bool:
+        """Whether the Ray autoscaler runs: as `autoscaling` says, else when some group may change size."""
+        if self.autoscaling is not None:
+            return self.autoscaling
+        return any(group.replicas.min != group.replicas.max for group in self.worker_groups)
+
+    @model_validator(mode="after")
+    def _one_kind_of_cluster(self) -> KubeRayProfile:
+        names = [group.name for group in self.worker_groups]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"worker group names must be unique; repeated: {', '.join(duplicates)}")
+        if self.cluster is not None and self.worker_groups:
+            raise ValueError("cluster runs jobs on an existing RayCluster: worker_groups cannot be given with it")
+        if self.upgrade_strategy == "NewClusterWithIncrementalUpgrade":
+            if self.incremental_upgrade is None:
+                raise ValueError(
+                    "upgrade_strategy NewClusterWithIncrementalUpgrade needs incremental_upgrade (gateway_class at least)"
+                )
+            if not self.autoscaler_on:
+                raise ValueError(
+                    "upgrade_strategy NewClusterWithIncrementalUpgrade needs the Ray autoscaler (KubeRay refuses it without)"
+                )
+        if self.auth == "token" and tuple(int(p) for p in self.ray_version.split(".")) < (2, 52, 0):
+            raise ValueError(f"auth: token needs Ray 2.52.0 or later (KubeRay refuses it), and ray_version is {self.ray_version}")
+        return self
 
 
 ComputeProfile = Annotated[LocalProfile | RayClusterProfile | KubeRayProfile, Field(discriminator="backend")]

@@ -369,14 +369,9 @@ def _semantic_issues(data: dict, merged: _Merged) -> list[ConfigIssue]:
         issues.append(merged.issue(("compute",), msg))
     elif isinstance(compute, str) and isinstance(profiles[compute], dict):
         backend = profiles[compute].get("backend")
-        if backend in stages.BACKENDS_NOT_YET:
-            issues.append(
-                merged.issue(
-                    ("compute",),
-                    f"compute profile {compute!r} uses backend {backend!r}, which is not available yet: "
-                    f"{stages.BACKENDS_NOT_YET[backend]}",
-                )
-            )
+        for section, why in stages.BACKEND_STAGES_NOT_YET.get(str(backend), {}).items():
+            if data.get(section) is not None:
+                issues.append(merged.issue((section,), f"compute profile {compute!r} uses backend {backend!r}, where {why}"))
     for section, why in stages.NOT_YET.items():
         if data.get(section) is not None:
             issues.append(

@@ -10,8 +10,11 @@ from __future__ import annotations
 # Section -> the work that brings it.
 NOT_YET: dict[str, str] = {}
 
-BACKENDS_NOT_YET: dict[str, str] = {
-    "kuberay": "the KubeRay backend arrives with the KubeRay issue; use a local or ray profile",
+# Backend -> {section: why}: a stage one backend cannot run yet, refused at load on that backend only.
+BACKEND_STAGES_NOT_YET: dict[str, dict[str, str]] = {
+    "kuberay": {
+        "deploy": "serving on KubeRay (a RayService) is not built yet; deploy from a local or ray profile",
+    },
 }
 
 # A stage that only makes sense after another one.

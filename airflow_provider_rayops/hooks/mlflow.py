@@ -62,10 +62,11 @@ class MlflowHook(BaseHook):
             raise ValueError(f"connection {self.mlflow_conn_id!r}: host must be the tracking server URL, e.g. http://mlflow:5000")
         return url
 
-    def job_env(self) -> dict[str, str]:
-        """MLflow's own environment variables for a Ray job. Holds credentials: never log them."""
+    def job_env(self, *, credentials: bool = True) -> dict[str, str]:
+        """MLflow's own environment variables for a Ray job. Holds credentials: never log them.
+        `credentials=False` leaves them out (the job's pods have their own: kuberay's secret_env)."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri()}
-        if self.mlflow_conn_id:
+        if self.mlflow_conn_id and credentials:
             conn = checked(self.get_connection(self.mlflow_conn_id), conn_id=self.mlflow_conn_id, conn_type=self.conn_type)
             if conn.login:
                 env["MLFLOW_TRACKING_USERNAME"] = conn.login

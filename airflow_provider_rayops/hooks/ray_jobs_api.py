@@ -159,6 +159,10 @@ class RayJobFailed(RayopsComputeError):
         )
 
 
+class JobRefused(RayopsComputeError):
+    """The platform refused to run the job as configured (KubeRay's validation): a retry meets the same refusal."""
+
+
 class RayJobTimedOut(RayopsComputeError):
     """The task's time limit ran out while its Ray job still ran; the job was stopped."""
 

@@ -11,6 +11,7 @@ the same settings. Credentials never appear in pipeline YAML.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -72,13 +73,19 @@ class S3StorageHook(BaseHook):
             secure=_as_bool(extra.get("secure"), conn_id=self.s3_conn_id),
         )
 
-    def job_env(self) -> dict[str, str]:
+    def job_env(self, *, credentials: bool = True) -> dict[str, str]:
         """Environment variables that give a Ray job these settings through `S3Settings.from_env()`.
 
         They hold the secret key: pass them as the job's runtime_env env_vars, never log them.
+        `credentials=False` leaves the keys out (the job's pods have their own: kuberay's secret_env).
         Without a connection there is nothing to hand over: the job reads its own environment.
         """
-        return self.get_settings().to_env() if self.s3_conn_id is not None else {}
+        if self.s3_conn_id is None:
+            return {}
+        settings = self.get_settings()
+        if not credentials:
+            settings = dataclasses.replace(settings, access_key=None, secret_key=None)
+        return settings.to_env()
 
     def get_conn(self) -> pyarrow.fs.S3FileSystem:
         """pyarrow's S3 filesystem on these settings, as storage/ builds it (timeouts included).

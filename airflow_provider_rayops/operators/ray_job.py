@@ -17,14 +17,11 @@ resolved in Python just before submission. Strings in it reach the job exactly a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
-import hashlib
 import json
-import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -33,16 +30,20 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
 from pydantic import ValidationError
 
-from airflow_provider_rayops import __version__
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.base import ComputeBackend
 from airflow_provider_rayops.backends.cluster_code import ClusterNotReady, JobCode, prepare_job_code
 from airflow_provider_rayops.backends.code_package import CodeNotShippable
+from airflow_provider_rayops.backends.kuberay import KubeRayBackend
+from airflow_provider_rayops.backends.kuberay.client import ResourceExists, ResourceRefused
+from airflow_provider_rayops.backends.kuberay.manifests import LABEL_OWNER, RAYJOBS, RayJobRequest, ray_job
+from airflow_provider_rayops.backends.kuberay.status import RayJobState
 from airflow_provider_rayops.hooks.ray import RayHook
 from airflow_provider_rayops.hooks.ray_jobs_api import (
     CodeRefused,
     JobAlreadyExists,
     JobInfo,
+    JobRefused,
     JobStatus,
     RayEndpoint,
     RayJobsClient,
@@ -50,20 +51,22 @@ from airflow_provider_rayops.hooks.ray_jobs_api import (
     RayopsComputeError,
 )
 from airflow_provider_rayops.jobs.contracts import JobContract, describe_error
-from airflow_provider_rayops.jobs.runtime import JOB_ARGS_ENV, PROVIDER_VERSION_ENV
 from airflow_provider_rayops.links.ray import XCOM_KEY, RayJobLink, link_xcom_value
+from airflow_provider_rayops.operators.job_spec import JobIdentity, first_try_since_clear, job_runtime_env, submission_id
 from airflow_provider_rayops.operators.run_values import RunValueRefused, resolve_run_values
 from airflow_provider_rayops.triggers.job_outcome import JobOutcome
+from airflow_provider_rayops.triggers.kuberay_job import KubeRayJobTrigger
 from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, RayJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_MAX_READABLE = 96
 _REATTACH = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED)
 # Airflow's trigger timeout fires this long after our own deadline, only if the trigger could not.
 DEFER_GRACE_S = 120.0
+# On kuberay, KubeRay stops a job at activeDeadlineSeconds; the trigger deletes the RayJob itself
+# only this long after, if KubeRay did not.
+KUBERAY_DEADLINE_GRACE_S = 30.0
 
 
 DEFAULT_DEPLOYMENT = "airflow"
@@ -77,80 +80,6 @@ def deployment_id() -> str:
     """This Airflow deployment's name in the Ray jobs it submits: `[rayops] deployment_id`
     (AIRFLOW__RAYOPS__DEPLOYMENT_ID). Set it when several deployments share one Ray cluster."""
     return conf.get("rayops", "deployment_id", fallback=DEFAULT_DEPLOYMENT) or DEFAULT_DEPLOYMENT
-
-
-@dataclasses.dataclass(frozen=True)
-class JobIdentity:
-    """Which task instance, of which Airflow deployment and DAG run, a Ray job belongs to.
-
-    It makes the submission id (`base`) and is recorded in the job's metadata; a job is only
-    re-attached when its metadata says it is ours (`owns`). The DAG run's start time is part
-    of it, so two deployments that both left `deployment_id` at its default still never share
-    a job, and a DAG run cleared and started again gets new ids.
-    """
-
-    deployment: str
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
-    run_started: str = ""
-
-    @classmethod
-    def of(cls, context: Context, *, deployment: str) -> JobIdentity:
-        ti = context["ti"]
-        dag_run = context.get("dag_run")
-        started = getattr(dag_run, "start_date", None)
-        return cls(
-            deployment=deployment,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            run_started=started.isoformat() if started is not None else "",
-        )
-
-    @property
-    def base(self) -> str:
-        """`rayops-<dag>--<task>[--m<map>]--<run>-<hash20>`: readable, cut to a bounded length; the
-        80-bit hash of every field keeps long, similar or other deployments' ids apart."""
-        readable = f"{self.dag_id}--{self.task_id}" + (f"--m{self.map_index}" if self.map_index >= 0 else "")
-        readable = _UNSAFE.sub("_", f"{readable}--{self.run_id}")[:_MAX_READABLE].strip("_.-")
-        digest = hashlib.sha256(json.dumps(dataclasses.astuple(self)).encode()).hexdigest()[:20]
-        return f"rayops-{readable}-{digest}"
-
-    def metadata(self, *, try_number: int) -> dict[str, str]:
-        return {
-            "rayops_deployment": self.deployment,
-            "rayops_dag_id": self.dag_id,
-            "rayops_run_id": self.run_id,
-            "rayops_task_id": self.task_id,
-            "rayops_map_index": str(self.map_index),
-            "rayops_run_started": self.run_started,
-            "rayops_try_number": str(try_number),
-        }
-
-    def owns(self, job: JobInfo) -> bool:
-        """Whether `job` was submitted for this very task instance (metadata, not just the id)."""
-        mine = self.metadata(try_number=0)
-        return all(job.metadata.get(key) == value for key, value in mine.items() if key != "rayops_try_number")
-
-
-def submission_id(base: str, attempt: int) -> str:
-    """The id of the `attempt`-th submission (1, 2, ...) for a task instance."""
-    return f"{base}-{attempt}"
-
-
-def first_try_since_clear(ti: Any, retries: int | None) -> int:
-    """The try number this task instance started at after it was last cleared (1 if never).
-
-    Clearing sets `max_tries = try_number + retries`, so this is Airflow's own formula. A job
-    submitted by an earlier try belongs to a run the user asked to do again: never re-attached.
-    """
-    max_tries = getattr(ti, "max_tries", None)
-    if max_tries is None:
-        return 1
-    return min(max(1, max_tries - (retries or 0) + 1), ti.try_number)
 
 
 class SubmitRayJobOperator(BaseOperator):
@@ -265,6 +194,7 @@ class SubmitRayJobOperator(BaseOperator):
         self.unreachable_timeout = unreachable_timeout
         self._endpoint: RayEndpoint | None = None
         self._submission_id: str | None = None
+        self._kuberay_job: tuple[KubeRayBackend, str] | None = None
 
     # -- execution -----------------------------------------------------------------------
 
@@ -287,6 +217,8 @@ class SubmitRayJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         backend = get_backend(self._profile())
+        if isinstance(backend, KubeRayBackend):
+            return self._execute_on_kuberay(context, backend)
         endpoint = backend.endpoint()
         if endpoint.token:
             # A connection's password is masked by Airflow already; the local head's token is not.
@@ -311,6 +243,10 @@ class SubmitRayJobOperator(BaseOperator):
             unreachable_timeout=self.unreachable_timeout,
             deadline=time.time() + remaining if remaining is not None else None,
         )
+        return self._wait(trigger, remaining)
+
+    def _wait(self, trigger: RayJobTrigger, remaining: float | None) -> dict[str, Any]:
+        """Follow the job to its end: deferred to the triggerer, or in this worker."""
         if self.deferrable:
             # Airflow 3.3 does not apply execution_timeout to deferred time: the trigger stops the
             # job at the deadline itself, and Airflow's trigger timeout is the backstop.
@@ -318,6 +254,89 @@ class SubmitRayJobOperator(BaseOperator):
             self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
         # In the worker, the same follower; Airflow's own timeout calls on_kill, which stops the job.
         return self._finish(asyncio.run(trigger.follow(log=self.log)))
+
+    def _execute_on_kuberay(self, context: Context, backend: KubeRayBackend) -> dict[str, Any]:
+        """Create this task instance's RayJob (or re-attach to the one an earlier try created) and
+        follow it: KubeRay starts the cluster and submits the entrypoint itself."""
+        ti = context["ti"]
+        identity = JobIdentity.of(context, deployment=deployment_id())
+        client = backend.client()
+        first_try = first_try_since_clear(ti, self.retries)
+        attempt, latest = 1, None
+        while (found := client.get(RAYJOBS, identity.resource_name(attempt))) is not None:
+            latest, attempt = RayJobState.of(found), attempt + 1
+        remaining = self._time_left(ti)
+        if latest is not None and latest.labels.get(LABEL_OWNER) != identity.digest:
+            self.log.warning(
+                "RayJob %s/%s has this task's name but not its owner label (%s=%s); not re-attaching",
+                backend.profile.namespace, latest.name, LABEL_OWNER, latest.labels.get(LABEL_OWNER),
+            )  # fmt: skip
+        if (
+            latest is not None
+            and latest.labels.get(LABEL_OWNER) == identity.digest
+            and self._reattach(latest.job_info(), identity, first_try)
+        ):
+            name, sid = latest.name, latest.job_id
+        else:
+            name, sid = identity.resource_name(attempt), submission_id(identity.base, attempt)
+            self._create_ray_job(client, backend, identity, name=name, sid=sid, try_number=ti.try_number, remaining=remaining)
+        self._kuberay_job = (backend, name)
+        self.log.info("RayJob %s/%s runs Ray job %s", backend.profile.namespace, name, sid)
+        trigger = KubeRayJobTrigger(
+            name=name,
+            submission_id=sid,
+            compute=backend.profile_dict(),
+            poll_interval=self.poll_interval,
+            unreachable_timeout=self.unreachable_timeout,
+            # KubeRay enforces activeDeadlineSeconds itself; the trigger deletes the RayJob only if it did not.
+            deadline=time.time() + remaining + KUBERAY_DEADLINE_GRACE_S if remaining is not None else None,
+            task_deadline=remaining is not None,
+        )
+        return self._wait(trigger, remaining)
+
+    def _create_ray_job(
+        self,
+        client: Any,
+        backend: KubeRayBackend,
+        identity: JobIdentity,
+        *,
+        name: str,
+        sid: str,
+        try_number: int,
+        remaining: float | None,
+    ) -> None:
+        if self.code.modules:
+            raise AirflowFailException(
+                f"the kuberay backend runs the image's code and ships nothing: {', '.join(self.code.modules)} must be in "
+                f"the image {backend.profile.image} (see docker/ray.Dockerfile)"
+            )
+        if self.entrypoint_memory is not None:
+            raise AirflowFailException(
+                "entrypoint_memory cannot be set on the kuberay backend: a RayJob reserves CPUs, GPUs and custom "
+                "resources for its driver (entrypoint_num_cpus, entrypoint_num_gpus, entrypoint_resources), not memory"
+            )
+        labels, annotations = identity.kube_marks(try_number=try_number)
+        request = RayJobRequest(
+            name=name,
+            job_id=sid,
+            entrypoint=self.entrypoint,
+            runtime_env=self._runtime_env(credentials=False),
+            metadata=identity.metadata(try_number=try_number),
+            labels=labels,
+            annotations=annotations,
+            entrypoint_num_cpus=self.entrypoint_num_cpus,
+            entrypoint_num_gpus=self.entrypoint_num_gpus,
+            entrypoint_resources=self.entrypoint_resources,
+            deadline_s=int(remaining) + 1 if remaining is not None else None,
+        )
+        try:
+            client.create(RAYJOBS, ray_job(backend.profile, request))
+            self.log.info("Created RayJob %s/%s: %s", backend.profile.namespace, name, self.entrypoint)
+        except ResourceExists:
+            # Another process created the same attempt between our look-up and our create.
+            self.log.info("RayJob %s was created concurrently; re-attaching", name)
+        except ResourceRefused as exc:  # the API server's schema or admission: the profile must change
+            raise AirflowFailException(str(exc)) from None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         """Resume after the trigger; everything needed is in `event` (dag.test() passes nothing else)."""
@@ -327,9 +346,19 @@ class SubmitRayJobOperator(BaseOperator):
         return self._finish(outcome)
 
     def on_kill(self) -> None:
-        """Stop the Ray job this task is waiting for (non-deferrable mode; the trigger handles deferral).
+        """Stop the Ray job this task is waiting for (non-deferrable mode; the trigger handles deferral);
+        on kuberay, delete the RayJob (and with it the cluster KubeRay made for it).
 
         Best effort: the task is being killed either way, so a cluster that does not answer is logged."""
+        if self._kuberay_job is not None:
+            backend, name = self._kuberay_job
+            try:
+                deleted = backend.client().delete(RAYJOBS, name)
+            except RayopsComputeError as exc:
+                self.log.warning("Could not delete RayJob %s (%s); delete it with kubectl", name, exc)
+                return
+            self.log.info("RayJob %s %s", name, "deleted" if deleted else "was already gone")
+            return
         if self._endpoint is None or self._submission_id is None:
             return
         try:
@@ -355,25 +384,8 @@ class SubmitRayJobOperator(BaseOperator):
         attempt, latest = 1, None
         while (info := client.get_job(submission_id(identity.base, attempt))) is not None:
             latest, attempt = info, attempt + 1
-        if latest is not None and not identity.owns(latest):
-            self.log.warning(
-                "Ray job %s has this task's id but not its identity (deployment %r, run %r); not re-attaching",
-                latest.submission_id, latest.metadata.get("rayops_deployment"), latest.metadata.get("rayops_run_id"),
-            )  # fmt: skip
-        elif latest is not None and int(latest.metadata.get("rayops_try_number", "0")) < first_try:
-            self.log.info(
-                "Ray job %s (%s) was submitted before this task was cleared (try %s < %s); submitting a new one",
-                latest.submission_id, latest.status.value, latest.metadata.get("rayops_try_number"), first_try,
-            )  # fmt: skip
-        elif latest is not None and latest.status in _REATTACH:
-            self.log.info(
-                "Re-attaching to Ray job %s (%s) submitted by an earlier try of this task",
-                latest.submission_id,
-                latest.status.value,
-            )
+        if latest is not None and self._reattach(latest, identity, first_try):
             return latest
-        elif latest is not None:
-            self.log.info("Earlier Ray job %s ended %s; submitting a new one", latest.submission_id, latest.status.value)
         sid = submission_id(identity.base, attempt)
         py_modules = self._prepare_code(client, backend)
         try:
@@ -395,6 +407,32 @@ class SubmitRayJobOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         return client.get_job(sid) or JobInfo(submission_id=sid, status=JobStatus.PENDING)
 
+    def _reattach(self, latest: JobInfo, identity: JobIdentity, first_try: int) -> bool:
+        """Whether the latest job with this task instance's id is the one to follow: it is this task
+        instance's (its metadata, not just the id), was submitted by a try since the last clear, and
+        is pending, running or succeeded (it runs once). Says why not in the log."""
+        if not identity.owns(latest):
+            self.log.warning(
+                "Ray job %s has this task's id but not its identity (deployment %r, run %r); not re-attaching",
+                latest.submission_id, latest.metadata.get("rayops_deployment"), latest.metadata.get("rayops_run_id"),
+            )  # fmt: skip
+            return False
+        if int(latest.metadata.get("rayops_try_number", "0")) < first_try:
+            self.log.info(
+                "Ray job %s (%s) was submitted before this task was cleared (try %s < %s); submitting a new one",
+                latest.submission_id, latest.status.value, latest.metadata.get("rayops_try_number"), first_try,
+            )  # fmt: skip
+            return False
+        if latest.status in _REATTACH:
+            self.log.info(
+                "Re-attaching to Ray job %s (%s) submitted by an earlier try of this task",
+                latest.submission_id,
+                latest.status.value,
+            )
+            return True
+        self.log.info("Earlier Ray job %s ended %s; submitting a new one", latest.submission_id, latest.status.value)
+        return False
+
     def _prepare_code(self, client: RayJobsClient, backend: ComputeBackend) -> tuple[str, ...]:
         """Check the cluster can run the job and upload what it lacks; the py_modules URIs to add."""
         try:
@@ -403,10 +441,11 @@ class SubmitRayJobOperator(BaseOperator):
             # A retry would meet the same cluster: the message says what to install or which key to set.
             raise AirflowFailException(str(exc)) from None
 
-    def _runtime_env(self, py_modules: Sequence[str] = ()) -> dict[str, Any]:
+    def _runtime_env(self, py_modules: Sequence[str] = (), *, credentials: bool = True) -> dict[str, Any]:
         return job_runtime_env(
             self.runtime_env,
             py_modules=py_modules,
+            credentials=credentials,
             rayops=self.code.rayops,
             storage_conn_id=self.storage_conn_id,
             mlflow_conn_id=self.mlflow_conn_id if self.with_mlflow else None,
@@ -427,6 +466,8 @@ class SubmitRayJobOperator(BaseOperator):
             result = outcome.raise_for_status()
         except RayJobTimedOut as exc:
             raise AirflowTaskTimeout(str(exc)) from None
+        except JobRefused as exc:  # KubeRay refused the RayJob: the same profile would be refused again
+            raise AirflowFailException(str(exc)) from None
         if self.contract is not None:
             try:
                 result = self.contract.result.model_validate(result).model_dump(mode="json")
@@ -437,40 +478,6 @@ class SubmitRayJobOperator(BaseOperator):
                 ) from None
         self.log.info("Ray job %s succeeded; result: %s", outcome.submission_id, json.dumps(result, sort_keys=True))
         return result
-
-
-def job_runtime_env(
-    base: Mapping[str, Any] | None,
-    *,
-    py_modules: Sequence[str] = (),
-    rayops: bool = True,
-    storage_conn_id: str | None = None,
-    with_mlflow: bool = False,
-    mlflow_conn_id: str | None = None,
-    job_args: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The runtime_env of what rayops runs on Ray (a job, or a Serve application): `base` with the
-    shipped `py_modules`, the provider's version, the storage and MLflow settings of the
-    connections (credentials: never log the result) and the job's arguments."""
-    runtime_env = dict(base or {})
-    if py_modules:
-        runtime_env["py_modules"] = [*py_modules, *(runtime_env.get("py_modules") or [])]
-    env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
-    if rayops:
-        env_vars[PROVIDER_VERSION_ENV] = __version__
-    if storage_conn_id:
-        from airflow_provider_rayops.hooks.s3 import S3StorageHook
-
-        env_vars.update(S3StorageHook(s3_conn_id=storage_conn_id).job_env())
-    if with_mlflow:
-        from airflow_provider_rayops.hooks.mlflow import MlflowHook
-
-        env_vars.update(MlflowHook(mlflow_conn_id=mlflow_conn_id).job_env())
-    if job_args is not None:
-        env_vars[JOB_ARGS_ENV] = json.dumps(job_args, sort_keys=True, default=str)
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
-    return runtime_env
 
 
 def compute_profile(compute: dict[str, Any] | None, ray_conn_id: str | None) -> dict[str, Any]:

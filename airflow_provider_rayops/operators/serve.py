@@ -41,8 +41,9 @@ from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
 from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient
 from airflow_provider_rayops.links.serve import XCOM_KEY, ServeEndpointLink
+from airflow_provider_rayops.operators.job_spec import job_runtime_env
 from airflow_provider_rayops.operators.mlflow_model import _now, _task_label, version_of
-from airflow_provider_rayops.operators.ray_job import compute_profile, job_runtime_env
+from airflow_provider_rayops.operators.ray_job import compute_profile
 from airflow_provider_rayops.registry import aliases, version_tags
 from airflow_provider_rayops.serving.rollout import Rollout, Serving, ServingTarget, judge, percent_weights
 from airflow_provider_rayops.triggers.canary import CanaryHoldTrigger

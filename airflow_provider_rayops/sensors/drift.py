@@ -291,12 +291,21 @@ class DriftSensor(BaseSensorOperator):
         from airflow_provider_rayops.drift.check import check_id, monitor_uri
         from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient, RayopsComputeError
         from airflow_provider_rayops.jobs import contracts
-        from airflow_provider_rayops.operators.ray_job import compute_profile, job_runtime_env
+        from airflow_provider_rayops.operators.job_spec import job_runtime_env
+        from airflow_provider_rayops.operators.ray_job import compute_profile
         from airflow_provider_rayops.triggers.job_outcome import JobOutcome
 
         marks = hashlib.sha256(json.dumps([f.mark for f in new]).encode()).hexdigest()[:12]
         sid = f"rayops-{self.pipeline}--monitor--v{champion.version}-{marks}"
         backend = get_backend(compute_profile(self.compute, self.ray_conn_id))
+        if backend.kind == "kuberay":
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"this check needs about {needed // 2**20} MiB, over monitor.memory_mb, and a check that large runs as a "
+                "Ray job, which on a kuberay profile is not built yet: raise monitor.memory_mb (the Airflow worker "
+                "must have that memory) or monitor from a local or ray profile"
+            )
         endpoint = backend.endpoint()
         client = RayJobsClient(endpoint)
         if state.pending_job:

@@ -11,7 +11,14 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable, JobInfo, JobStatus, RayJobFailed, RayJobTimedOut
+from airflow_provider_rayops.hooks.ray_jobs_api import (
+    BackendNotAvailable,
+    JobInfo,
+    JobRefused,
+    JobStatus,
+    RayJobFailed,
+    RayJobTimedOut,
+)
 from airflow_provider_rayops.jobs.runtime import RESULT_MARKER, parse_result
 
 # How many of a failed job's last log lines travel in the error (and the trigger event).
@@ -22,6 +29,8 @@ MAX_LINE_CHARS = 2000
 ERROR_STATUS = "ERROR"
 # The outcome status when the task's time limit ran out and the job was stopped.
 TIMEOUT_STATUS = "TIMEOUT"
+# The outcome status when the platform refused the job as configured (KubeRay's ValidationFailed).
+REFUSED_STATUS = "REFUSED"
 # A line still without its newline is handed out once it grows past this (bounded memory).
 MAX_PARTIAL_LINE_CHARS = 1 << 20
 
@@ -159,6 +168,8 @@ class JobOutcome:
             return dict(self.result or {})
         if self.status == ERROR_STATUS:
             raise BackendNotAvailable(f"lost track of Ray job {self.submission_id}: {self.message}")
+        if self.status == REFUSED_STATUS:
+            raise JobRefused(f"Ray job {self.submission_id} was refused: {self.message}")
         if self.status == TIMEOUT_STATUS:
             raise RayJobTimedOut(
                 submission_id=self.submission_id, message=self.message, last_log_lines=self.last_log_lines,

@@ -1,4 +1,4 @@
-"""One interface, a backend per compute profile; kuberay is refused, not faked."""
+"""One interface, a backend per compute profile."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from airflow_provider_rayops.backends import get_backend
 from airflow_provider_rayops.backends.embedded_head import default_state_dir
+from airflow_provider_rayops.backends.kuberay import KubeRayBackend
 from airflow_provider_rayops.backends.local import LocalBackend
 from airflow_provider_rayops.backends.ray_cluster import RayClusterBackend
 from airflow_provider_rayops.hooks.ray_jobs_api import BackendNotAvailable
@@ -27,12 +28,12 @@ def test_a_ray_profile_names_its_connection():
     assert backend.profile_dict() == {"backend": "ray", "conn_id": "dev_cluster"}
 
 
-def test_the_kuberay_profile_is_refused_with_a_clear_message():
-    with pytest.raises(BackendNotAvailable) as err:
-        get_backend(KUBERAY)
-    assert str(err.value) == (
-        "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
-    )
+def test_a_kuberay_profile_has_no_dashboard_before_its_rayjob_exists():
+    backend = get_backend(KUBERAY)
+    assert isinstance(backend, KubeRayBackend)
+    assert backend.profile_dict() == KUBERAY
+    with pytest.raises(BackendNotAvailable, match="each job is a RayJob with a cluster of its own"):
+        backend.endpoint()
 
 
 def test_a_malformed_profile_is_a_validation_error():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow_provider_rayops.config.loader import load_config_dir, load_defaults, load_pipeline
 
-from .conftest import MINIMAL, errors_of
+from .conftest import MINIMAL, errors_of, load
 
 
 def test_valid_minimal_pipeline_loads_with_defaults(write, config_dir):
@@ -92,12 +92,13 @@ def test_unknown_compute_profile_suggests_a_known_one(write):
     assert errors_of(path) == [f"{path}:5:1: compute: unknown compute profile 'dev-clustr'; did you mean 'dev-cluster'?"]
 
 
-def test_kuberay_profile_is_refused_until_its_backend_exists(write):
-    path = write("p.yaml", MINIMAL + "compute: kuberay-gpu\n")
-    assert errors_of(path) == [
-        f"{path}:5:1: compute: compute profile 'kuberay-gpu' uses backend 'kuberay', which is not available yet: "
-        "the KubeRay backend arrives with the KubeRay issue; use a local or ray profile"
-    ]
+def test_a_kuberay_profile_loads_but_serving_on_it_is_refused_until_it_is_built(write):
+    load(write("p.yaml", MINIMAL + "compute: kuberay-gpu\n"))  # no error
+    path = write("q.yaml", MINIMAL + "compute: kuberay-gpu\ndeploy: {}\n")
+    assert (
+        f"{path}:6:1: deploy: compute profile 'kuberay-gpu' uses backend 'kuberay', where serving on KubeRay "
+        "(a RayService) is not built yet; deploy from a local or ray profile"
+    ) in errors_of(path)
 
 
 def test_monitor_needs_a_champion_to_watch(write):

@@ -439,21 +439,6 @@ def test_the_ray_backend_submits_through_an_airflow_connection(airflow_db, ray_h
     assert ti.xcom_pull(task_ids="remote", key="ray_job")["dashboard_url"] == ray_head.dashboard_url
 
 
-def test_a_kuberay_profile_fails_the_task_with_a_clear_message(airflow_db):
-    _, ti, exceptions = _run_one(
-        "rayops_test_kuberay",
-        task_id="k8s",
-        entrypoint="python -m anything",
-        compute={"backend": "kuberay", "image": "ghcr.io/acme/rayops:1"},
-    )
-    assert ti.state == "failed"
-    (error,) = exceptions
-    assert isinstance(error, BackendNotAvailable)
-    assert str(error) == (
-        "the kuberay backend is not available yet: it arrives with the KubeRay issue; use a local or ray profile"
-    )
-
-
 # -- job contracts ---------------------------------------------------------------------------
 
 
