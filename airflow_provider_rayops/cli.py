@@ -30,7 +30,14 @@ from airflow_provider_rayops.config.loader import (
 from airflow_provider_rayops.config.schema import DriftCorrection, DriftMethod, PipelineSpec
 from airflow_provider_rayops.config.yaml_source import load_yaml
 from airflow_provider_rayops.factory.loader import config_dir_from_env
-from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PlannedTask, job_code, plan_pipeline
+from airflow_provider_rayops.factory.plan import (
+    REGISTRY_OPERATORS,
+    PipelinePlan,
+    PlannedTask,
+    job_code,
+    pipeline_runtime_env,
+    plan_pipeline,
+)
 from airflow_provider_rayops.operators.run_values import preview_run_values
 
 
@@ -169,6 +176,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     plan = plan_pipeline(loaded)
+    if args.backend == "kuberay":
+        return _render_kuberay(plan, args.compute)
     params = {p.name: p.default for p in plan.params}
     out: dict[str, Any] = {
         "dag_id": plan.dag_id,
@@ -194,6 +203,60 @@ def cmd_render(args: argparse.Namespace) -> int:
         for key, value in (task.get("submission") or task.get("arguments") or {}).items():
             if value is not None:
                 print(f"  {key}: {json.dumps(value)}")
+    return 0
+
+
+def _render_kuberay(plan: PipelinePlan, compute: str | None) -> int:
+    """The RayJob each job task of a run with default params creates, as YAML documents (`kubectl
+    apply -f` takes them as they are). Values known only at run time show as <placeholders>."""
+    import yaml
+
+    from airflow_provider_rayops.backends.kuberay.manifests import RayJobRequest, ray_job
+    from airflow_provider_rayops.config.compute import KubeRayProfile
+    from airflow_provider_rayops.operators.job_spec import JobIdentity, job_runtime_env, submission_id
+
+    spec = plan.spec
+    kuberay = {name: p for name, p in spec.compute_profiles.items() if isinstance(p, KubeRayProfile)}
+    name = compute or (spec.compute if spec.compute in kuberay else next(iter(sorted(kuberay)), None))
+    if name not in kuberay:
+        known = ", ".join(sorted(kuberay)) or "none"
+        print(
+            f"rayops render: no kuberay compute profile {name!r} for {spec.pipeline} (kuberay profiles: {known})", file=sys.stderr
+        )
+        return 1
+    profile = kuberay[name]
+    if plan.code.modules:
+        print(
+            f"rayops render: {spec.pipeline}'s training code ({', '.join(plan.code.modules)}) must be in the image "
+            f"{profile.image}: the kuberay backend ships nothing",
+            file=sys.stderr,
+        )
+    docs = []
+    for task in plan.tasks:
+        sub = task.submission
+        if sub is None:
+            continue
+        identity = JobIdentity(deployment="<deployment_id>", dag_id=plan.dag_id, run_id="<run_id>", task_id=task.full_id)
+        labels, annotations = identity.kube_marks(try_number=1)
+        request = RayJobRequest(
+            name=identity.resource_name(1),
+            job_id=submission_id(identity.base, 1),
+            entrypoint=sub.entrypoint,
+            runtime_env=job_runtime_env(pipeline_runtime_env(spec) or None, job_args=preview_run_values(sub.job_args)),
+            metadata=identity.metadata(try_number=1),
+            labels=labels,
+            annotations=annotations,
+            entrypoint_num_cpus=sub.entrypoint_num_cpus,
+            entrypoint_num_gpus=sub.entrypoint_num_gpus,
+            entrypoint_resources=sub.entrypoint_resources,
+            deadline_s=task.timeout_s,
+        )
+        docs.append(ray_job(profile, request))
+    print(f"# {plan.dag_id} on compute profile {name!r} (kuberay): one RayJob per job task, as the first try of a run")
+    print("# creates it. At run time the run's id and start, the deployment id and the name's hash are filled in,")
+    print("# and the job gets the non-secret settings of the storage and tracking connections; their")
+    print(f"# credentials reach the pods only through the profile's secret_env ({', '.join(profile.secret_env) or 'none set'}).")
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
     return 0
 
 
@@ -401,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="show a pipeline's task graph and Ray job submissions")
     p.add_argument("pipeline")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--backend",
+        choices=("kuberay",),
+        default=None,
+        help="print the exact Kubernetes manifests instead: the RayJob of each job task (YAML)",
+    )
+    p.add_argument(
+        "--compute",
+        default=None,
+        metavar="PROFILE",
+        help="with --backend kuberay: the kuberay profile to render for (default: the pipeline's, or the first one defined)",
+    )
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("rollback", help="put a pipeline endpoint's previous model version back at 100%% in one step")
     p.add_argument("pipeline")

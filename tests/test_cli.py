@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from airflow_provider_rayops import cli
+from tests.fixtures import kuberay_crds
+from tests.fixtures.kube_api import _kuberay_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 RAYOPS = str(Path(sys.executable).parent / "rayops")
@@ -51,7 +54,7 @@ def run_console_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_validate_passes_on_the_shipped_configs(run):
     proc = run("validate")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "1 pipeline(s) valid, 0 file(s) with 0 error(s)"
+    assert proc.stdout.strip() == "2 pipeline(s) valid, 0 file(s) with 0 error(s)"
 
 
 def test_validate_prints_every_error_as_file_line_col_and_exits_1(run, tmp_path):
@@ -127,10 +130,42 @@ def test_render_shows_the_exact_job_submissions(run):
     assert args["snapshot_root"] == f"file://{ROOT}/.rayops/artifacts/snapshots/churn"
 
 
+def test_render_for_kuberay_prints_the_rayjobs_kubernetes_would_accept(run):
+    proc = run("render", "churn_gpu", "--backend", "kuberay")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("# churn_gpu on compute profile 'kuberay-gpu' (kuberay)")
+    docs = list(yaml.safe_load_all(proc.stdout))
+    assert [d["spec"]["entrypoint"] for d in docs] == [
+        "python -m airflow_provider_rayops.jobs.ingest",
+        "python -m airflow_provider_rayops.jobs.train",
+        "python -m airflow_provider_rayops.jobs.evaluate",
+    ]
+    for doc in docs:
+        kuberay_crds.validate(doc)
+        assert _kuberay_validation(doc) is None
+    train = docs[1]
+    args = json.loads(yaml.safe_load(train["spec"]["runtimeEnvYAML"])["env_vars"]["RAYOPS_JOB_ARGS"])
+    assert args["scaling"] == {"num_workers": 2, "use_gpu": True, "resources_per_worker": {}}
+    (gpu,) = train["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert train["spec"]["activeDeadlineSeconds"] == 86400  # the train stage's timeout (a day by default)
+
+
+def test_render_for_kuberay_of_a_local_pipeline_uses_a_kuberay_profile_or_names_them(run):
+    proc = run("render", "churn", "--backend", "kuberay")
+    assert proc.returncode == 0, proc.stderr
+    assert "on compute profile 'kuberay-gpu' (kuberay)" in proc.stdout
+    proc = run("render", "churn", "--backend", "kuberay", "--compute", "dev-cluster")
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip() == "rayops render: no kuberay compute profile 'dev-cluster' for churn (kuberay profiles: kuberay-gpu)"
+    )
+
+
 def test_render_of_an_unknown_pipeline_names_the_known_ones(run):
     proc = run("render", "nope")
     assert proc.returncode == 1
-    assert proc.stderr.strip().endswith("no pipeline 'nope' in dag_configs; known: churn")
+    assert proc.stderr.strip().endswith("no pipeline 'nope' in dag_configs; known: churn, churn_gpu")
 
 
 def _project_with(tmp_path: Path, train: str) -> Path:

@@ -138,4 +138,4 @@ def test_rayops_validate_runs_in_the_core_install(core_venv, tmp_path):
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 pipeline(s) valid" in proc.stdout
+    assert "2 pipeline(s) valid" in proc.stdout

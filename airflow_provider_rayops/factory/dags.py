@@ -12,7 +12,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTrigg
 from airflow_provider_rayops.config.errors import ConfigError
 from airflow_provider_rayops.config.loader import LoadedPipeline
 from airflow_provider_rayops.config.schema import PipelineSpec, parse_duration
-from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, plan_pipeline
+from airflow_provider_rayops.factory.plan import REGISTRY_OPERATORS, PipelinePlan, pipeline_runtime_env, plan_pipeline
 from airflow_provider_rayops.operators import mlflow_model, serve
 from airflow_provider_rayops.operators.config_error import ConfigErrorOperator
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
@@ -51,7 +51,7 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
         # are still validated against these schemas (tests/factory/test_dags.py).
         dag.params.update({p.name: Param(p.default, description=p.description, **p.schema) for p in plan.params})
         compute = spec.profile.model_dump(mode="json")
-        job_env = _job_env(plan.spec)
+        job_env = pipeline_runtime_env(plan.spec)
         tasks: dict[str, BaseOperator] = {}
         groups: dict[str, TaskGroup] = {}
         for planned in plan.tasks:
@@ -110,20 +110,9 @@ def build_pipeline_dag(loaded: LoadedPipeline) -> DAG:
     return dag
 
 
-def _job_env(spec: PipelineSpec) -> dict[str, object]:
-    """The pipeline's runtime_env (pip, env_vars) as Ray takes it."""
-    runtime_env = spec.runtime_env
-    job_env: dict[str, object] = {}
-    if runtime_env.pip:
-        job_env["pip"] = list(runtime_env.pip)
-    if runtime_env.env_vars:
-        job_env["env_vars"] = {name: _env_value(value) for name, value in runtime_env.env_vars.items()}
-    return job_env
-
-
 def _serve_arguments(plan: PipelinePlan) -> dict[str, object]:
     """Where the endpoint runs: the cluster the jobs run on, with their runtime_env."""
-    return {"compute": plan.spec.profile.model_dump(mode="json"), "runtime_env": _job_env(plan.spec) or None}
+    return {"compute": plan.spec.profile.model_dump(mode="json"), "runtime_env": pipeline_runtime_env(plan.spec) or None}
 
 
 def rollback_dag_id(pipeline_dag_id: str) -> str:
@@ -245,7 +234,7 @@ def build_monitor_dag(loaded: LoadedPipeline) -> DAG | None:
             cooldown_s=parse_duration(monitor.cooldown),
             # Where a check larger than memory_mb runs as a Ray job: the cluster of the pipeline's jobs.
             compute=spec.profile.model_dump(mode="json"),
-            runtime_env=_job_env(spec) or None,
+            runtime_env=pipeline_runtime_env(spec) or None,
             poke_interval=parse_duration(monitor.poke_interval),
             timeout=parse_duration(monitor.wait),
             outlets=[drift_asset(spec.pipeline)],
@@ -292,11 +281,6 @@ def _lifecycle_schedule(spec: PipelineSpec) -> object:
     if isinstance(schedule, CronTriggerTimetable):
         return AssetOrTimeSchedule(timetable=schedule, assets=asset)
     return asset  # no cron (or @once / @continuous): drift alone starts retraining
-
-
-def _env_value(value: object) -> str:
-    """A YAML scalar as an environment variable's text (true -> "true", as a shell user writes it)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _schedule(schedule: str | None) -> str | CronTriggerTimetable | None:

@@ -110,6 +110,22 @@ class PipelinePlan:
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
+def pipeline_runtime_env(spec: PipelineSpec) -> dict[str, object]:
+    """The pipeline's runtime_env (pip, env_vars) as Ray takes it."""
+    runtime_env = spec.runtime_env
+    env: dict[str, object] = {}
+    if runtime_env.pip:
+        env["pip"] = list(runtime_env.pip)
+    if runtime_env.env_vars:
+        env["env_vars"] = {name: _env_value(value) for name, value in runtime_env.env_vars.items()}
+    return env
+
+
+def _env_value(value: object) -> str:
+    """A YAML scalar as an environment variable's text (true -> "true", as a shell user writes it)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def plan_pipeline(loaded: LoadedPipeline) -> PipelinePlan:
     spec = loaded.spec
     params: list[RunParam] = []

@@ -35,7 +35,8 @@ def configs(tmp_path: Path) -> Path:
 def test_dags_folder_loads_with_zero_import_errors():
     bag = dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["churn", "churn__monitor", "churn__rollback"]
+    assert sorted(bag.dag_ids) == ["churn", "churn__monitor", "churn__rollback", "churn_gpu"]
+    assert bag.get_dag("churn_gpu").is_paused_upon_creation is True  # it needs a Kubernetes cluster
 
 
 def test_example_pipeline_yields_the_expected_task_graph():
@@ -82,7 +83,7 @@ def test_a_broken_config_becomes_a_visible_dag_and_hides_no_other(configs, monke
     (configs / "fraud.yaml").write_text("pipeline: fraud\ndata:\n  source: file://x.csv\n  targt: y\n")
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__monitor", "churn__rollback"]
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__monitor", "churn__rollback", "churn_gpu"]
     broken = bag.get_dag("broken__fraud")
     assert "config-error" in broken.tags
     assert f"{configs / 'fraud.yaml'}:4:3: data.targt: unknown key 'targt'; did you mean 'target'?" in broken.doc_md
@@ -96,7 +97,7 @@ def test_a_hostile_config_is_its_own_broken_dag(configs, monkeypatch):
     (configs / "latin1.yaml").write_bytes(b"pipeline: x\ndescription: caf\xe9\n")
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__bomb", "broken__latin1", "churn", "churn__monitor", "churn__rollback"]
+    assert sorted(bag.dag_ids) == ["broken__bomb", "broken__latin1", "churn", "churn__monitor", "churn__rollback", "churn_gpu"]
     assert "expands to more than 100,000 values" in bag.get_dag("broken__bomb").doc_md
     assert f"{configs / 'latin1.yaml'}:2:17: not UTF-8: byte 0xe9" in bag.get_dag("broken__latin1").doc_md
 
@@ -177,7 +178,7 @@ def test_a_deploy_section_serves_the_version_before_it_becomes_champion_and_adds
     )
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["churn", "churn__rollback"]  # the monitor section went with the rest
+    assert sorted(bag.dag_ids) == ["churn", "churn__rollback", "churn_gpu"]  # the monitor section went with the rest
     dag = bag.get_dag("churn")
     serve = dag.get_task("deploy.serve")
     assert type(serve).__name__ == "DeployRayServeOperator"
@@ -294,7 +295,7 @@ def test_a_pipeline_whose_dag_cannot_be_built_becomes_a_broken_dag_and_hides_no_
     monkeypatch.setattr(factory_dags, "build_pipeline_dag", build)
     bag = dagbag(configs, monkeypatch)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__monitor", "churn__rollback"]
+    assert sorted(bag.dag_ids) == ["broken__fraud", "churn", "churn__monitor", "churn__rollback", "churn_gpu"]
     doc = bag.get_dag("broken__fraud").doc_md
     assert f"{configs / 'fraud.yaml'}:1:1: building the DAG failed: RuntimeError: a bug in the factory" in doc
 
