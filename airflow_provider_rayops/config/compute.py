@@ -304,6 +304,13 @@ class KubeRayProfile(_Strict):
         description="RayService upgradeStrategy for changes the Serve config cannot apply in place (image, pods). "
         "NewClusterWithIncrementalUpgrade needs the Gateway API CRDs and a gateway controller.",
     )
+    serve_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+$",
+        description="Where Airflow (and the demo client) reach an endpoint's Serve proxy, e.g. through an ingress: "
+        "http(s)://host[:port]. Default: the RayService's serve Service, "
+        "http://<service>-serve-svc.<namespace>.svc.cluster.local:<http_port>, reachable from inside the cluster.",
+    )
     incremental_upgrade: IncrementalUpgrade | None = Field(
         default=None, description="Steps of a NewClusterWithIncrementalUpgrade (needed with it, unused otherwise)."
     )

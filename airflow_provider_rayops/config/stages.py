@@ -11,11 +11,7 @@ from __future__ import annotations
 NOT_YET: dict[str, str] = {}
 
 # Backend -> {section: why}: a stage one backend cannot run yet, refused at load on that backend only.
-BACKEND_STAGES_NOT_YET: dict[str, dict[str, str]] = {
-    "kuberay": {
-        "deploy": "serving on KubeRay (a RayService) is not built yet; deploy from a local or ray profile",
-    },
-}
+BACKEND_STAGES_NOT_YET: dict[str, dict[str, str]] = {}
 
 # A stage that only makes sense after another one.
 REQUIRES: dict[str, str] = {

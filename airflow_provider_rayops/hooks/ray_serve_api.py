@@ -56,6 +56,10 @@ class RayServeClient:
         """Replace every application on the cluster by those of `config` (Serve starts if needed)."""
         self._request("PUT", body=config)
 
+    def proxy_url(self, port: int) -> str:
+        """Where the cluster's Serve proxies answer: the dashboard's host, at `port`."""
+        return proxy_url(self.endpoint.dashboard_url, port)
+
 
 def proxy_url(dashboard_url: str, port: int) -> str:
     """The Serve proxy on the dashboard's host: `http://<host>:<port>`."""

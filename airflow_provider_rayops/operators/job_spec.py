@@ -84,7 +84,7 @@ class JobIdentity:
     def kube_marks(self, *, try_number: int) -> tuple[dict[str, str], dict[str, str]]:
         """(labels, annotations) of a KubeRay resource this task instance creates: the owner digest
         and deployment as labels (what a label value can hold), every field as an annotation."""
-        labels = {LABEL_OWNER: self.digest, LABEL_DEPLOYMENT: _label_value(self.deployment)}
+        labels = {LABEL_OWNER: self.digest, LABEL_DEPLOYMENT: label_value(self.deployment)}
         annotations = {f"{ANNOTATION_PREFIX}{key.removeprefix('rayops_').replace('_', '-')}": value
                        for key, value in self.metadata(try_number=try_number).items()}  # fmt: skip
         return labels, annotations
@@ -106,7 +106,7 @@ class JobIdentity:
         return all(job.metadata.get(key) == value for key, value in mine.items() if key != "rayops_try_number")
 
 
-def _label_value(text: str) -> str:
+def label_value(text: str) -> str:
     """`text` as a Kubernetes label value: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
     return _NOT_LABEL.sub("_", text)[:63].strip("_.-") or "none"
 

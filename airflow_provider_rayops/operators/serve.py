@@ -35,13 +35,15 @@ from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.backends import get_backend, parse_profile
 from airflow_provider_rayops.backends.cluster_code import ClusterNotReady, JobCode, prepare_job_code
 from airflow_provider_rayops.backends.code_package import CodeNotShippable
+from airflow_provider_rayops.backends.kuberay import KubeRayBackend
+from airflow_provider_rayops.backends.kuberay.manifests import LABEL_PIPELINE, service_name
 from airflow_provider_rayops.backends.local import LocalBackend
 from airflow_provider_rayops.config.schema import parse_duration
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
 from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient
 from airflow_provider_rayops.links.serve import XCOM_KEY, ServeEndpointLink
-from airflow_provider_rayops.operators.job_spec import job_runtime_env
+from airflow_provider_rayops.operators.job_spec import job_runtime_env, label_value
 from airflow_provider_rayops.operators.mlflow_model import _now, _task_label, version_of
 from airflow_provider_rayops.operators.ray_job import compute_profile
 from airflow_provider_rayops.registry import aliases, version_tags
@@ -330,6 +332,8 @@ class DeployRayServeOperator(BaseOperator):
 
     def _rollout(self, *, with_code: bool) -> Rollout:
         backend = get_backend(compute_profile(self.compute, self.ray_conn_id))
+        if isinstance(backend, KubeRayBackend):
+            return self._rollout_on_kuberay(backend)
         endpoint = backend.endpoint()
         if endpoint.token:
             mask_secret(endpoint.token)
@@ -363,6 +367,33 @@ class DeployRayServeOperator(BaseOperator):
             runtime_env=runtime_env,
         )
         return Rollout(RayServeClient(endpoint), target, log=self.log.info, ready_timeout_s=self.ready_timeout)
+
+    def _rollout_on_kuberay(self, backend: KubeRayBackend) -> Rollout:
+        """The endpoint as a RayService (backends/kuberay/serve.py): its pods run the profile's image,
+        so nothing is shipped, and the connections' credentials come from the profile's secret_env."""
+        from airflow_provider_rayops.backends.kuberay.serve import RayServiceServe
+
+        runtime_env = job_runtime_env(
+            self.runtime_env,
+            storage_conn_id=self.storage_conn_id,
+            with_mlflow=True,
+            mlflow_conn_id=self.mlflow_conn_id,
+            credentials=False,
+        )
+        target = ServingTarget(
+            app=self.app,
+            route_prefix=self.route_prefix,
+            registered_model=self.registered_model,
+            http_port=self.http_port,
+            http_host="0.0.0.0",  # inside the pod: the serve Service routes to it
+            batch=self.batch,
+            replicas=self.replicas,
+            sticky_header=self.sticky_header,
+            inference_log=self.inference_log,
+            runtime_env=runtime_env,
+        )
+        client = RayServiceServe(backend, service_name(self.app), labels={LABEL_PIPELINE: label_value(self.app)})
+        return Rollout(client, target, log=self.log.info, ready_timeout_s=self.ready_timeout)
 
     def _done(
         self,

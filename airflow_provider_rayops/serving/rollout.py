@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient, ServeNotAvailable, proxy_url
+from airflow_provider_rayops.hooks.ray_jobs_api import RayEndpoint
+from airflow_provider_rayops.hooks.ray_serve_api import ServeNotAvailable
 from airflow_provider_rayops.serving.config import (
     HEALTH_PATH,
     ROUTER,
@@ -95,12 +96,23 @@ def judge(stats: Mapping[str, Any] | None, *, max_error_rate: float, max_p99_ms:
     return None
 
 
+class ServeClient(Protocol):
+    """Where a rollout reads and writes the cluster's Serve config: the Serve REST API of a Ray
+    cluster (hooks.ray_serve_api.RayServeClient) or a KubeRay RayService (backends/kuberay/serve.py)."""
+
+    endpoint: RayEndpoint
+
+    def details(self) -> dict[str, Any]: ...
+    def put(self, config: Mapping[str, Any]) -> None: ...
+    def proxy_url(self, port: int) -> str: ...
+
+
 class Rollout:
     """The endpoint of one pipeline on one cluster."""
 
     def __init__(
         self,
-        client: RayServeClient,
+        client: ServeClient,
         target: ServingTarget,
         *,
         log: Callable[[str], None] = print,
@@ -134,7 +146,7 @@ class Rollout:
         # Serve keeps the port it started with; before it runs, the port this will start it with.
         http = (details.get("http_options") or {}) if details["applications"] else {}
         port = int(http.get("port") or self.target.http_port)
-        return proxy_url(self.client.endpoint.dashboard_url, port) + self.target.route_prefix.rstrip("/")
+        return self.client.proxy_url(port) + self.target.route_prefix.rstrip("/")
 
     def stats(self, window_s: float) -> dict[str, Any]:
         """The router's per-version summary of the last `window_s` seconds (GET /-/stats)."""

@@ -92,15 +92,6 @@ def test_unknown_compute_profile_suggests_a_known_one(write):
     assert errors_of(path) == [f"{path}:5:1: compute: unknown compute profile 'dev-clustr'; did you mean 'dev-cluster'?"]
 
 
-def test_a_kuberay_profile_loads_but_serving_on_it_is_refused_until_it_is_built(write):
-    load(write("p.yaml", MINIMAL + "compute: kuberay-gpu\n"))  # no error
-    path = write("q.yaml", MINIMAL + "compute: kuberay-gpu\ndeploy: {}\n")
-    assert (
-        f"{path}:6:1: deploy: compute profile 'kuberay-gpu' uses backend 'kuberay', where serving on KubeRay "
-        "(a RayService) is not built yet; deploy from a local or ray profile"
-    ) in errors_of(path)
-
-
 def test_monitor_needs_a_champion_to_watch(write):
     path = write("p.yaml", MINIMAL + "monitor:\n  current: file://live/\n")
     assert errors_of(path) == [f"{path}:5:1: monitor: the monitor stage needs a promote section"]

@@ -12,13 +12,15 @@ No Airflow and no Kubernetes client here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from airflow_provider_rayops.config.compute import KubeRayProfile, PodResources, WorkerGroup
+from airflow_provider_rayops.config.compute import RAYJOB_NAME_MAX, KubeRayProfile, PodResources, WorkerGroup
 
 GROUP = "ray.io"
 VERSION = "v1"
@@ -115,8 +117,8 @@ def ray_service(
         "serveConfigV2": serve_config_yaml(serve_config),
         "rayClusterConfig": ray_cluster_spec(profile, serve=True),
     }
-    if profile.upgrade_strategy != "NewCluster":  # KubeRay's default; left out so the manifest stays minimal
-        spec["upgradeStrategy"] = {"type": profile.upgrade_strategy}
+    # Always written (NewCluster is KubeRay's default): an update of the spec then never keeps an old strategy.
+    spec["upgradeStrategy"] = {"type": profile.upgrade_strategy}
     if profile.upgrade_strategy == "NewClusterWithIncrementalUpgrade" and profile.incremental_upgrade is not None:
         steps = profile.incremental_upgrade
         spec["upgradeStrategy"]["clusterUpgradeOptions"] = {
@@ -131,6 +133,19 @@ def ray_service(
         "metadata": _metadata(name, profile, labels or {}, annotations or {}),
         "spec": spec,
     }
+
+
+def service_name(app: str) -> str:
+    """The RayService of the Serve application `app`: a DNS-1035 label of at most 47 characters
+    (KubeRay's limit), the same for every deploy of the endpoint."""
+    readable = re.sub(r"[^a-z0-9]+", "-", app.lower()).strip("-")
+    digest = hashlib.sha256(app.encode()).hexdigest()[:6]
+    if readable == app and len(readable) <= RAYJOB_NAME_MAX and readable[:1].isalpha():
+        return readable  # already a valid name: kept as the user wrote it
+    readable = readable[: RAYJOB_NAME_MAX - len(digest) - 1].strip("-")
+    if not readable[:1].isalpha():
+        readable = ("s" + readable)[: RAYJOB_NAME_MAX - len(digest) - 1].strip("-")
+    return f"{readable}-{digest}"
 
 
 def serve_config_yaml(serve_config: Mapping[str, Any]) -> str:
