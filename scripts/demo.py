@@ -2,7 +2,9 @@
 
 What it does, in order, printing each step:
   1. generates the seeded example data (data/churn.parquet) if it is not there; nothing is downloaded;
-  2. validates every config with `rayops validate`;
+  2. validates every config with `rayops validate`; a pipeline on a kuberay profile (churn_gpu)
+     needs a Kubernetes cluster this machine does not have: its RayJobs are printed instead
+     (`rayops render --backend kuberay`), each checked against KubeRay v1.7's CRDs, and it is not run;
   3. starts Airflow's services on 127.0.0.1 (api-server, scheduler, dag-processor, triggerer; a
      fresh SQLite database under .rayops/services) with the project's DAG file; the pipelines
      arrive unpaused (`paused_upon_creation: false` in defaults.yaml);
@@ -158,12 +160,17 @@ def main() -> int:
     run(str(BIN / "rayops"), "validate", env=env)
     listing = run(str(BIN / "rayops"), "list", env=env, capture=True).stdout
     print(listing)
-    pipelines = [line.split()[0] for line in listing.splitlines()[1:] if line.strip()]
+    listed = [line.split()[0] for line in listing.splitlines()[1:] if line.strip()]
     plans = {
-        p: json.loads(run(str(BIN / "rayops"), "render", p, "--format", "json", env=env, capture=True).stdout) for p in pipelines
+        p: json.loads(run(str(BIN / "rayops"), "render", p, "--format", "json", env=env, capture=True).stdout) for p in listed
     }
+    sys.path.insert(0, str(ROOT))  # the services launcher and the CRD check the tests use too
+    # Pipelines on a Kubernetes profile need a cluster this machine does not have: their RayJobs are shown instead.
+    pipelines = [p for p in listed if plans[p]["compute"]["backend"] != "kuberay"]
+    for pipeline in (p for p in listed if p not in pipelines):
+        step(f"2b. {pipeline}: the RayJobs it would create on Kubernetes (compute {plans[pipeline]['compute']['profile']})")
+        show_kuberay(pipeline, env)
 
-    sys.path.insert(0, str(ROOT))  # the services launcher the tests use too
     from tests.fixtures.airflow_stack import start_airflow_stack
 
     step("3. Airflow's services (api-server, scheduler, dag-processor, triggerer on 127.0.0.1)")
@@ -198,6 +205,36 @@ def main() -> int:
         if not args.keep_ray:
             subprocess.run([str(BIN / "rayops"), "head", "stop"], env=env, cwd=ROOT)
     return 0
+
+
+def show_kuberay(pipeline: str, env: dict[str, str]) -> None:
+    """`rayops render --backend kuberay`, a line per RayJob, each checked against KubeRay's CRDs
+    when the shared copy of them is beside the project (tests/fixtures/kuberay_crds.py)."""
+    import yaml
+
+    rendered = run(str(BIN / "rayops"), "render", pipeline, "--backend", "kuberay", env=env, capture=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    try:
+        from tests.fixtures import kuberay_crds
+
+        kuberay_crds.crd("RayJob")
+    except (ImportError, FileNotFoundError) as exc:
+        kuberay_crds, why = None, str(exc)
+    for doc in docs:
+        spec = doc["spec"]
+        groups = ", ".join(
+            f"{g['groupName']} {g['minReplicas']}-{g['maxReplicas']} pods"
+            + (f" x {g['template']['spec']['containers'][0]['resources']['limits'].get('nvidia.com/gpu', 0)} GPU")
+            for g in spec.get("rayClusterSpec", {}).get("workerGroupSpecs", [])
+        )
+        checked = "valid for KubeRay v1.7's CRDs" if kuberay_crds is not None else "not checked"
+        if kuberay_crds is not None:
+            kuberay_crds.validate(doc)
+        print(f"  RayJob {doc['metadata']['name']}: {spec['entrypoint']}; workers {groups or 'none'}; "
+              f"deadline {spec.get('activeDeadlineSeconds')} s; {checked}")  # fmt: skip
+    if kuberay_crds is None:
+        print(f"  (the CRD check needs the shared KubeRay CRDs: {why})")
+    print(f"  the whole manifests: rayops render {pipeline} --backend kuberay")
 
 
 def endpoint_of(plan: dict) -> str | None:

@@ -20,6 +20,8 @@ from airflow_provider_rayops.backends.kuberay.manifests import LABEL_OWNER, RAYJ
 from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus, RayJobFailed
 from airflow_provider_rayops.operators.ray_job import SubmitRayJobOperator
 from airflow_provider_rayops.triggers.kuberay_job import KubeRayJobTrigger
+from tests.fixtures.helm import chart_grants, helm
+from tests.fixtures.kube_api import rbac_needs
 from tests.operators.test_ray_job import ECHO_ARGS, _dag, _only_ti, _python, _run, _run_one, _WorkerLostOnFirstTry
 
 NAMESPACE = "ml"
@@ -317,3 +319,17 @@ def test_credentials_the_api_server_does_not_accept_fail_the_task_naming_the_con
     assert str(error).startswith(
         f"Kubernetes did not accept the credentials of connection {kuberay.conn_id} to get rayjobs rayops-test-kuberay-401-train-"
     )
+
+
+def test_every_request_of_a_job_and_of_its_kill_is_granted_by_the_charts_role(airflow_db, kuberay, helm, ray_head):
+    asked_from = len(kuberay.api.requests)
+    _run_one("rayops_test_kuberay_rbac", task_id="train", entrypoint=ECHO_ARGS, compute=_profile(kuberay))
+    (ray_job,) = _ray_jobs(kuberay, "rayops_test_kuberay_rbac")
+    trigger = KubeRayJobTrigger(
+        name=ray_job["metadata"]["name"], submission_id=ray_job["spec"]["jobId"], compute=_profile(kuberay)
+    )
+    asyncio.run(trigger.on_kill())
+    needs = rbac_needs(kuberay.api.requests[asked_from:])
+    assert {("get", "rayjobs"), ("create", "rayjobs"), ("delete", "rayjobs")} <= needs
+    granted = chart_grants(helm, NAMESPACE)
+    assert needs <= granted, needs - granted

@@ -25,6 +25,8 @@ from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient
 from airflow_provider_rayops.serving.config import ROUTER
 from tests.fixtures import kuberay_crds
 from tests.fixtures.airflow_db import run_dag_test
+from tests.fixtures.helm import chart_grants, helm
+from tests.fixtures.kube_api import rbac_needs
 from tests.fixtures.mlflow import tracking_at
 from tests.fixtures.network import free_port
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
@@ -74,6 +76,7 @@ def story(airflow_db, ray_head, mlflow_registry, trained, simulated_kuberay, tmp
     profile = _profile(simulated_kuberay.conn_id, f"http://127.0.0.1:{port}")
     rows = mlflow_registry.snapshot["validation"].slice(0, 2).drop(["churned"]).to_pylist()
     out: dict[str, Any] = {"runs": {}, "name": name, "port": port}
+    asked_from = len(simulated_kuberay.api.requests)
     with pytest.MonkeyPatch.context() as env:
         env.setenv(f"AIRFLOW_CONN_{simulated_kuberay.conn_id.upper()}", simulated_kuberay.api.connection_env())
         env.setenv("RAYOPS_KUBERAY_TOKEN", ray_head.endpoint.token or "")
@@ -98,6 +101,7 @@ def story(airflow_db, ray_head, mlflow_registry, trained, simulated_kuberay, tmp
             out["client"] = requests_client
             out["specs"] = simulated_kuberay.api.spec_history[(RAYSERVICES, NAMESPACE, SERVICE)]
             out["final"] = simulated_kuberay.api.get(RAYSERVICES, NAMESPACE, SERVICE)
+            out["rbac_needs"] = rbac_needs(simulated_kuberay.api.requests[asked_from:])
             yield out
         finally:
             requests_client.stop.set()
@@ -152,3 +156,9 @@ def test_no_client_request_failed_while_the_rayservice_changed(story):
     failed = [a for a in client.answers if a[1] != 200]
     assert client.answers and failed == []
     assert {"1", "2"} <= set(client.versions())
+
+
+def test_everything_the_deploys_asked_of_kubernetes_is_granted_by_the_charts_role(story, helm):
+    granted = chart_grants(helm, NAMESPACE)
+    assert story["rbac_needs"] <= granted, story["rbac_needs"] - granted
+    assert ("patch", "rayservices") in story["rbac_needs"]  # the canary steps
