@@ -24,7 +24,7 @@ from airflow_provider_rayops.backends.kuberay.manifests import RAYJOBS
 from airflow_provider_rayops.backends.kuberay.status import RayJobState
 from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, JobStatus, RayopsComputeError
 from airflow_provider_rayops.triggers.job_outcome import ERROR_STATUS, JobOutcome, LogFollower
-from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, JobLog, RayJobTrigger, _stop
+from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, JobLog, Outage, RayJobTrigger, _stop
 
 
 class KubeRayJobTrigger(RayJobTrigger):
@@ -87,7 +87,7 @@ class KubeRayJobTrigger(RayJobTrigger):
         dashboard: AsyncRayJobsClient | None = None
         dashboard_url = ""
         tail: asyncio.Task | None = None
-        failing_since: float | None = None
+        outage = Outage("the Kubernetes API", self.unreachable_timeout)
         seen: tuple[str, str] = ("", "")
         try:
             while True:
@@ -96,17 +96,11 @@ class KubeRayJobTrigger(RayJobTrigger):
                 try:
                     found = await kube.get(RAYJOBS, self.name)
                 except RayopsComputeError as exc:
-                    now = time.monotonic()
-                    failing_since = failing_since or now
-                    if now - failing_since >= self.unreachable_timeout:
-                        raise RayopsComputeError(
-                            f"the Kubernetes API did not answer for {now - failing_since:.0f}s "
-                            f"(limit {self.unreachable_timeout:.0f}s): {exc}"
-                        ) from None
+                    outage.failed(exc)  # raises once the API has not answered for unreachable_timeout
                     log.warning("Kubernetes API not answering (%s); retrying", exc)
                     await asyncio.sleep(self.poll_interval)
                     continue
-                failing_since = None
+                outage.answered()
                 if found is None:
                     return JobOutcome.error(
                         submission_id=self.submission_id,

@@ -50,6 +50,26 @@ RESULT_POLL_INTERVAL_S = 0.1
 RESULT_FAST_POLL_S = 10.0
 
 
+class Outage:
+    """How long a service has failed to answer in a row: `failed` raises once that passes `limit_s`."""
+
+    def __init__(self, what: str, limit_s: float) -> None:
+        self.what = what
+        self.limit_s = limit_s
+        self._since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._since = self._since or now
+        if now - self._since >= self.limit_s:
+            raise RayopsComputeError(
+                f"{self.what} did not answer for {now - self._since:.0f}s (limit {self.limit_s:.0f}s): {exc}"
+            ) from None
+
+    def answered(self) -> None:
+        self._since = None
+
+
 class JobLog(Protocol):
     """Where the job's log lines go: a stdlib `logging.Logger` or an Airflow task's or trigger's
     structlog-style `self.log` (only positional %-style arguments are used, which both take)."""
@@ -125,7 +145,7 @@ class RayJobTrigger(BaseTrigger):
         follower = LogFollower()
         result_seen = asyncio.Event()
         tail = asyncio.create_task(self._tail(client, follower, log, result_seen))
-        failing_since: float | None = None
+        outage = Outage("the Ray dashboard", self.unreachable_timeout)
         fast_until: float | None = None
         try:
             while True:
@@ -134,17 +154,11 @@ class RayJobTrigger(BaseTrigger):
                 try:
                     info = await client.get_job(self.submission_id)
                 except RayopsComputeError as exc:
-                    now = time.monotonic()
-                    failing_since = failing_since or now
-                    if now - failing_since >= self.unreachable_timeout:
-                        raise RayopsComputeError(
-                            f"the Ray dashboard did not answer for {now - failing_since:.0f}s "
-                            f"(limit {self.unreachable_timeout:.0f}s): {exc}"
-                        ) from None
+                    outage.failed(exc)  # raises once the dashboard has not answered for unreachable_timeout
                     log.warning("Ray dashboard not answering (%s); retrying", exc)
                     await asyncio.sleep(self.poll_interval)
                     continue
-                failing_since = None
+                outage.answered()
                 if info is None:
                     return JobOutcome.error(
                         submission_id=self.submission_id,

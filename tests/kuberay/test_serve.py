@@ -30,7 +30,7 @@ from tests.fixtures.kube_api import rbac_needs
 from tests.fixtures.mlflow import tracking_at
 from tests.fixtures.network import free_port
 from tests.registry.models import mlflow_registry, registry_snapshot, trained, unique_name
-from tests.serving.test_deploy import APP, PREFIX, Client, _broken_copy, _dag, _tis
+from tests.serving.test_deploy import APP, PREFIX, Client, _dag, _tis, register_broken_copy
 
 NAMESPACE = "serving"
 # The app's name as the story in tests/serving/test_deploy.py has it, on a RayService of its own.
@@ -62,14 +62,7 @@ def _router_weights(spec: dict[str, Any]) -> dict[str, float]:
 def story(airflow_db, ray_head, mlflow_registry, trained, simulated_kuberay, tmp_path_factory) -> Iterator[dict[str, Any]]:
     name = unique_name("kuberay_served")
     folder = tmp_path_factory.mktemp("kuberay-serve")
-    with tracking_at(mlflow_registry.tracking_uri):
-        broken = _broken_copy(trained["strong"].model_uri, folder)
-        client = mlflow_registry.client()
-        strong_run = client.get_run(trained["strong"].run_id)
-        logged = client.create_logged_model(strong_run.info.experiment_id, name="broken", source_run_id=strong_run.info.run_id)
-        client.log_model_artifacts(logged.model_id, str(broken))
-        client.finalize_logged_model(logged.model_id, "READY")
-        broken_uri = f"models:/{logged.model_id}"
+    broken_uri = register_broken_copy(mlflow_registry, trained, folder)
     # The simulated cluster is the session head: its Serve proxy keeps the port it started with.
     running = RayServeClient(ray_head.endpoint).details()
     port = int((running.get("http_options") or {}).get("port") or 0) if running["applications"] else free_port()

@@ -120,6 +120,18 @@ def _broken_copy(model_uri: str, folder: Path) -> Path:
     return broken
 
 
+def register_broken_copy(mlflow_registry, trained, folder: Path) -> str:
+    """`trained["strong"]`'s model logged again as a broken copy (`_broken_copy`) on the same run: its models:/ URI."""
+    with tracking_at(mlflow_registry.tracking_uri):
+        broken = _broken_copy(trained["strong"].model_uri, folder)
+        client = mlflow_registry.client()
+        strong_run = client.get_run(trained["strong"].run_id)
+        logged = client.create_logged_model(strong_run.info.experiment_id, name="broken", source_run_id=strong_run.info.run_id)
+        client.log_model_artifacts(logged.model_id, str(broken))
+        client.finalize_logged_model(logged.model_id, "READY")
+        return f"models:/{logged.model_id}"
+
+
 def _dag(dag_id: str, *, name: str, evaluation: dict, mlflow_conn_id: str, compute: dict, port: int, log_uri: str):
     from airflow.sdk import DAG
 
@@ -194,14 +206,7 @@ def _tis(run) -> dict[str, Any]:
 def story(airflow_db, ray_head, mlflow_registry, trained, tmp_path_factory) -> Iterator[dict[str, Any]]:
     name = unique_name("deployed")
     folder = tmp_path_factory.mktemp("deploy")
-    with tracking_at(mlflow_registry.tracking_uri):
-        broken = _broken_copy(trained["strong"].model_uri, folder)
-        client = mlflow_registry.client()
-        strong_run = client.get_run(trained["strong"].run_id)
-        logged = client.create_logged_model(strong_run.info.experiment_id, name="broken", source_run_id=strong_run.info.run_id)
-        client.log_model_artifacts(logged.model_id, str(broken))
-        client.finalize_logged_model(logged.model_id, "READY")
-        broken_uri = f"models:/{logged.model_id}"
+    broken_uri = register_broken_copy(mlflow_registry, trained, folder)
     port = free_port()
     serve = RayServeClient(ray_head.endpoint)
     url = f"http://127.0.0.1:{port}{PREFIX}"
