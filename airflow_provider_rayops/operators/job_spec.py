@@ -106,6 +106,16 @@ class JobIdentity:
         return all(job.metadata.get(key) == value for key, value in mine.items() if key != "rayops_try_number")
 
 
+def rayjob_name(job_id: str) -> str:
+    """A RayJob name for a Ray job id: a DNS-1035 label of at most 47 characters (KubeRay's limit),
+    readable, with a hash of the whole id so that long ids stay apart."""
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:10]
+    readable = _NOT_DNS.sub("-", job_id.lower()).strip("-")[: RAYJOB_NAME_MAX - len(digest) - 1].strip("-")
+    if not readable[:1].isalpha():
+        readable = ("j" + readable)[: RAYJOB_NAME_MAX - len(digest) - 1].strip("-")
+    return f"{readable}-{digest}"
+
+
 def label_value(text: str) -> str:
     """`text` as a Kubernetes label value: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
     return _NOT_LABEL.sub("_", text)[:63].strip("_.-") or "none"

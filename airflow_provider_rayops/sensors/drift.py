@@ -282,36 +282,33 @@ class DriftSensor(BaseSensorOperator):
         rows: int,
         needed: int,
     ) -> dict[str, Any] | None:
-        """Submit the check as a Ray job and remember it (and the rows it judges) in the monitor's
-        state, so every poke collects the same job; None while it runs, its result once it ended."""
+        """Submit the check as a Ray job (on kuberay: a RayJob) and remember it (and the rows it
+        judges) in the monitor's state, so every poke collects the same job; None while it runs,
+        its result once it ended."""
         import hashlib
 
         from airflow_provider_rayops.backends import get_backend
-        from airflow_provider_rayops.backends.cluster_code import JobCode, prepare_job_code
+        from airflow_provider_rayops.backends.kuberay import KubeRayBackend
         from airflow_provider_rayops.drift.check import check_id, monitor_uri
-        from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient, RayopsComputeError
+        from airflow_provider_rayops.hooks.ray_jobs_api import RayopsComputeError
         from airflow_provider_rayops.jobs import contracts
         from airflow_provider_rayops.operators.job_spec import job_runtime_env
         from airflow_provider_rayops.operators.ray_job import compute_profile
-        from airflow_provider_rayops.triggers.job_outcome import JobOutcome
 
         marks = hashlib.sha256(json.dumps([f.mark for f in new]).encode()).hexdigest()[:12]
         sid = f"rayops-{self.pipeline}--monitor--v{champion.version}-{marks}"
-        backend = get_backend(compute_profile(self.compute, self.ray_conn_id))
-        if backend.kind == "kuberay":
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(
-                f"this check needs about {needed // 2**20} MiB, over monitor.memory_mb, and a check that large runs as a "
-                "Ray job, which on a kuberay profile is not built yet: raise monitor.memory_mb (the Airflow worker "
-                "must have that memory) or monitor from a local or ray profile"
-            )
-        endpoint = backend.endpoint()
-        client = RayJobsClient(endpoint)
         if state.pending_job:
             sid = state.pending_job["submission_id"]
-        info = client.get_job(sid)
-        if info is None:
+        backend = get_backend(compute_profile(self.compute, self.ray_conn_id))
+        metadata = {
+            "rayops_pipeline": self.pipeline,
+            "rayops_registered_model": self.registered_model,
+            "rayops_version": str(champion.version),
+            "rayops_run_id": context["ti"].run_id,
+        }
+
+        def job_env(**code: Any) -> dict[str, Any]:
+            """The runtime env of a new check: its arguments, and the storage connection's settings."""
             now = dt.datetime.now(dt.UTC)
             check = check_id(now, str(champion.version))
             args = contracts.DriftArgs(
@@ -323,22 +320,43 @@ class DriftSensor(BaseSensorOperator):
                 title=self._title(check),
                 details=self._details(context, champion, now.isoformat(timespec="seconds")),
             ).model_dump(mode="json")
+            return job_runtime_env(self.runtime_env, storage_conn_id=self.storage_conn_id, job_args=args, **code)
+
+        if isinstance(backend, KubeRayBackend):
+            outcome = self._drift_rayjob(backend, sid, metadata, job_env, needed)
+        else:
+            outcome = self._drift_ray_job(backend, sid, metadata, job_env, needed)
+        if outcome is None:
+            state.pending_job = state.pending_job or {"submission_id": sid, "files": [list(f.mark) for f in new], "rows": rows}
+            return None
+        state.pending_job = None
+        checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        try:
+            judged = contracts.DriftJobResult.model_validate(outcome.raise_for_status()).model_dump(mode="json")
+        except RayopsComputeError as exc:  # an unreadable file or a lost node: these rows wait for more
+            return {"result": {"problems": [f"Ray job {sid} failed: {str(exc).splitlines()[0]}"]}, "checked_at": checked_at}
+        return {**judged, "checked_at": checked_at}
+
+    def _drift_ray_job(self, backend: Any, sid: str, metadata: dict[str, str], job_env: Any, needed: int) -> Any:
+        """The check's Ray job on a cluster with a dashboard: submitted if it is not there yet;
+        its JobOutcome once it ended, else None."""
+        from airflow_provider_rayops.backends.cluster_code import JobCode, prepare_job_code
+        from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient
+        from airflow_provider_rayops.jobs import contracts
+        from airflow_provider_rayops.triggers.job_outcome import JobOutcome
+
+        endpoint = backend.endpoint()
+        client = RayJobsClient(endpoint)
+        info = client.get_job(sid)
+        if info is None:
             code = prepare_job_code(client, backend.profile, JobCode(rayops=True), log=self.log.info)
             client.submit(
                 submission_id=sid,
                 entrypoint=contracts.DRIFT.entrypoint,
-                runtime_env=job_runtime_env(
-                    self.runtime_env, py_modules=code.py_modules, storage_conn_id=self.storage_conn_id, job_args=args
-                ),
+                runtime_env=job_env(py_modules=code.py_modules),
                 entrypoint_num_cpus=1,
-                metadata={
-                    "rayops_pipeline": self.pipeline,
-                    "rayops_registered_model": self.registered_model,
-                    "rayops_version": str(champion.version),
-                    "rayops_run_id": context["ti"].run_id,
-                },
+                metadata=metadata,
             )
-            state.pending_job = {"submission_id": sid, "files": [list(f.mark) for f in new], "rows": rows}
             self.log.info(
                 "the check needs about %d MiB, over memory_mb: judging it as Ray job %s (%s)",
                 needed // 2**20, sid, endpoint.job_url(sid),
@@ -347,14 +365,54 @@ class DriftSensor(BaseSensorOperator):
         if not info.status.is_terminal():
             self.log.info("Ray job %s is %s", sid, info.status.value)
             return None
-        outcome = JobOutcome.of_job(info, client.get_logs(sid), dashboard_url=endpoint.dashboard_url)
-        state.pending_job = None
-        checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        try:
-            judged = contracts.DriftJobResult.model_validate(outcome.raise_for_status()).model_dump(mode="json")
-        except RayopsComputeError as exc:  # an unreadable file or a lost node: these rows wait for more
-            return {"result": {"problems": [f"Ray job {sid} failed: {str(exc).splitlines()[0]}"]}, "checked_at": checked_at}
-        return {**judged, "checked_at": checked_at}
+        return JobOutcome.of_job(info, client.get_logs(sid), dashboard_url=endpoint.dashboard_url)
+
+    def _drift_rayjob(self, backend: Any, sid: str, metadata: dict[str, str], job_env: Any, needed: int) -> Any:
+        """The same on kuberay: a RayJob with a cluster of its own (the profile's image runs the
+        check, credentials come from its secret_env); its log and result are read from the
+        cluster's dashboard once KubeRay says it ended, before the clean-up deletes the cluster."""
+        from airflow_provider_rayops.backends.kuberay.manifests import LABEL_PIPELINE, RAYJOBS, RayJobRequest, ray_job
+        from airflow_provider_rayops.backends.kuberay.status import RayJobState
+        from airflow_provider_rayops.hooks.ray_jobs_api import RayJobsClient, RayopsComputeError
+        from airflow_provider_rayops.jobs import contracts
+        from airflow_provider_rayops.operators.job_spec import label_value, rayjob_name
+        from airflow_provider_rayops.triggers.job_outcome import JobOutcome
+
+        kube = backend.client()
+        name = rayjob_name(sid)
+        found = kube.get(RAYJOBS, name)
+        if found is None:
+            request = RayJobRequest(
+                name=name,
+                job_id=sid,
+                entrypoint=contracts.DRIFT.entrypoint,
+                runtime_env=job_env(credentials=False),
+                metadata=metadata,
+                labels={LABEL_PIPELINE: label_value(self.pipeline)},
+                entrypoint_num_cpus=1,
+            )
+            kube.create(RAYJOBS, ray_job(backend.profile, request))
+            self.log.info(
+                "the check needs about %d MiB, over memory_mb: judging it as RayJob %s/%s",
+                needed // 2**20, backend.profile.namespace, name,
+            )  # fmt: skip
+            return None
+        job = RayJobState.of(found)
+        if not job.terminal:
+            self.log.info("RayJob %s is %s", name, job.deployment_status or "New")
+            return None
+        status, message = job.outcome()
+        log = ""
+        if job.dashboard:
+            try:
+                log = RayJobsClient(backend.cluster_endpoint(job.dashboard)).get_logs(sid)
+            except RayopsComputeError as exc:
+                message = f"{message}; its log could not be read from {job.dashboard}: {exc}"
+        outcome = JobOutcome.of_job(job.job_info(), log, dashboard_url=job.dashboard or "")
+        if status != "SUCCEEDED":
+            return JobOutcome(submission_id=sid, status=status, dashboard_url=job.dashboard or "", message=message,
+                              last_log_lines=outcome.last_log_lines)  # fmt: skip
+        return outcome
 
     def _reference(self, champion: Any, client: Any, settings: S3Settings | None) -> tuple[str, str | None, list[str]]:
         """The reference data, the reference of the model's outputs, and the columns left out."""

@@ -211,6 +211,44 @@ def test_a_check_that_needs_more_than_memory_mb_is_judged_as_a_ray_job(
     assert len(asset_events(asset)) == 1
 
 
+def test_on_kuberay_a_check_over_memory_mb_is_a_rayjob_whose_pods_hold_the_storage_credentials(
+    airflow_db, pipeline, champion, kuberay, s3_endpoint, monkeypatch
+):
+    """The same check as a RayJob of the simulated KubeRay (tests/fixtures/kube_api.py), run on the
+    session's head: the storage connection's endpoint travels in the RayJob, its keys only in the
+    Kubernetes Secret the profile's secret_env names (the simulated pods' envFrom)."""
+    from airflow_provider_rayops.backends.kuberay.manifests import RAYJOBS
+    from airflow_provider_rayops.storage import S3Settings
+
+    settings = S3Settings(endpoint_url=s3_endpoint.endpoint_url, access_key=s3_endpoint.access_key,
+                          secret_key=s3_endpoint.secret_key, region=s3_endpoint.region)  # fmt: skip
+    kuberay.api.secrets[("ml", "minio-credentials")] = {k: v for k, v in settings.to_env().items() if k.startswith("AWS_")}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RAYOPS_S3_DRIFT",
+        json.dumps({
+            "conn_type": "rayops_s3", "host": s3_endpoint.endpoint_url, "login": s3_endpoint.access_key,
+            "password": s3_endpoint.secret_key, "extra": {"region": s3_endpoint.region},
+        }),
+    )  # fmt: skip
+    serve(pipeline, champion, 600, drift=1.0, seed=8)
+    profile = {"backend": "kuberay", "conn_id": kuberay.conn_id, "namespace": "ml", "image": "ghcr.io/acme/rayops:0.1.0",
+               "secret_env": ["minio-credentials"]}  # fmt: skip
+    dag, asset = monitor(pipeline, poke_timeout=240, drift={"memory_mb": 0}, compute=profile, storage_conn_id="rayops_s3_drift")
+    state, summary = run_check(dag)
+    assert state == "success"
+    assert summary["reasons"] == ["data_drift"]
+    (ray_job,) = [
+        o for o in kuberay.api.list(RAYJOBS, "ml") if o["spec"]["metadata"].get("rayops_registered_model") == pipeline["name"]
+    ]
+    assert ray_job["spec"]["jobId"].startswith("rayops-churn--monitor--v1-")
+    assert ray_job["status"]["jobDeploymentStatus"] == "Complete"
+    assert s3_endpoint.secret_key not in json.dumps(ray_job)
+    assert s3_endpoint.endpoint_url in ray_job["spec"]["runtimeEnvYAML"]
+    container = ray_job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "minio-credentials"}}]
+    assert json.loads(storage.read_bytes(summary["report_uri"]))["dataset_drift"] is True
+
+
 def test_a_quality_drop_on_labelled_served_rows_starts_retraining_without_drift(airflow_db, pipeline, champion):
     """Rows like the training data (no drift), whose labels arrive later and disagree with most answers."""
     import pyarrow as pa
