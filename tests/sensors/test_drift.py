@@ -247,6 +247,7 @@ def test_on_kuberay_a_check_over_memory_mb_is_a_rayjob_whose_pods_hold_the_stora
     container = ray_job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "minio-credentials"}}]
     assert json.loads(storage.read_bytes(summary["report_uri"]))["dataset_drift"] is True
+    assert len(asset_events(asset)) == 1
 
 
 def test_a_quality_drop_on_labelled_served_rows_starts_retraining_without_drift(airflow_db, pipeline, champion):
