@@ -220,6 +220,12 @@ class IncrementalUpgrade(_Strict):
         default=100, ge=0, le=100, description="Most extra capacity the new cluster may add while traffic moves."
     )
 
+    @model_validator(mode="after")
+    def _step_within_surge(self) -> IncrementalUpgrade:
+        if self.step_percent > self.max_surge_percent:  # KubeRay's ValidateClusterUpgradeOptions
+            raise ValueError(f"step_percent ({self.step_percent}) must not exceed max_surge_percent ({self.max_surge_percent})")
+        return self
+
 
 class KubeRayProfile(_Strict):
     """A Ray cluster on Kubernetes, created per job through KubeRay custom resources."""
@@ -331,6 +337,8 @@ class KubeRayProfile(_Strict):
             raise ValueError(f"worker group names must be unique; repeated: {', '.join(duplicates)}")
         if self.cluster is not None and self.worker_groups:
             raise ValueError("cluster runs jobs on an existing RayCluster: worker_groups cannot be given with it")
+        if self.cluster is not None and self.backoff_limit:
+            raise ValueError("cluster runs jobs on an existing RayCluster, where KubeRay refuses backoff_limit: leave it 0")
         if self.upgrade_strategy == "NewClusterWithIncrementalUpgrade":
             if self.incremental_upgrade is None:
                 raise ValueError(

@@ -67,6 +67,7 @@ DEFER_GRACE_S = 120.0
 # On kuberay, KubeRay stops a job at activeDeadlineSeconds; the trigger deletes the RayJob itself
 # only this long after, if KubeRay did not.
 KUBERAY_DEADLINE_GRACE_S = 30.0
+DEADLINE_ANNOTATION = "rayops.io/deadline"
 
 
 DEFAULT_DEPLOYMENT = "airflow"
@@ -262,24 +263,27 @@ class SubmitRayJobOperator(BaseOperator):
         identity = JobIdentity.of(context, deployment=deployment_id())
         client = backend.client()
         first_try = first_try_since_clear(ti, self.retries)
-        attempt, latest = 1, None
-        while (found := client.get(RAYJOBS, identity.resource_name(attempt))) is not None:
-            latest, attempt = RayJobState.of(found), attempt + 1
-        remaining = self._time_left(ti)
-        if latest is not None and latest.labels.get(LABEL_OWNER) != identity.digest:
+        latest, attempt = self._latest_ray_job(client, identity)
+        while (squatter := client.get(RAYJOBS, identity.resource_name(attempt))) is not None:
             self.log.warning(
-                "RayJob %s/%s has this task's name but not its owner label (%s=%s); not re-attaching",
-                backend.profile.namespace, latest.name, LABEL_OWNER, latest.labels.get(LABEL_OWNER),
+                "RayJob %s/%s has this task's name but not its owner label (%s=%s); leaving it be",
+                backend.profile.namespace, identity.resource_name(attempt), LABEL_OWNER,
+                (squatter.get("metadata") or {}).get("labels", {}).get(LABEL_OWNER),
             )  # fmt: skip
-        if (
-            latest is not None
-            and latest.labels.get(LABEL_OWNER) == identity.digest
-            and self._reattach(latest.job_info(), identity, first_try)
-        ):
+            attempt += 1
+        remaining = self._time_left(ti)
+        task_deadline = remaining is not None and (
+            backend.profile.active_deadline_s is None or remaining < backend.profile.active_deadline_s
+        )
+        if latest is not None and self._reattach(latest.job_info(), identity, first_try):
             name, sid = latest.name, latest.job_id
+            task_deadline = latest.annotations.get(DEADLINE_ANNOTATION) == "task"
         else:
             name, sid = identity.resource_name(attempt), submission_id(identity.base, attempt)
-            self._create_ray_job(client, backend, identity, name=name, sid=sid, try_number=ti.try_number, remaining=remaining)
+            self._create_ray_job(
+                client, backend, identity, name=name, sid=sid, try_number=ti.try_number, remaining=remaining,
+                task_deadline=task_deadline,
+            )  # fmt: skip
         self._kuberay_job = (backend, name)
         self.log.info("RayJob %s/%s runs Ray job %s", backend.profile.namespace, name, sid)
         trigger = KubeRayJobTrigger(
@@ -290,9 +294,22 @@ class SubmitRayJobOperator(BaseOperator):
             unreachable_timeout=self.unreachable_timeout,
             # KubeRay enforces activeDeadlineSeconds itself; the trigger deletes the RayJob only if it did not.
             deadline=time.time() + remaining + KUBERAY_DEADLINE_GRACE_S if remaining is not None else None,
-            task_deadline=remaining is not None,
+            task_deadline=task_deadline,
         )
         return self._wait(trigger, remaining)
+
+    @staticmethod
+    def _latest_ray_job(client: Any, identity: JobIdentity) -> tuple[RayJobState | None, int]:
+        """This task instance's latest RayJob and the attempt after it. Found by owner label (an
+        earlier attempt may be gone by its clean-up while a later one runs) and checked by name."""
+        latest: RayJobState | None = None
+        found = 0
+        for obj in client.list(RAYJOBS, labels={LABEL_OWNER: identity.digest}):
+            state = RayJobState.of(obj)
+            number = state.name.rsplit("-", 1)[-1]
+            if number.isdigit() and state.name == identity.resource_name(int(number)) and int(number) > found:
+                latest, found = state, int(number)
+        return latest, found + 1
 
     def _create_ray_job(
         self,
@@ -304,18 +321,22 @@ class SubmitRayJobOperator(BaseOperator):
         sid: str,
         try_number: int,
         remaining: float | None,
+        task_deadline: bool,
     ) -> None:
         if self.code.modules:
-            raise AirflowFailException(
-                f"the kuberay backend runs the image's code and ships nothing: {', '.join(self.code.modules)} must be in "
-                f"the image {backend.profile.image} (see docker/ray.Dockerfile)"
-            )
+            # Nothing can be uploaded before the RayJob's cluster exists: the job imports them from the image.
+            self.log.info(
+                "the kuberay backend ships no code: %s must be in the image %s (see docker/ray.Dockerfile)",
+                ", ".join(self.code.modules), backend.profile.image,
+            )  # fmt: skip
         if self.entrypoint_memory is not None:
             raise AirflowFailException(
                 "entrypoint_memory cannot be set on the kuberay backend: a RayJob reserves CPUs, GPUs and custom "
                 "resources for its driver (entrypoint_num_cpus, entrypoint_num_gpus, entrypoint_resources), not memory"
             )
         labels, annotations = identity.kube_marks(try_number=try_number)
+        # Whose deadline activeDeadlineSeconds is, for a retry that re-attaches: the task's (a timeout) or the profile's.
+        annotations[DEADLINE_ANNOTATION] = "task" if task_deadline else "profile"
         request = RayJobRequest(
             name=name,
             job_id=sid,

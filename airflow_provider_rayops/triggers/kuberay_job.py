@@ -24,7 +24,15 @@ from airflow_provider_rayops.backends.kuberay.manifests import RAYJOBS
 from airflow_provider_rayops.backends.kuberay.status import RayJobState
 from airflow_provider_rayops.hooks.ray_jobs_api import AsyncRayJobsClient, JobStatus, RayopsComputeError
 from airflow_provider_rayops.triggers.job_outcome import ERROR_STATUS, JobOutcome, LogFollower
-from airflow_provider_rayops.triggers.ray_job import UNREACHABLE_TIMEOUT_S, JobLog, Outage, RayJobTrigger, _stop
+from airflow_provider_rayops.triggers.ray_job import (
+    RESULT_FAST_POLL_S,
+    RESULT_POLL_INTERVAL_S,
+    UNREACHABLE_TIMEOUT_S,
+    JobLog,
+    Outage,
+    RayJobTrigger,
+    _stop,
+)
 
 
 class KubeRayJobTrigger(RayJobTrigger):
@@ -88,6 +96,7 @@ class KubeRayJobTrigger(RayJobTrigger):
         dashboard_url = ""
         tail: asyncio.Task | None = None
         outage = Outage("the Kubernetes API", self.unreachable_timeout)
+        fast_until: float | None = None
         seen: tuple[str, str] = ("", "")
         try:
             while True:
@@ -114,6 +123,14 @@ class KubeRayJobTrigger(RayJobTrigger):
                         "RayJob %s: %s%s", self.name, state.deployment_status or "New",
                         f", Ray job {state.job_status}" if state.job_status else "",
                     )  # fmt: skip
+                if dashboard is not None and state.dashboard != dashboard_url:
+                    # KubeRay retried the job on a new cluster (backoff_limit): follow that one's log from its start.
+                    log.info("RayJob %s moved to another Ray cluster (%s)", self.name, state.dashboard or "starting")
+                    if tail is not None:
+                        await _stop(tail)
+                    await dashboard.__aexit__(None, None, None)
+                    dashboard, tail, dashboard_url = None, None, ""
+                    follower, result_seen, fast_until = LogFollower(), asyncio.Event(), None
                 if dashboard is None and state.dashboard and state.job_status:
                     dashboard_url = state.dashboard
                     dashboard = AsyncRayJobsClient(
@@ -122,12 +139,15 @@ class KubeRayJobTrigger(RayJobTrigger):
                     await dashboard.__aenter__()
                     tail = asyncio.create_task(self._tail(dashboard, follower, log, result_seen))
                 if state.terminal:
-                    return await self._end(state, dashboard, tail, follower, dashboard_url, log)
-                with contextlib.suppress(TimeoutError):
-                    # Woken early when the result line arrives: the job is about to end.
-                    await asyncio.wait_for(result_seen.wait(), timeout=self.poll_interval)
-                if result_seen.is_set():
-                    await asyncio.sleep(min(self.poll_interval, 0.2))
+                    return await self._end(kube, backend, state, dashboard, tail, follower, dashboard_url, log)
+                if fast_until is None and result_seen.is_set():
+                    fast_until = time.monotonic() + RESULT_FAST_POLL_S
+                if fast_until is not None and time.monotonic() < fast_until:
+                    await asyncio.sleep(min(self.poll_interval, RESULT_POLL_INTERVAL_S * 2))  # the job is about to end
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        # Woken early when the result line arrives: the job is about to end.
+                        await asyncio.wait_for(result_seen.wait(), timeout=self.poll_interval)
         finally:
             if tail is not None:
                 await _stop(tail)
@@ -136,6 +156,8 @@ class KubeRayJobTrigger(RayJobTrigger):
 
     async def _end(
         self,
+        kube: Any,
+        backend: KubeRayBackend,
         state: RayJobState,
         dashboard: AsyncRayJobsClient | None,
         tail: asyncio.Task | None,
@@ -148,15 +170,18 @@ class KubeRayJobTrigger(RayJobTrigger):
         if dashboard is not None and tail is not None:
             await self._drain(tail, dashboard, follower, log, succeeded=succeeded)
         log.info("RayJob %s ended %s (%s)", self.name, state.deployment_status, status)
-        if succeeded and dashboard is None:
-            # The result of a rayops job travels in its log, which lives on the cluster's dashboard.
-            return JobOutcome.error(
-                submission_id=self.submission_id,
-                dashboard_url="",
-                message=f"RayJob {self.name} succeeded, but its Ray cluster's dashboard ({state.dashboard_url or 'none reported'}) "
-                "was never reachable from here, so its log and result could not be read: Airflow's workers and "
-                "triggerer must reach the head Service on port 8265",
-            )
+        if state.deployment_status == "Failed" and state.job_running:
+            # KubeRay ends a RayJob at a deadline (or when it gives up on it) without stopping its job:
+            # left alone, the job would hold its GPUs until the clean-up deletes the cluster.
+            message += "; " + await self._stop_left_running(kube, dashboard, state, log)
+        elif status == "STOPPED" or backend.profile.cluster is not None:
+            # No deletion rule matches a stopped job, and KubeRay cleans up nothing on a selected cluster.
+            message = (message + "; " if message else "") + await self._delete(kube, log)
+        if succeeded and follower.result is None:
+            problem = await self._unreadable_log(dashboard, state)
+            if problem:
+                # The result of a rayops job travels in its log: a success without it is not a success to report.
+                return JobOutcome.error(submission_id=self.submission_id, dashboard_url=dashboard_url, message=problem)
         if status == ERROR_STATUS:
             return JobOutcome.error(submission_id=self.submission_id, dashboard_url=dashboard_url, message=message)
         return JobOutcome(
@@ -168,12 +193,48 @@ class KubeRayJobTrigger(RayJobTrigger):
             last_log_lines=() if succeeded else tuple(follower.last_lines),
         )
 
-    async def _delete_at_deadline(self, kube: Any, dashboard_url: str, follower: LogFollower, log: JobLog) -> JobOutcome:
+    async def _unreadable_log(self, dashboard: AsyncRayJobsClient | None, state: RayJobState) -> str | None:
+        """Why the log of a succeeded job cannot be read (None: it can; the job reported no result)."""
+        reach = (
+            "Airflow's workers and triggerer must reach the head Service on port 8265 with the token of the "
+            "profile's token_secret ($RAYOPS_KUBERAY_TOKEN), before the clean-up deletes the cluster"
+        )
+        if dashboard is None:
+            seen = state.dashboard_url or "none reported"
+            return f"RayJob {self.name} succeeded, but its Ray cluster's dashboard ({seen}) was never reached: {reach}"
+        try:
+            await dashboard.get_logs(self.submission_id)
+        except RayopsComputeError as exc:
+            return f"RayJob {self.name} succeeded, but its log (and result) could not be read: {exc}; {reach}"
+        return None
+
+    async def _stop_left_running(self, kube: Any, dashboard: AsyncRayJobsClient | None, state: RayJobState, log: JobLog) -> str:
+        """Stop what a failed RayJob left running: its Ray job through the dashboard; pods still pending
+        for nodes (a pre-running deadline) by deleting the RayJob. The cluster itself is left to the
+        clean-up rules (`cleanup.failed_after_s`), for a look at what went wrong."""
+        if dashboard is not None and state.job_status:
+            try:
+                stopped = await dashboard.stop(self.submission_id)
+                log.warning("RayJob %s failed while its Ray job still ran: the job was stopped", self.name)
+                return "its Ray job was stopped" if stopped else "its Ray job had just ended"
+            except RayopsComputeError as exc:
+                log.warning("could not stop Ray job %s (%s); deleting its RayJob", self.submission_id, exc)
+                return await self._delete(kube, log)
+        if state.reason == "PreRunningDeadlineExceeded":
+            # Pods pending for nodes that never come would keep asking the node autoscaler for them.
+            return await self._delete(kube, log)
+        return "its cluster is left to the clean-up rules"
+
+    async def _delete(self, kube: Any, log: JobLog) -> str:
         try:
             deleted = await kube.delete(RAYJOBS, self.name)
-            what = "the RayJob was deleted" if deleted else "the RayJob was already gone"
         except RayopsComputeError as exc:
-            what = f"deleting the RayJob failed ({exc}); delete it with kubectl"
+            return f"deleting RayJob {self.name} failed ({exc}); delete it with kubectl"
+        log.info("RayJob %s %s", self.name, "deleted" if deleted else "was already gone")
+        return f"RayJob {self.name} was deleted with its cluster" if deleted else f"RayJob {self.name} was already gone"
+
+    async def _delete_at_deadline(self, kube: Any, dashboard_url: str, follower: LogFollower, log: JobLog) -> JobOutcome:
+        what = await self._delete(kube, log)
         log.error("RayJob %s exceeded the task's time limit; %s", self.name, what)
         return JobOutcome.timed_out(
             submission_id=self.submission_id,

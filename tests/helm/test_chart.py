@@ -32,7 +32,6 @@ EXPECTED_RULES = {
         frozenset({"create", "get", "list", "watch", "patch", "delete"}),
     ),
     (frozenset({"ray.io"}), frozenset({"rayjobs/status", "rayservices/status"}), frozenset({"get"})),
-    (frozenset({"ray.io"}), frozenset({"rayclusters"}), frozenset({"get", "list", "watch"})),
 }
 
 # A second kuberay profile in its own namespace, and one namespace listed outright.

@@ -229,6 +229,14 @@ def test_types_and_quantities_are_checked_as_the_api_server_would():
         (
             {
                 "upgrade_strategy": "NewClusterWithIncrementalUpgrade",
+                "incremental_upgrade": {"gateway_class": "istio", "step_percent": 50, "max_surge_percent": 20},
+            },
+            "step_percent (50) must not exceed max_surge_percent (20)",
+        ),
+        ({"worker_groups": [], "cluster": "shared", "backoff_limit": 2}, "KubeRay refuses backoff_limit: leave it 0"),
+        (
+            {
+                "upgrade_strategy": "NewClusterWithIncrementalUpgrade",
                 "incremental_upgrade": {"gateway_class": "istio"},
                 "autoscaling": False,
             },

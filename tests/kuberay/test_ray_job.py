@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 import types
 
 import pytest
+import yaml
 
 from airflow_provider_rayops.backends.kuberay.manifests import LABEL_OWNER, RAYJOBS
 from airflow_provider_rayops.hooks.ray_jobs_api import JobStatus, RayJobFailed
@@ -63,13 +65,21 @@ def _wait_for_status(ray_head, job_id: str, status: JobStatus, timeout_s: float 
     assert ray_head.client().get_job(job_id).status is status
 
 
-def test_a_job_runs_as_a_rayjob_and_its_result_comes_back_through_xcom(airflow_db, kuberay, ray_head):
+def test_a_job_runs_as_a_rayjob_and_its_result_comes_back_through_xcom(airflow_db, kuberay, ray_head, monkeypatch):
+    storage = {
+        "conn_type": "rayops_s3",
+        "host": "http://minio.data.svc:9000",
+        "login": "rayops",
+        "password": "s3-secret-key-7f3a",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_RAYOPS_S3_KUBE", json.dumps(storage))
     run, ti, exceptions = _run_one(
         "rayops_test_kuberay_ok",
         task_id="train",
         entrypoint=ECHO_ARGS,
         job_args={"epochs": 3},
         compute=_profile(kuberay),
+        storage_conn_id="rayops_s3_kube",
     )
     assert (ti.state, exceptions) == ("success", [])
     assert ti.xcom_pull(task_ids="train") == {"echo": {"epochs": 3}}
@@ -82,9 +92,11 @@ def test_a_job_runs_as_a_rayjob_and_its_result_comes_back_through_xcom(airflow_d
     owner = ray_job["metadata"]["labels"][LABEL_OWNER]  # the task instance's digest; its first 10 digits name the RayJob
     assert len(owner) == 20 and ray_job["metadata"]["name"].endswith(f"-{owner[:10]}-1")
     assert ray_job["metadata"]["annotations"]["rayops.io/run-id"] == run.run_id
-    # Nothing secret in the RayJob: the job's settings are there, connection credentials are not.
-    assert "AWS_SECRET_ACCESS_KEY" not in ray_job["spec"]["runtimeEnvYAML"]
-    assert '"epochs": 3' in ray_job["spec"]["runtimeEnvYAML"]
+    # Nothing secret in the RayJob: the job's settings and the storage endpoint are there, the keys are not.
+    env = yaml.safe_load(ray_job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert env["RAYOPS_S3_ENDPOINT_URL"] == "http://minio.data.svc:9000"
+    assert "s3-secret-key-7f3a" not in json.dumps(ray_job) and "AWS_ACCESS_KEY_ID" not in env
+    assert json.loads(env["RAYOPS_JOB_ARGS"]) == {"epochs": 3}
 
 
 def test_an_application_failure_fails_the_task_with_the_jobs_last_lines(airflow_db, kuberay):
@@ -114,7 +126,9 @@ def test_the_tasks_execution_timeout_becomes_the_rayjobs_deadline(airflow_db, ku
     assert ti.state == "failed"
     (error,) = exceptions
     assert type(error).__name__ == "AirflowTaskTimeout"
-    assert "execution_timeout ran out while the job still ran; KubeRay stopped the RayJob" in str(error)
+    assert "execution_timeout ran out while the job still ran (the RayJob's activeDeadlineSeconds)" in str(error)
+    # KubeRay ends the RayJob without stopping its job: the trigger stops it.
+    assert "its Ray job was stopped" in str(error)
     (ray_job,) = _ray_jobs(kuberay, "rayops_test_kuberay_deadline")
     assert ray_job["spec"]["activeDeadlineSeconds"] <= 7
     assert (ray_job["status"]["jobDeploymentStatus"], ray_job["status"]["reason"]) == ("Failed", "DeadlineExceeded")
@@ -130,7 +144,8 @@ def test_the_profiles_own_deadline_is_a_job_failure_not_a_task_timeout(airflow_d
     )
     (error,) = exceptions
     assert isinstance(error, RayJobFailed)
-    assert "the RayJob ran past its activeDeadlineSeconds and KubeRay stopped it" in str(error)
+    assert "the RayJob ran past the profile's active_deadline_s (activeDeadlineSeconds)" in str(error)
+    assert "its Ray job was stopped" in str(error)
 
 
 def test_pods_that_never_start_fail_at_the_pre_running_deadline_naming_the_likely_causes(airflow_db, kuberay):
@@ -145,6 +160,9 @@ def test_pods_that_never_start_fail_at_the_pre_running_deadline_naming_the_likel
     assert isinstance(error, RayJobFailed)
     assert "did not start running within preRunningDeadlineSeconds" in str(error)
     assert "no node fits the GPU request or node selector" in str(error)
+    # Nothing ran, so nothing to stop through a dashboard: the RayJob (and its pending pods) is deleted.
+    assert "was deleted with its cluster" in str(error)
+    assert _ray_jobs(kuberay, "rayops_test_kuberay_pending") == []
 
 
 def test_a_failed_submission_is_retried_as_a_new_rayjob(airflow_db, kuberay):
@@ -182,7 +200,8 @@ def test_a_rayjob_kuberay_refuses_fails_the_task_without_a_retry(airflow_db, kub
     assert type(error).__name__ == "AirflowFailException"
     assert "KubeRay refused the RayJob" in str(error)
     assert "cannot be suspended with Autoscaler enabled" in str(error)
-    assert len(_ray_jobs(kuberay, dag_id)) == 1
+    (ray_job,) = _ray_jobs(kuberay, dag_id)
+    assert ray_job["status"]["jobDeploymentStatus"] == "ValidationFailed"  # KubeRay's own status, not Failed
 
 
 def test_a_manifest_the_api_server_refuses_is_an_error_with_its_reasons(kuberay):
@@ -281,7 +300,7 @@ def test_killing_the_task_deletes_its_rayjob_and_so_stops_the_job(kuberay, ray_h
     _wait_for_status(ray_head, job_id, JobStatus.STOPPED)
 
 
-def test_a_profile_naming_a_long_lived_cluster_runs_there_and_leaves_it_be(airflow_db, kuberay):
+def test_a_profile_naming_a_long_lived_cluster_runs_there_and_deletes_only_its_rayjob(airflow_db, kuberay):
     kuberay.api.create_object(
         "rayclusters",
         NAMESPACE,
@@ -303,9 +322,12 @@ def test_a_profile_naming_a_long_lived_cluster_runs_there_and_leaves_it_be(airfl
         "rayops_test_kuberay_selector", task_id="train", entrypoint=ECHO_ARGS, job_args={"a": 1}, compute=profile
     )
     assert (ti.state, exceptions) == ("success", [])
-    (ray_job,) = _ray_jobs(kuberay, "rayops_test_kuberay_selector")
-    assert ray_job["spec"]["clusterSelector"] == {"ray.io/cluster": "shared-gpu"}
-    assert "rayClusterSpec" not in ray_job["spec"] and "deletionStrategy" not in ray_job["spec"]
+    assert ti.xcom_pull(task_ids="train") == {"echo": {"a": 1}}
+    # KubeRay cleans up nothing on a selected cluster: the trigger deleted the RayJob once it had the result.
+    (key,) = [k for k in kuberay.api.deleted if k[0] == RAYJOBS and k[2].startswith("rayops-test-kuberay-selector-")]
+    (spec,) = kuberay.api.spec_history[key]
+    assert spec["clusterSelector"] == {"ray.io/cluster": "shared-gpu"}
+    assert not {"rayClusterSpec", "deletionStrategy", "backoffLimit"} & set(spec)
     assert kuberay.api.get("rayclusters", NAMESPACE, "shared-gpu") is not None
 
 
@@ -317,7 +339,7 @@ def test_credentials_the_api_server_does_not_accept_fail_the_task_naming_the_con
     assert ti.state == "failed"
     (error,) = exceptions
     assert str(error).startswith(
-        f"Kubernetes did not accept the credentials of connection {kuberay.conn_id} to get rayjobs rayops-test-kuberay-401-train-"
+        f"Kubernetes did not accept the credentials of connection {kuberay.conn_id} to list rayjobs labelled rayops.io/owner="
     )
 
 

@@ -103,6 +103,18 @@ class KubeRayClient:
     def get(self, plural: str, name: str) -> dict[str, Any] | None:
         return self._call("get", f"{plural} {name}", self._api.get_namespaced_custom_object, plural=plural, name=name)
 
+    def list(self, plural: str, *, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The objects carrying every one of `labels`."""
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        found = self._call(
+            "list",
+            f"{plural} labelled {selector}",
+            self._api.list_namespaced_custom_object,
+            plural=plural,
+            label_selector=selector,
+        )
+        return list((found or {}).get("items") or [])
+
     def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
         created = self._call(
@@ -114,10 +126,18 @@ class KubeRayClient:
             )
         return created
 
-    def patch(self, plural: str, name: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """A JSON merge patch of `body` onto the object (None if it is gone)."""
+    def replace_spec(self, plural: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Replace the object's whole spec (a JSON patch, so keys the new spec lacks are gone, not
+        merged as a merge patch would leave them); None if the object is gone."""
         return self._call(
-            "patch", f"{plural} {name}", self._api.patch_namespaced_custom_object, plural=plural, name=name, body=dict(body)
+            "patch",
+            f"{plural} {name}",
+            self._api.patch_namespaced_custom_object,
+            plural=plural,
+            name=name,
+            body=[{"op": "replace", "path": "/spec", "value": dict(spec)}],
+            # The client would send a list as a merge patch (its only content type for custom objects).
+            _content_type="application/json-patch+json",
         )
 
     def delete(self, plural: str, name: str) -> bool:

@@ -70,8 +70,9 @@ def ray_job(profile: KubeRayProfile, request: RayJobRequest) -> dict[str, Any]:
         "jobId": request.job_id,
         "submissionMode": "K8sJobMode",
         "metadata": dict(request.metadata),
-        "backoffLimit": profile.backoff_limit,
     }
+    if profile.cluster is None:  # KubeRay refuses backoffLimit with a clusterSelector
+        spec["backoffLimit"] = profile.backoff_limit
     if request.runtime_env:
         # KubeRay hands this YAML to `ray job submit --runtime-env-json` as JSON; safe_dump never emits tags.
         spec["runtimeEnvYAML"] = yaml.safe_dump(dict(request.runtime_env), sort_keys=True)
@@ -105,6 +106,7 @@ def ray_service(
     *,
     name: str,
     serve_config: Mapping[str, Any],
+    serve_port: int = SERVE_PORT,
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def ray_service(
         raise ValueError("a RayService runs its own cluster: a profile with cluster cannot serve on KubeRay")
     spec: dict[str, Any] = {
         "serveConfigV2": serve_config_yaml(serve_config),
-        "rayClusterConfig": ray_cluster_spec(profile, serve=True),
+        "rayClusterConfig": ray_cluster_spec(profile, serve_port=serve_port),
     }
     # Always written (NewCluster is KubeRay's default): an update of the spec then never keeps an old strategy.
     spec["upgradeStrategy"] = {"type": profile.upgrade_strategy}
@@ -153,13 +155,14 @@ def serve_config_yaml(serve_config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(serve_config), sort_keys=True)
 
 
-def ray_cluster_spec(profile: KubeRayProfile, *, serve: bool = False) -> dict[str, Any]:
-    """The RayClusterSpec of a job's (or an endpoint's) own cluster."""
+def ray_cluster_spec(profile: KubeRayProfile, *, serve_port: int | None = None) -> dict[str, Any]:
+    """The RayClusterSpec of a job's (or, with the port its Serve proxy listens on, an endpoint's) own
+    cluster. KubeRay builds the serve Service and its health check from the head's port named serve."""
     spec: dict[str, Any] = {
         "rayVersion": profile.ray_version,
         "headGroupSpec": {
             "rayStartParams": {},
-            "template": _pod_template(profile, profile.head, container="ray-head", head=True, serve=serve),
+            "template": _pod_template(profile, profile.head, container="ray-head", head=True, serve_port=serve_port),
         },
     }
     if profile.auth == "token":
@@ -178,11 +181,13 @@ def _worker_group(profile: KubeRayProfile, group: WorkerGroup) -> dict[str, Any]
         "minReplicas": group.replicas.min,
         "maxReplicas": group.replicas.max,
         "rayStartParams": {},
-        "template": _pod_template(profile, group, container="ray-worker", head=False, serve=False),
+        "template": _pod_template(profile, group, container="ray-worker", head=False, serve_port=None),
     }
 
 
-def _pod_template(profile: KubeRayProfile, pod: PodResources, *, container: str, head: bool, serve: bool) -> dict[str, Any]:
+def _pod_template(
+    profile: KubeRayProfile, pod: PodResources, *, container: str, head: bool, serve_port: int | None
+) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": pod.cpu, "memory": pod.memory}
     if pod.gpu:
         limits[GPU_RESOURCE] = pod.gpu
@@ -201,8 +206,8 @@ def _pod_template(profile: KubeRayProfile, pod: PodResources, *, container: str,
             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
             {"name": "client", "containerPort": 10001},
         ]
-        if serve:
-            ports.append({"name": "serve", "containerPort": SERVE_PORT})
+        if serve_port is not None:
+            ports.append({"name": "serve", "containerPort": serve_port})
         main["ports"] = ports
     else:
         # PyTorch's DataLoader workers share tensors through /dev/shm, which a pod's default 64 MiB starves.

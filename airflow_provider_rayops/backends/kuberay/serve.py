@@ -26,8 +26,11 @@ import yaml
 
 from airflow_provider_rayops.backends.kuberay import KubeRayBackend
 from airflow_provider_rayops.backends.kuberay.client import ResourceRefused
-from airflow_provider_rayops.backends.kuberay.manifests import DASHBOARD_PORT, RAYSERVICES, ray_service
+from airflow_provider_rayops.backends.kuberay.manifests import DASHBOARD_PORT, RAYSERVICES, SERVE_PORT, ray_service
 from airflow_provider_rayops.hooks.ray_serve_api import ServeNotAvailable
+
+# Ready=False reasons after which KubeRay does not go on trying (validation, the initializing timeout).
+REFUSED_REASONS = ("ValidationFailed", "InitializingTimeout")
 
 
 class RayServiceServe:
@@ -57,20 +60,28 @@ class RayServiceServe:
         reported = (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
         generation = (found.get("metadata") or {}).get("generation")
         observed = status.get("observedGeneration") == generation
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        ready = conditions.get("Ready", {}).get("status") == "True"
+        refused = conditions.get("Ready", {})
+        if refused.get("status") == "False" and refused.get("reason") in REFUSED_REASONS:
+            raise ServeNotAvailable(
+                f"KubeRay gave up on RayService {self.profile.namespace}/{self.name} ({refused['reason']}): {refused.get('message') or 'no message'}"
+            )
+        # During a cluster upgrade the statuses are the old cluster's; Serve runs the new config on the pending one.
+        upgrading = conditions.get("UpgradeInProgress", {}).get("status") == "True"
         apps: dict[str, Any] = {}
         for app in config.get("applications") or []:
             state = reported.get(app["name"]) or {}
             status_now = state.get("status") or "DEPLOYING"
-            if not observed or (status_now != "DEPLOY_FAILED" and not ready):
+            if not observed or upgrading or (status_now != "DEPLOY_FAILED" and not ready):
                 status_now = "DEPLOYING"  # KubeRay has not caught up with this spec, or the service is not Ready
             apps[app["name"]] = {
                 "status": status_now,
                 "message": state.get("message") or "",
                 "deployed_app_config": app,
                 "deployments": state.get("serveDeploymentStatuses") or {},
-                # What a rollout compares to tell a fresh DEPLOY_FAILED from a stale one.
-                "last_deployed_time_s": status.get("observedGeneration"),
+                # Unknown here: a rollout tells a fresh DEPLOY_FAILED from a stale one by its timer alone.
+                "last_deployed_time_s": None,
             }
         for name, state in reported.items():
             if name not in apps:  # left the config; KubeRay still reports it while Serve removes it
@@ -78,11 +89,12 @@ class RayServiceServe:
         return {"http_options": config.get("http_options") or {}, "applications": apps}
 
     def put(self, config: Mapping[str, Any]) -> None:
-        manifest = ray_service(self.profile, name=self.name, serve_config=config, labels=self.labels)
+        port = int((config.get("http_options") or {}).get("port") or SERVE_PORT)
+        manifest = ray_service(self.profile, name=self.name, serve_config=config, serve_port=port, labels=self.labels)
         try:
             if self.kube.get(RAYSERVICES, self.name) is None:
                 self.kube.create(RAYSERVICES, manifest)
             else:
-                self.kube.patch(RAYSERVICES, self.name, {"spec": manifest["spec"]})
+                self.kube.replace_spec(RAYSERVICES, self.name, manifest["spec"])
         except ResourceRefused as exc:
             raise ServeNotAvailable(str(exc)) from None

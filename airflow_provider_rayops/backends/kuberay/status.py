@@ -17,7 +17,9 @@ from typing import Any
 from airflow_provider_rayops.hooks.ray_jobs_api import JobInfo, JobStatus
 from airflow_provider_rayops.triggers.job_outcome import ERROR_STATUS, REFUSED_STATUS, TIMEOUT_STATUS
 
-TERMINAL = ("Complete", "Failed")
+# jobDeploymentStatus values after which KubeRay moves the RayJob no further: Complete and Failed,
+# and ValidationFailed (KubeRay refused the spec; it stays so until the spec changes).
+TERMINAL = ("Complete", "Failed", "ValidationFailed")
 
 # status.reason -> (outcome status, what it means for the user). ERROR and TIMEOUT are the
 # outcome statuses of job_outcome.JobOutcome; FAILED is the Ray job status.
@@ -28,7 +30,7 @@ OUTCOMES: dict[str, tuple[str, str]] = {
         "KubeRay could not submit the job to its Ray cluster (the submitter failed: look at the RayJob's events "
         "and the head pod's log)",
     ),
-    "DeadlineExceeded": ("FAILED", "the RayJob ran past its activeDeadlineSeconds and KubeRay stopped it"),
+    "DeadlineExceeded": ("FAILED", "the RayJob ran past the profile's active_deadline_s (activeDeadlineSeconds)"),
     "PreRunningDeadlineExceeded": (
         "FAILED",
         "the job did not start running within preRunningDeadlineSeconds: its Ray cluster's pods did not all "
@@ -58,6 +60,7 @@ class RayJobState:
     dashboard_url: str = ""
     job_id: str = ""
     cluster_name: str = ""
+    deleting: bool = False  # a deletionTimestamp: KubeRay's finalizer is stopping it, it is going away
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the Ray job's (spec.metadata)
@@ -76,6 +79,7 @@ class RayJobState:
             dashboard_url=str(status.get("dashboardURL") or ""),
             job_id=str(status.get("jobId") or spec.get("jobId") or ""),
             cluster_name=str(status.get("rayClusterName") or ""),
+            deleting=bool(meta.get("deletionTimestamp")),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             metadata=dict(spec.get("metadata") or {}),
@@ -92,11 +96,18 @@ class RayJobState:
             return None
         return self.dashboard_url if "://" in self.dashboard_url else f"http://{self.dashboard_url}"
 
+    @property
+    def job_running(self) -> bool:
+        """Whether the Ray job itself may still run: KubeRay ends a RayJob at a deadline, or when it
+        gives up on it, without stopping its job (only deleting the RayJob does)."""
+        return self.job_status in ("", "PENDING", "RUNNING")
+
     def job_info(self) -> JobInfo:
-        """The job as the Jobs API would describe it: what the operator's re-attach rules read."""
-        if self.deployment_status == "Complete":
+        """The job as the Jobs API would describe it: what the operator's re-attach rules read.
+        A RayJob being deleted, refused or failed is never one to re-attach to (FAILED)."""
+        if self.deployment_status == "Complete" and not self.deleting:
             status = JobStatus(self.job_status) if self.job_status in JobStatus.__members__ else JobStatus.SUCCEEDED
-        elif self.deployment_status == "Failed":
+        elif self.deployment_status in ("Failed", "ValidationFailed") or self.deleting:
             status = JobStatus.FAILED
         else:
             status = JobStatus.RUNNING if self.job_status == "RUNNING" else JobStatus.PENDING
@@ -107,8 +118,13 @@ class RayJobState:
         if self.deployment_status == "Complete":
             status = self.job_status if self.job_status in JobStatus.__members__ else "SUCCEEDED"
             return status, self.message
+        if self.deployment_status == "ValidationFailed":
+            return REFUSED_STATUS, f"KubeRay refused the RayJob [RayJob {self.name}]: {self.message or 'no message'}"
         if self.reason == "DeadlineExceeded" and deadline_was_the_tasks:
-            return TIMEOUT_STATUS, "the task's execution_timeout ran out while the job still ran; KubeRay stopped the RayJob"
+            return (
+                TIMEOUT_STATUS,
+                "the task's execution_timeout ran out while the job still ran (the RayJob's activeDeadlineSeconds)",
+            )
         status, meaning = OUTCOMES.get(self.reason, ("FAILED", f"the RayJob failed ({self.reason or 'KubeRay gave no reason'})"))
         detail = f": {self.message}" if self.message else ""
         return status, f"{meaning} [RayJob {self.name}, reason {self.reason or 'none'}]{detail}"
