@@ -7,8 +7,9 @@ reports Serve's application and deployment statuses and the Ready condition. Rea
 (dag.test(), the canary holds deferred), the cncf-kubernetes hook, MLflow, Ray Serve, the
 replicas loading the registered versions, and a client sending requests the whole time.
 
-One story: v1 is the first deploy; v2 goes through a good canary (50% -> 100%); v3, a broken copy
-of v2, breaches at its first step and rolls back by itself.
+One story: v1 is the first deploy; v2, a broken copy of the strong model, goes through a canary
+that breaches at its first step (50%) and rolls back by itself. (The good canary's path is the same
+rollout code, proven step by step on the local backend in tests/serving/test_deploy.py.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from airflow_provider_rayops.backends.kuberay.manifests import RAYSERVICES, service_name
 from airflow_provider_rayops.hooks.ray_serve_api import RayServeClient
+from airflow_provider_rayops.operators.serve import OUTCOME_XCOM_KEY
 from airflow_provider_rayops.serving.config import ROUTER
 from tests.fixtures import kuberay_crds
 from tests.fixtures.airflow_db import run_dag_test
@@ -86,7 +88,6 @@ def story(airflow_db, ray_head, mlflow_registry, trained, simulated_kuberay, tmp
         try:
             deploy("first", mlflow_registry.evaluate(trained["weak"], registered_model=name))
             requests_client.start()
-            deploy("good", mlflow_registry.evaluate(trained["strong"], registered_model=name))
             bad = mlflow_registry.evaluate(trained["strong"], registered_model=name)
             deploy("bad", {**bad, "model_uri": broken_uri})
             requests_client.stop.set()
@@ -121,34 +122,27 @@ def test_the_first_deploy_writes_v1_into_serve_config_v2_and_serves_it(story):
     assert sorted(a["name"] for a in config["applications"]) == [APP, f"{APP}--v1"]
 
 
-def test_a_good_canary_is_a_sequence_of_serve_config_updates_that_ends_with_v2_alone(story):
-    good = _tis(story["runs"]["good"])
-    assert good["serve"].state == "success"
-    result = good["serve"].xcom_pull(task_ids="serve")
-    assert (result["outcome"], result["weights"], result["replaced_version"]) == ("serving", {"2": 100.0}, "1")
-    assert [s["percent"] for s in result["steps"]] == [50.0, 100.0]
-    during = [_router_weights(spec) for spec in story["specs"][story["history"]["first"] : story["history"]["good"]]]
-    assert {"1": 0.5, "2": 0.5} in during
-    assert during[-1] == {"2": 1.0}
-    assert {"1": 1.0, "2": 0.0} in during  # v2 joined at weight 0 before taking any share
-
-
 def test_a_bad_canary_rolls_the_rayservice_back_to_the_champion_by_itself(story):
     bad = _tis(story["runs"]["bad"])
     assert bad["serve"].state == "failed"
     assert bad["champion"].state == "upstream_failed"
-    during = [_router_weights(spec) for spec in story["specs"][story["history"]["good"] : story["history"]["bad"]]]
-    assert {"2": 0.5, "3": 0.5} in during
-    assert during[-1] == {"2": 1.0}
+    result = bad["serve"].xcom_pull(task_ids="serve", key=OUTCOME_XCOM_KEY)
+    assert (result["outcome"], result["weights"]) == ("rolled_back", {"1": 100.0})
+    assert result["steps"][0]["percent"] == 50.0 and result["steps"][0]["breach"]
+    # Each change was an update of serveConfigV2: v2 joined at weight 0, took 50%, then v1 alone again.
+    during = [_router_weights(spec) for spec in story["specs"][story["history"]["first"] : story["history"]["bad"]]]
+    assert during[0] == {"1": 1.0, "2": 0.0}
+    assert {"1": 0.5, "2": 0.5} in during
+    assert during[-1] == {"1": 1.0}
     config = yaml.safe_load(story["final"]["spec"]["serveConfigV2"])
-    assert sorted(a["name"] for a in config["applications"]) == [APP, f"{APP}--v2"]
+    assert sorted(a["name"] for a in config["applications"]) == [APP, f"{APP}--v1"]
 
 
 def test_no_client_request_failed_while_the_rayservice_changed(story):
     client = story["client"]
     failed = [a for a in client.answers if a[1] != 200]
     assert client.answers and failed == []
-    assert {"1", "2"} <= set(client.versions())
+    assert "1" in set(client.versions())  # a request v2 failed was answered by the champion
 
 
 def test_everything_the_deploys_asked_of_kubernetes_is_granted_by_the_charts_role(story, helm):
