@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.configs import write_defaults
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,10 +18,7 @@ def config_dir(tmp_path: Path) -> Path:
     the policy tests write their own, starting from rayops' defaults."""
     folder = tmp_path / "dag_configs"
     folder.mkdir()
-    text = (ROOT / "dag_configs" / "defaults.yaml").read_text()
-    without_security = re.sub(r"(?m)^security:\n(?:[ #].*\n)*", "", text)
-    assert without_security != text, "the shipped defaults.yaml has no security section any more: drop this cut"
-    (folder / "defaults.yaml").write_text(without_security)
+    write_defaults(folder)
     return folder
 
 

@@ -24,6 +24,7 @@ from airflow_provider_rayops.factory import load_pipelines
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
 from tests.fixtures.airflow_db import run_dag_test
 from tests.fixtures.bare_cluster import BARE_CONN_ID
+from tests.fixtures.configs import write_defaults
 from tests.fixtures.s3 import S3_BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,16 +57,7 @@ def bare_project(tmp_path_factory, bare_cluster, s3_endpoint, mlflow_server, air
     storage.write_bytes(f"{prefix}/raw/churn.parquet", table_bytes(make_churn(2000, seed=3), fmt="parquet"))
     configs = project / "dag_configs"
     configs.mkdir()
-    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", configs)
-    with open(configs / "defaults.yaml", "a") as defaults:
-        defaults.write(
-            textwrap.dedent(
-                f"""
-                security:
-                  storage_roots: ['s3://{S3_BUCKET}/']
-                """
-            )
-        )
+    write_defaults(configs, security={"storage_roots": [f"s3://{S3_BUCKET}/"]})
     (project / "myloops").mkdir()
     (project / "myloops" / "__init__.py").write_text("")
     (project / "myloops" / "loop.py").write_text(CUSTOM_LOOP)

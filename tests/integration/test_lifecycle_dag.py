@@ -23,6 +23,7 @@ from airflow_provider_rayops.factory import load_pipelines
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
 from tests.fixtures.airflow_db import run_dag_test
 from tests.fixtures.bare_cluster import BARE_CONN_ID
+from tests.fixtures.configs import write_defaults
 from tests.fixtures.s3 import S3_BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +50,8 @@ def pipeline_dag(tmp_path, monkeypatch, bare_cluster, s3_endpoint, mlflow_server
     storage.write_bytes(f"{prefix}/raw/churn.parquet", table_bytes(make_churn(3000, seed=3), fmt="parquet"))
     configs = tmp_path / "dag_configs"
     configs.mkdir()
-    shutil.copy(ROOT / "dag_configs" / "defaults.yaml", configs)
-    with open(configs / "defaults.yaml", "a") as defaults:  # the platform lets pipelines write to the test bucket
-        defaults.write(f"security:\n  storage_roots: ['s3://{S3_BUCKET}/']\n")
+    # The platform lets pipelines write to the test bucket.
+    write_defaults(configs, security={"storage_roots": [f"s3://{S3_BUCKET}/"]})
     compute = json.dumps({"backend": "ray", "conn_id": BARE_CONN_ID, "code": "ship"})
     (configs / "churn_it.yaml").write_text(
         textwrap.dedent(

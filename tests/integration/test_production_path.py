@@ -30,11 +30,15 @@ from airflow_provider_rayops import tag_names as names
 from airflow_provider_rayops.config.loader import load_config_dir
 from airflow_provider_rayops.hooks.mlflow import MlflowHook
 from airflow_provider_rayops.jobs.datasets import make_churn, table_bytes
+from airflow_provider_rayops.serving.inference_log import FLUSH_ROWS
 from tests.fixtures.network import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_STAGES = ("ingest.snapshot", "train.fit", "evaluate.score")
 REGISTRY_STAGES = ("promote.register", "deploy.serve", "promote.champion")
+CANARY_HOLD = "4s"
+# A full part of the inference log: the replica writes it at once, not after FLUSH_S (10 s).
+DRIFTED_ROWS = FLUSH_ROWS
 DEPLOYED_LINE = 'load_pipelines(globals(), default_config_dir=Path(__file__).resolve().parent.parent / "dag_configs")'
 
 
@@ -58,6 +62,10 @@ def production(tmp_path_factory, ray_head, airflow_stack):
     port = free_port()
     assert "  route_prefix: /churn\n" in example.read_text()
     example.write_text(example.read_text().replace("  route_prefix: /churn\n", f"  route_prefix: /churn\n  http_port: {port}\n"))
+    # The retraining's canary holds each step a few seconds, not the example's 10: still deferred
+    # to the real triggerer at each step, and judged, 12 s sooner.
+    assert "    hold: 10s " in example.read_text()
+    example.write_text(example.read_text().replace("    hold: 10s ", f"    hold: {CANARY_HOLD} "))
     (project / "data").mkdir()
     # The rows and seed `make demo` uses (scripts/demo.py): the example's gates are set for them.
     (project / "data" / "churn.parquet").write_bytes(table_bytes(make_churn(20_000, seed=7), fmt="parquet"))
@@ -104,7 +112,7 @@ def test_every_ray_stage_deferred_to_the_real_triggerer(airflow_stack, productio
 
 def test_the_run_ends_with_a_champion_whose_lineage_is_this_run(airflow_stack, production):
     record, project, *_ = production
-    (loaded,) = load_config_dir(project / "dag_configs").pipelines
+    (loaded,) = [p for p in load_config_dir(project / "dag_configs").pipelines if p.spec.pipeline == "churn"]
     train_job = airflow_stack.xcom(record.dag_id, record.run_id, "train.fit", key="ray_job")
     registered = airflow_stack.xcom(record.dag_id, record.run_id, "promote.register")
     assert registered["passed"] is True
@@ -139,13 +147,13 @@ def drift_loop(airflow_stack, production):
 
     record, project, _, port = production
     assert record.state == "success"
-    shifted = make_churn(600, seed=99, drift=1.0).drop(["churned"]).to_pylist()
+    shifted = make_churn(DRIFTED_ROWS, seed=99, drift=1.0).drop(["churned"]).to_pylist()
     answer = requests.post(f"http://127.0.0.1:{port}/churn/", json={"dataframe_records": shifted}, timeout=60)
     assert answer.status_code == 200, answer.text
     champion = airflow_stack.xcom(record.dag_id, record.run_id, "promote.register")["version"]
     live = log_uri(f"file://{project}/.rayops/artifacts", "churn")
-    deadline = time.monotonic() + 60  # the replica writes its log every 10 s
-    while count_rows(live_files(live, version=champion)) < 600:
+    deadline = time.monotonic() + 60  # the replica writes its log once FLUSH_ROWS wait (or every 10 s)
+    while count_rows(live_files(live, version=champion)) < DRIFTED_ROWS:
         assert time.monotonic() < deadline, "the served rows never reached the inference log"
         time.sleep(1)
     known = {run["dag_run_id"] for run in airflow_stack.dag_runs("churn")}
@@ -159,7 +167,7 @@ def test_drift_in_the_served_rows_starts_retraining_through_the_scheduler(airflo
     check, retrain = drift_loop
     assert check.state == "success" and check.task_instances["check"].state == "success"
     summary = airflow_stack.xcom(check.dag_id, check.run_id, "check")
-    assert summary["reasons"] == ["data_drift"] and summary["current_rows"] >= 600
+    assert summary["reasons"] == ["data_drift"] and summary["current_rows"] >= DRIFTED_ROWS
     assert airflow_stack.dag_run("churn", retrain.run_id)["run_type"] == "asset_triggered"
     logs = {task: airflow_stack.task_log(retrain.dag_id, retrain.run_id, task) for task in retrain.task_instances}
     assert retrain.state == "success", logs

@@ -406,7 +406,7 @@ def test_a_snapshot_several_times_the_object_store_trains_streamed(tmp_path: Pat
     assert encoded > 1.5 * 80 * 2**20
 
     backend = LocalBackend(LocalProfile(backend="local", num_cpus=2, object_store_mb=80, state_dir=str(tmp_path / "ray")))
-    backend.head.stop_timeout_s = 3.0
+    backend.head.stop_timeout_s = 1.0  # as the session's head (tests/fixtures/ray_head.py)
     args = _args(
         snapshot,
         f"file://{tmp_path}/runs/streamed",
