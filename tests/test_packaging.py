@@ -122,7 +122,7 @@ def test_dags_parse_and_every_declared_module_imports_without_torch_or_ray(core_
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["import_errors"] == {}
-    assert report["dags"] == ["churn", "churn__monitor", "churn__rollback"]
+    assert report["dags"] == ["churn", "churn__monitor", "churn__rollback", "churn_gpu"]
     assert "airflow_provider_rayops.operators.ray_job" in report["modules"]
     assert "airflow_provider_rayops.triggers.ray_job" in report["modules"]
     assert report["heavy"] == [], f"the Airflow side imported {report['heavy']}"

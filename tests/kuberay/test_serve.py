@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from airflow_provider_rayops.backends.kuberay.manifests import RAYSERVICES, service_name
@@ -99,10 +100,15 @@ def story(airflow_db, ray_head, mlflow_registry, trained, simulated_kuberay, tmp
             yield out
         finally:
             requests_client.stop.set()
-            with contextlib.suppress(Exception):  # the session's other Serve users start from a clean slate
+            with contextlib.suppress(Exception):
                 from airflow_provider_rayops.backends.kuberay.client import KubeRayClient
 
                 KubeRayClient(simulated_kuberay.conn_id, NAMESPACE).delete(RAYSERVICES, SERVICE)
+            # Serve shut down on the session head, as tests/serving/test_deploy.py leaves it: the next
+            # module starts it on a port of its own (Serve keeps the port it started with).
+            requests.delete(
+                ray_head.dashboard_url.rstrip("/") + "/api/serve/applications/", headers=ray_head.endpoint.headers(), timeout=60
+            )
 
 
 def test_the_endpoint_is_one_rayservice_the_api_server_accepts_with_the_profiles_cluster(story):
