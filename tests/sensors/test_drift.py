@@ -184,11 +184,8 @@ def test_a_second_drift_within_the_cooldown_starts_no_retraining(airflow_db, pip
     assert second.watermark > first.watermark and second.last_report_uri != first.last_report_uri
 
 
-def test_a_check_that_needs_more_than_memory_mb_is_judged_as_a_ray_job(
-    airflow_db, pipeline, champion, ray_head, s3_endpoint, monkeypatch
-):
-    """The same verdict, computed on the session's Ray head; the job reads and writes S3 with the
-    storage connection's settings, as a cluster's job would."""
+def _storage_connection(monkeypatch, s3_endpoint) -> None:
+    """The rayops_s3 connection rayops_s3_drift, to the session's S3 endpoint with its keys."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_RAYOPS_S3_DRIFT",
         json.dumps({
@@ -196,6 +193,14 @@ def test_a_check_that_needs_more_than_memory_mb_is_judged_as_a_ray_job(
             "password": s3_endpoint.secret_key, "extra": {"region": s3_endpoint.region},
         }),
     )  # fmt: skip
+
+
+def test_a_check_that_needs_more_than_memory_mb_is_judged_as_a_ray_job(
+    airflow_db, pipeline, champion, ray_head, s3_endpoint, monkeypatch
+):
+    """The same verdict, computed on the session's Ray head; the job reads and writes S3 with the
+    storage connection's settings, as a cluster's job would."""
+    _storage_connection(monkeypatch, s3_endpoint)
     serve(pipeline, champion, 600, drift=1.0, seed=8)
     dag, asset = monitor(
         pipeline, poke_timeout=240, drift={"memory_mb": 0}, compute=ray_head.compute, storage_conn_id="rayops_s3_drift"
@@ -223,13 +228,7 @@ def test_on_kuberay_a_check_over_memory_mb_is_a_rayjob_whose_pods_hold_the_stora
     settings = S3Settings(endpoint_url=s3_endpoint.endpoint_url, access_key=s3_endpoint.access_key,
                           secret_key=s3_endpoint.secret_key, region=s3_endpoint.region)  # fmt: skip
     kuberay.api.secrets[("ml", "minio-credentials")] = {k: v for k, v in settings.to_env().items() if k.startswith("AWS_")}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_RAYOPS_S3_DRIFT",
-        json.dumps({
-            "conn_type": "rayops_s3", "host": s3_endpoint.endpoint_url, "login": s3_endpoint.access_key,
-            "password": s3_endpoint.secret_key, "extra": {"region": s3_endpoint.region},
-        }),
-    )  # fmt: skip
+    _storage_connection(monkeypatch, s3_endpoint)
     serve(pipeline, champion, 600, drift=1.0, seed=8)
     profile = {"backend": "kuberay", "conn_id": kuberay.conn_id, "namespace": "ml", "image": "ghcr.io/acme/rayops:0.1.0",
                "secret_env": ["minio-credentials"]}  # fmt: skip
