@@ -402,12 +402,17 @@ class DriftSensor(BaseSensorOperator):
             self.log.info("RayJob %s is %s", name, job.deployment_status or "New")
             return None
         status, message = job.outcome()
-        log = ""
-        if job.dashboard:
-            try:
-                log = RayJobsClient(backend.cluster_endpoint(job.dashboard)).get_logs(sid)
-            except RayopsComputeError as exc:
-                message = f"{message}; its log could not be read from {job.dashboard}: {exc}"
+        try:
+            if not job.dashboard:
+                raise RayopsComputeError("KubeRay reported no dashboard")
+            log = RayJobsClient(backend.cluster_endpoint(job.dashboard)).get_logs(sid)
+        except RayopsComputeError as exc:
+            # The result travels in the log: without it (the cluster cleaned up, say) the rows are judged again.
+            return JobOutcome.error(
+                submission_id=sid,
+                dashboard_url=job.dashboard or "",
+                message=f"RayJob {name} ended {status}; its log could not be read: {exc}",
+            )
         outcome = JobOutcome.of_job(job.job_info(), log, dashboard_url=job.dashboard or "")
         if status != "SUCCEEDED":
             return JobOutcome(submission_id=sid, status=status, dashboard_url=job.dashboard or "", message=message,
